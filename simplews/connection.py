@@ -1,0 +1,634 @@
+"""Connection: the threaded I/O around the sans-I/O Protocol (DESIGN §2).
+
+- Reading happens in the caller's thread, under the read lock; there is no
+  reader thread. The keepalive thread reads only connections nobody is reading.
+- Every byte written goes through the writer lock, one frame per acquisition, so
+  control frames can go out between the fragments of a large message. A second
+  lock keeps data messages whole: one message at a time.
+- The socket stays blocking; timeouts are waits on the file descriptor with a
+  monotonic deadline. Its file descriptor is closed only by a holder of the read lock.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import select
+import socket
+import ssl
+import threading
+from time import monotonic
+from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+
+from . import keepalive
+from .exceptions import (ConcurrencyError, ConnectionClosed, ConnectionClosedError,
+                         ConnectionClosedOK, ProtocolError)
+from .frames import CloseCode, Opcode
+from .http11 import Request, Response
+from .protocol import Close, Event, Fragment, Message, Ping, Pong, Protocol, Side, State
+
+__all__ = ["Connection"]
+
+Data = Union[str, bytes]
+_BINARY_TYPES = (bytes, bytearray, memoryview)
+_TEXT, _BINARY, _CONT = Opcode.TEXT.value, Opcode.BINARY.value, Opcode.CONT.value
+_OK_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
+READ_SIZE = 256 * 1024
+_HAS_POLL = hasattr(select, "poll")
+
+
+def _wait_readable(sock: socket.socket, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``sock`` to be readable (no fd limit with poll)."""
+    if _HAS_POLL:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    return bool(select.select([sock], [], [], max(0.0, timeout))[0])  # pragma: no cover
+
+
+def _wait_writable(sock: socket.socket, timeout: float) -> bool:
+    """Could ``sock`` take a small write within ``timeout`` seconds without blocking?"""
+    if _HAS_POLL:
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    return bool(select.select([], [sock], [], max(0.0, timeout))[1])  # pragma: no cover
+
+
+def _tls_record_ready(sock: ssl.SSLSocket) -> bool:
+    """Would reading ``sock`` return without blocking? True when decrypted bytes are
+    pending or a whole TLS record (or EOF) waits in the kernel: peeked on the raw
+    socket, so that a peer sending half a record cannot block the keepalive thread."""
+    if sock.pending():
+        return True
+    flags = socket.MSG_PEEK | socket.MSG_DONTWAIT
+    try:
+        head = socket.socket.recv(sock, 5, flags)
+        if len(head) < 5:
+            return not head  # b"" is EOF: reading returns at once
+        size = 5 + int.from_bytes(head[3:5], "big")
+        return len(socket.socket.recv(sock, size, flags)) >= size
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True  # let the read report the error
+
+
+class Connection:
+    """An open WebSocket connection, client or server side (DESIGN §3)."""
+
+    def __init__(self, sock: socket.socket, protocol: Protocol, *, request: Request,
+                 response: Response, subprotocol: Optional[str] = None,
+                 close_timeout: Optional[float] = 10, ping_interval: Optional[float] = 20,
+                 ping_timeout: Optional[float] = 20, max_queue: Optional[int] = 16,
+                 logger: Optional[logging.Logger] = None, leftover: bytes = b"") -> None:
+        self.socket = sock
+        self.protocol = protocol
+        self.request = request
+        self.response = response
+        self.subprotocol = subprotocol
+        self.close_timeout = close_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_queue = max_queue
+        self.logger = logger or logging.getLogger(
+            "simplews.client" if protocol.side is Side.CLIENT else "simplews.server")
+        self._debug = self.logger.isEnabledFor(logging.DEBUG)
+        self.local_address: Any = sock.getsockname()
+        self.remote_address: Any = sock.getpeername()
+        #: Seconds between the last keepalive ping and its pong.
+        self.latency = 0.0
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._message_lock = threading.Lock()  # one outgoing data message at a time
+        self._state_lock = threading.Lock()
+        self._queue: Deque[Event] = collections.deque()  # read ahead by the keepalive thread
+        self._read_buffer = bytearray(READ_SIZE)
+        self._read_view = memoryview(self._read_buffer)
+        self._pings: Dict[bytes, Tuple[threading.Event, float]] = {}
+        self._closed = threading.Event()  # set once the TCP connection is closed
+        self._close_exc: Optional[ConnectionClosed] = None
+        self._close_deadline: Optional[float] = None  # set when we wait for the TCP close
+        self._abort_code: Optional[Tuple[int, str]] = None
+        now = monotonic()
+        self._next_ping = now + ping_interval if ping_interval else None
+        self._keepalive_ping: Optional[Tuple[threading.Event, float]] = None
+        if leftover:
+            protocol.receive_data(leftover)
+        keepalive.register(self)
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def state(self) -> State:
+        return State.CLOSED if self._closed.is_set() else self.protocol.state
+
+    @property
+    def close_code(self) -> Optional[int]:
+        """The peer's close code (1005: none given; 1006: no close frame), or the code
+        we failed the connection with; None while the connection is open."""
+        return self._close_exc.code if self._close_exc is not None else None
+
+    @property
+    def close_reason(self) -> Optional[str]:
+        return self._close_exc.reason if self._close_exc is not None else None
+
+    def _closing_exception(self) -> ConnectionClosed:
+        """What a closed connection raises, derived from the closing handshake."""
+        if self._close_exc is not None:
+            return self._close_exc
+        protocol = self.protocol
+        received, sent = protocol.close_rcvd, protocol.close_sent
+        if received is not None and sent is not None and received[0] in _OK_CODES \
+                and sent[0] in _OK_CODES and self._abort_code is None:
+            return ConnectionClosedOK(*received)
+        if received is not None:
+            return ConnectionClosedError(*received)
+        if self._abort_code is not None:
+            return ConnectionClosedError(*self._abort_code)
+        if protocol.failure is not None and sent is not None:
+            return ConnectionClosedError(*sent)
+        return ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "")
+
+    # ------------------------------------------------------------- receiving
+
+    def recv(self, timeout: Optional[float] = None) -> Data:
+        """The next message: ``str`` for text, ``bytes`` for binary. Raises TimeoutError
+        after ``timeout`` seconds (the connection stays usable), ConnectionClosedOK or
+        ConnectionClosedError once closed, ProtocolError (PayloadTooBig) when the peer's
+        data fails the connection."""
+        event = self._next_data_event(timeout, streaming=False)
+        if type(event) is not Message:
+            raise ConcurrencyError("recv() called while recv_streaming() is in a message")
+        return event.data  # type: ignore[union-attr]
+
+    def recv_streaming(self, timeout: Optional[float] = None) -> Iterator[Data]:
+        """The pieces of the next message as they arrive (one per frame, or more when a
+        frame arrives in parts); ``timeout`` applies to each piece."""
+        while True:
+            event = self._next_data_event(timeout, streaming=True)
+            if type(event) is Message:
+                yield event.data  # type: ignore[union-attr]
+                return
+            yield event.data  # type: ignore[union-attr]
+            if event.last:  # type: ignore[union-attr]
+                return
+
+    def __iter__(self) -> Iterator[Data]:
+        """Messages until the connection closes; a normal close ends the loop."""
+        try:
+            while True:
+                yield self.recv()
+        except ConnectionClosedOK:
+            return
+
+    def _next_data_event(self, timeout: Optional[float], streaming: bool) -> Event:
+        queue = self._queue
+        if queue:
+            return queue.popleft()
+        deadline = None if timeout is None else monotonic() + timeout
+        if not self._read_lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            raise TimeoutError("timed out waiting for a message")
+        try:
+            if queue:
+                return queue.popleft()
+            return self._read_event(deadline, streaming)
+        finally:
+            self._read_lock.release()
+
+    def _read_event(self, deadline: Optional[float], streaming: bool = False) -> Event:
+        """The next data event, handling control frames on the way (read lock held)."""
+        protocol = self.protocol
+        if streaming and protocol.in_message:
+            partial = protocol.take_partial()
+            if partial is not None:
+                return Fragment(partial, False)
+        while True:
+            if self._close_deadline is not None:
+                self._wait_tcp_close()
+                raise self._closing_exception()
+            protocol.streaming = streaming
+            try:
+                event = protocol.next_event()
+            except ProtocolError as exc:
+                self._on_failure(exc)
+                raise
+            if event is None:
+                if self._closed.is_set() or protocol.failure is not None:
+                    raise self._closing_exception()
+                self._read_more(deadline)
+                continue
+            cls = type(event)
+            if cls is Message or cls is Fragment:
+                if self._debug:
+                    self._log_data("<", event)
+                return event
+            self._handle_control(event)
+
+    def _read_more(self, deadline: Optional[float]) -> None:
+        """Read once from the socket into the protocol (read lock held)."""
+        sock = self.socket
+        if deadline is not None and not (self._tls and sock.pending()):
+            if not _wait_readable(sock, deadline - monotonic()):
+                raise TimeoutError("timed out waiting for a message")
+        try:
+            size = sock.recv_into(self._read_buffer)
+        except OSError:
+            size = 0
+        if not size:
+            self._on_eof()
+            raise self._closing_exception()
+        self.protocol.receive_data(self._read_view[:size])
+
+    def _handle_control(self, event: Event) -> None:
+        """Ping, Pong, Close: answer, acknowledge, close (read lock held)."""
+        if self._debug:
+            self.logger.debug("< %r", event)
+        cls = type(event)
+        if cls is Ping:
+            self._send_replies()
+        elif cls is Pong:
+            now = monotonic()
+            for payload in event.acknowledged:  # type: ignore[attr-defined]
+                waiter = self._pings.pop(payload, None)
+                if waiter is not None:
+                    self.latency = now - waiter[1]
+                    waiter[0].set()
+        elif cls is Close:
+            self._send_replies()  # the echo (RFC 6455 §5.5.1)
+            self._start_tcp_close()
+
+    def _on_failure(self, exc: ProtocolError) -> None:
+        """The peer broke the protocol: send the failing close, then close TCP."""
+        self.logger.info("failing connection with %d: %s", exc.close_code, exc)
+        self._send_replies()
+        self._start_tcp_close()
+        self._wait_tcp_close()
+
+    def _on_eof(self) -> None:
+        self.protocol.receive_eof()
+        self._finish()
+
+    # ------------------------------------------------------- closing TCP
+
+    def _start_tcp_close(self) -> None:
+        """The closing handshake is over (or failed): RFC 6455 §7.1.1, the server closes
+        TCP first; the client waits for it (both bounded by close_timeout)."""
+        if self._close_deadline is not None:
+            return
+        self._close_deadline = monotonic() + (self.close_timeout or 0)
+        if self.protocol.side is Side.SERVER:
+            try:
+                self.socket.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+
+    def _wait_tcp_close(self) -> None:
+        """Discard what the peer still sends until it closes TCP or time is up, then
+        close our end (read lock held)."""
+        deadline = self._close_deadline or monotonic()
+        sock, buffer = self.socket, self._read_buffer
+        while not self._closed.is_set():
+            if not (self._tls and sock.pending()) and not _wait_readable(sock, deadline - monotonic()):
+                break
+            try:
+                if not sock.recv_into(buffer):
+                    break
+            except OSError:
+                break
+        self._finish()
+
+    def _poll_tcp_close(self) -> None:
+        """The keepalive thread's version of _wait_tcp_close: read what is there, finish
+        on EOF or after the deadline, never wait (read lock held)."""
+        sock = self.socket
+        try:
+            while (self._tls and _tls_record_ready(sock)) or (not self._tls and _wait_readable(sock, 0)):
+                if not sock.recv_into(self._read_buffer):
+                    self._finish()
+                    return
+        except OSError:
+            self._finish()
+            return
+        if monotonic() >= (self._close_deadline or 0):
+            self._finish()
+
+    def _finish(self) -> None:
+        """Close the socket and record how the connection ended (read lock held)."""
+        with self._state_lock:
+            if self._closed.is_set():
+                return
+            self._close_exc = self._closing_exception()
+            self._closed.set()
+        keepalive.unregister(self)
+        try:
+            self.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        # No sendall may be using the descriptor when it is closed; shutdown made any
+        # blocked writer fail, so the lock comes free at once.
+        locked = self._write_lock.acquire(timeout=self.close_timeout or 1)
+        try:
+            self.socket.close()
+        finally:
+            if locked:
+                self._write_lock.release()
+        if self._debug:
+            self.logger.debug("connection closed: %s", self._close_exc)
+
+    def _cut(self, code: int, reason: str) -> bool:
+        """Record why the connection is being aborted and cut TCP, which wakes a blocked
+        reader or writer; the reader, or the keepalive tick, then finishes. False if it
+        was already closed or aborted."""
+        with self._state_lock:
+            if self._closed.is_set() or self._abort_code is not None:
+                return False
+            self._abort_code = (code, reason)
+        self.logger.info("aborting connection with %d: %s", code, reason)
+        try:
+            self.socket.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        return True
+
+    def _abort(self, code: int, reason: str) -> None:
+        """Fail the connection from outside the reader (keepalive timeout, close
+        timeout): a close frame if the writer is free and the socket can take it, then
+        cut TCP. The caller must not hold the writer lock."""
+        if self._closed.is_set() or self._abort_code is not None:
+            return
+        if self._write_lock.acquire(blocking=False):
+            try:
+                if code != CloseCode.ABNORMAL_CLOSURE and _wait_writable(self.socket, 0):
+                    frame = self.protocol.send_close(code, reason)
+                    if frame:
+                        self.socket.sendall(frame)
+            except OSError:
+                pass
+            finally:
+                self._write_lock.release()
+        if self._cut(code, reason) and self._read_lock.acquire(blocking=False):
+            try:
+                self._finish()
+            finally:
+                self._read_lock.release()
+
+    # --------------------------------------------------------------- sending
+
+    def send(self, message: Union[Data, bytearray, memoryview, Iterable[Data]]) -> None:
+        """Send a message: ``str`` as text, bytes-like as binary; any other iterable of
+        str or bytes-like sends one fragmented message, one frame per item."""
+        if isinstance(message, str):
+            opcode, data = _TEXT, message.encode("utf-8")
+        elif isinstance(message, _BINARY_TYPES):
+            opcode, data = _BINARY, message
+        elif isinstance(message, Iterable) and not isinstance(message, dict):
+            self._send_fragments(iter(message))
+            return
+        else:
+            raise TypeError(f"cannot send {type(message).__name__}: str, bytes or an iterable of them")
+        with self._message_lock:
+            self._send_frame(opcode, data, True)
+
+    def _send_fragments(self, items: Iterator[Any]) -> None:
+        with self._message_lock:
+            previous = next(items, None)
+            if previous is None:
+                return
+            text = isinstance(previous, str)
+            opcode = _TEXT if text else _BINARY
+            try:
+                for item in items:
+                    self._send_frame(opcode, _fragment_bytes(previous, text), False)
+                    opcode, previous = _CONT, item
+                self._send_frame(opcode, _fragment_bytes(previous, text), True)
+            except (TypeError, ValueError) as exc:
+                if opcode == _CONT:  # a message cut in the middle cannot be finished
+                    self._abort(CloseCode.INTERNAL_ERROR, "incomplete fragmented message")
+                raise exc
+
+    def _send_frame(self, opcode: int, data: Union[bytes, bytearray, memoryview], fin: bool) -> None:
+        with self._write_lock:
+            protocol = self.protocol
+            if protocol.close_sent is not None or protocol.close_rcvd is not None or self._closed.is_set():
+                raise self._closing_exception()
+            buffers = protocol.send_data(opcode, data, fin)
+            if self._debug:
+                self.logger.debug("> %s %d bytes%s", Opcode(opcode).name, len(data), "" if fin else " (fin=0)")
+            self._write(buffers)
+
+    def _write(self, buffers: List[Any]) -> None:
+        """Write buffers (writer lock held); a failed write aborts the connection."""
+        try:
+            for buffer in buffers:
+                self.socket.sendall(buffer)
+        except OSError:
+            self._cut(CloseCode.ABNORMAL_CLOSURE, "connection lost while writing")
+            raise self._closing_exception() from None
+
+    def _send_replies(self) -> None:
+        """Write the pongs and close frames the protocol queued, one per lock hold."""
+        protocol = self.protocol
+        while True:
+            with self._write_lock:
+                frame = protocol.next_reply()
+                if frame is None:
+                    return
+                if self._debug:
+                    self.logger.debug("> reply %r", frame[:16])
+                try:
+                    self.socket.sendall(frame)
+                except OSError:
+                    return  # the reader sees the connection end
+
+    def ping(self, data: Union[str, bytes, None] = None) -> threading.Event:
+        """Send a ping; the returned Event is set when its pong arrives (RFC 6455 §5.5.2)."""
+        payload = os.urandom(4) if data is None else data.encode() if isinstance(data, str) else bytes(data)
+        waiter = self._ping(payload, blocking=True)
+        assert waiter is not None
+        return waiter
+
+    def _ping(self, payload: bytes, blocking: bool) -> Optional[threading.Event]:
+        """Send a ping; with ``blocking=False`` (the keepalive thread) give up, returning
+        None, when the writer is busy or the socket's buffer is full."""
+        if not self._write_lock.acquire(blocking):
+            return None
+        try:
+            if payload in self._pings:
+                raise ConcurrencyError("a ping with the same payload is waiting for its pong")
+            if self.protocol.close_sent is not None or self._closed.is_set():
+                raise self._closing_exception()
+            if not blocking and not _wait_writable(self.socket, 0):
+                return None
+            waiter = threading.Event()
+            self._pings[payload] = (waiter, monotonic())
+            self._write([self.protocol.send_ping(payload)])
+            return waiter
+        finally:
+            self._write_lock.release()
+
+    def pong(self, data: Union[str, bytes] = b"") -> None:
+        """Send an unsolicited pong (RFC 6455 §5.5.3)."""
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        with self._write_lock:
+            if self.protocol.close_sent is not None or self._closed.is_set():
+                raise self._closing_exception()
+            self._write([self.protocol.send_pong(payload)])
+
+    # --------------------------------------------------------------- closing
+
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
+        """Start (or finish) the closing handshake, wait for the peer's close frame and
+        for TCP to close, within close_timeout. Harmless when already closed."""
+        if self._closed.is_set():
+            return
+        timeout = self.close_timeout
+        deadline = None if timeout is None else monotonic() + timeout
+        self._send_close(code, reason, timeout)
+        if self._read_lock.acquire(timeout=-1 if timeout is None else timeout):
+            try:
+                self._drain_until_closed(deadline)
+            finally:
+                self._read_lock.release()
+        remaining = None if deadline is None else max(0.0, deadline - monotonic())
+        if not self._closed.wait(remaining):
+            self._abort(CloseCode.ABNORMAL_CLOSURE, "close timeout")
+
+    def _send_close(self, code: int, reason: str, timeout: Optional[float]) -> None:
+        if not self._write_lock.acquire(timeout=-1 if timeout is None else timeout):
+            self._abort(CloseCode.ABNORMAL_CLOSURE, "close timeout: the writer is blocked")
+            return
+        try:
+            frame = self.protocol.send_close(code, reason)
+            if frame:
+                self.logger.debug("> CLOSE %d %s", code, reason)
+                self.socket.sendall(frame)
+        except OSError:
+            pass
+        finally:
+            self._write_lock.release()
+
+    def _drain_until_closed(self, deadline: Optional[float]) -> None:
+        """Read (dropping data messages) until the connection is closed (read lock held)."""
+        while not self._closed.is_set():
+            try:
+                self._read_event(deadline)
+            except (ConnectionClosed, ProtocolError):
+                return
+            except TimeoutError:
+                self._abort(CloseCode.ABNORMAL_CLOSURE, "close timeout")
+                self._finish()
+                return
+
+    def __enter__(self) -> "Connection":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ keepalive
+
+    def keepalive_tick(self, now: float) -> None:
+        """Called by the keepalive thread every tick: pings, pong timeouts, pending
+        replies, the end of aborted or closing connections. Never blocks."""
+        if self._closed.is_set():
+            return
+        if self._abort_code is not None or (
+                self._close_deadline is not None and now >= self._close_deadline):
+            if self._read_lock.acquire(blocking=False):
+                try:
+                    self._finish()
+                finally:
+                    self._read_lock.release()
+            return
+        if self.protocol.has_replies and _wait_writable(self.socket, 0):
+            self._send_replies()
+        if self._close_deadline is not None:
+            return
+        sent = self._keepalive_ping
+        if sent is not None and not sent[0].is_set():
+            if self.ping_timeout is not None and now - sent[1] > self.ping_timeout:
+                self._abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+            return
+        if self._next_ping is not None and now >= self._next_ping:
+            try:
+                waiter = self._ping(os.urandom(4), blocking=False)
+            except (ConnectionClosed, ConcurrencyError):
+                return
+            if waiter is not None:
+                self._keepalive_ping = (waiter, now)
+                self._next_ping = now + (self.ping_interval or 0)
+
+    def wants_idle_reads(self) -> bool:
+        """Should the keepalive thread watch this socket? Not while someone reads it,
+        nor while the queue is full (TCP back-pressure), nor once closed."""
+        return not (self._closed.is_set() or self._read_lock.locked()
+                    or (self.max_queue is not None and len(self._queue) >= self.max_queue))
+
+    def read_idle(self) -> bool:
+        """The keepalive thread found the socket readable: read what is there if nobody
+        else reads, answer control frames, queue data. False: stop watching for now."""
+        if not self._read_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed.is_set():
+                return False
+            if self._close_deadline is not None:
+                self._poll_tcp_close()
+                return not self._closed.is_set()
+            sock = self.socket
+            ready = _tls_record_ready(sock) if self._tls else _wait_readable(sock, 0)
+            if not ready:
+                return not self._tls  # half a TLS record: look again next tick
+            try:
+                size = sock.recv_into(self._read_buffer)
+            except OSError:
+                size = 0
+            if not size:
+                self._on_eof()
+                return False
+            self.protocol.receive_data(self._read_view[:size])
+            return self._queue_events()
+        finally:
+            self._read_lock.release()
+
+    def _queue_events(self) -> bool:
+        protocol, queue = self.protocol, self._queue
+        while self.max_queue is None or len(queue) < self.max_queue:
+            try:
+                event = protocol.next_event()
+            except ProtocolError as exc:
+                self.logger.info("failing connection with %d: %s", exc.close_code, exc)
+                self._send_replies()
+                self._start_tcp_close()
+                return True
+            if event is None:
+                return True
+            if type(event) is Message or type(event) is Fragment:
+                queue.append(event)
+            elif type(event) is Pong or _wait_writable(self.socket, 0):
+                self._handle_control(event)
+            elif type(event) is Close:  # the echo waits for the next tick
+                self._start_tcp_close()
+                if self._close_deadline is not None:
+                    return True
+        return False
+
+    def _log_data(self, direction: str, event: Event) -> None:
+        data = event.data  # type: ignore[attr-defined]
+        kind = "TEXT" if isinstance(data, str) else "BINARY"
+        self.logger.debug("%s %s %r [%d]", direction, kind, data[:64], len(data))
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.protocol.side.value} {self.remote_address} {self.state.name}>"
+
+
+def _fragment_bytes(item: Any, text: bool) -> Union[bytes, bytearray, memoryview]:
+    if text:
+        if not isinstance(item, str):
+            raise TypeError("a fragmented text message must contain only str")
+        return item.encode("utf-8")
+    if not isinstance(item, _BINARY_TYPES):
+        raise TypeError("a fragmented binary message must contain only bytes-like items")
+    return item

@@ -1,0 +1,159 @@
+"""RFC 6455 §5 frames: opcodes, close codes, header serialization, masking, close payloads.
+
+Parsing lives in ``protocol.py`` (it is incremental and stateful); this module
+holds the stateless pieces that both directions share.
+"""
+from __future__ import annotations
+
+import enum
+import os
+import struct
+from typing import NamedTuple, Optional, Tuple
+
+from .exceptions import ProtocolError
+
+__all__ = [
+    "Opcode",
+    "CloseCode",
+    "Frame",
+    "apply_mask",
+    "serialize_frame",
+    "frame_header",
+    "parse_close",
+    "serialize_close",
+    "is_valid_close_code",
+]
+
+
+class Opcode(enum.IntEnum):
+    """RFC 6455 §5.2 opcodes."""
+
+    CONT = 0x0
+    TEXT = 0x1
+    BINARY = 0x2
+    CLOSE = 0x8
+    PING = 0x9
+    PONG = 0xA
+
+
+#: Opcodes that RFC 6455 defines; every other one fails the connection (§5.2).
+KNOWN_OPCODES = frozenset(int(op) for op in Opcode)
+
+
+class CloseCode(enum.IntEnum):
+    """RFC 6455 §7.4.1 status codes (plus the IANA-registered 1012-1014)."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS_RCVD = 1005
+    ABNORMAL_CLOSURE = 1006
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+    BAD_GATEWAY = 1014
+    TLS_HANDSHAKE = 1015
+
+
+class Frame(NamedTuple):
+    """One frame as it is on the wire (payload unmasked, still compressed)."""
+
+    opcode: int
+    payload: bytes
+    fin: bool = True
+    rsv1: bool = False
+    rsv2: bool = False
+    rsv3: bool = False
+
+
+_H_SHORT = struct.Struct("!BB")
+_H_MEDIUM = struct.Struct("!BBH")
+_H_LONG = struct.Struct("!BBQ")
+
+
+def _xor_mask(data: bytes, mask: bytes) -> bytes:
+    """RFC 6455 §5.3: XOR ``data`` with the repeated 4-byte ``mask``, the whole
+    payload at once as one big integer (no per-byte Python loop)."""
+    size = len(data)
+    if not size:
+        return b""
+    key = mask * (size // 4 + 1)
+    if len(key) != size:
+        key = key[:size]
+    return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
+
+
+apply_mask = _xor_mask
+if not os.environ.get("SIMPLEWS_NO_EXTENSIONS"):
+    try:  # the optional C accelerator built by setup.py when a compiler is present
+        from ._speedups import apply_mask  # type: ignore[no-redef]  # noqa: F811
+    except ImportError:  # pragma: no cover - depends on the build
+        pass
+
+
+def frame_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False,
+                 mask: Optional[bytes] = None) -> bytes:
+    """The header of a frame (RFC 6455 §5.2): 7-, 16- or 64-bit length, then the mask key."""
+    first = opcode | (0x80 if fin else 0) | (0x40 if rsv1 else 0)
+    mask_bit = 0x80 if mask is not None else 0
+    if length < 126:
+        header = _H_SHORT.pack(first, mask_bit | length)
+    elif length < 0x10000:
+        header = _H_MEDIUM.pack(first, mask_bit | 126, length)
+    else:
+        header = _H_LONG.pack(first, mask_bit | 127, length)
+    return header + mask if mask is not None else header
+
+
+def serialize_frame(frame: Frame, mask: bool = False, mask_key: Optional[bytes] = None) -> bytes:
+    """Serialize ``frame``; a client masks (``mask=True``) with a random key (§5.3)."""
+    first = frame.opcode | (0x80 if frame.fin else 0) | (0x40 if frame.rsv1 else 0)
+    first |= (0x20 if frame.rsv2 else 0) | (0x10 if frame.rsv3 else 0)
+    payload = frame.payload
+    if mask:
+        key = mask_key if mask_key is not None else os.urandom(4)
+        header = frame_header(0, len(payload), False, False, key)
+        return bytes([first]) + header[1:] + apply_mask(payload, key)
+    header = frame_header(0, len(payload), False, False)
+    return bytes([first]) + header[1:] + payload
+
+
+def is_valid_close_code(code: int) -> bool:
+    """RFC 6455 §7.4: codes an endpoint may receive in a close frame.
+
+    1000-1003 and 1007-1014 are defined (1012-1014 by the IANA registry),
+    3000-4999 are for libraries and applications; 1004, 1005, 1006 and 1015
+    must never be sent, and the rest of 0-2999 is unassigned.
+    """
+    return 1000 <= code <= 1003 or 1007 <= code <= 1014 or 3000 <= code <= 4999
+
+
+def parse_close(payload: bytes) -> Tuple[int, str]:
+    """RFC 6455 §5.5.1: an empty payload (code 1005) or a 2-byte code and a UTF-8 reason."""
+    if not payload:
+        return CloseCode.NO_STATUS_RCVD, ""
+    if len(payload) == 1:
+        raise ProtocolError("close frame with a 1-byte payload")
+    code = int.from_bytes(payload[:2], "big")
+    if not is_valid_close_code(code):
+        raise ProtocolError(f"invalid close code {code}")
+    try:
+        reason = payload[2:].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtocolError("close reason is not valid UTF-8", CloseCode.INVALID_DATA) from None
+    return code, reason
+
+
+def serialize_close(code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bytes:
+    """A close payload; code 1005 means "no code" and gives an empty payload."""
+    if code == CloseCode.NO_STATUS_RCVD:
+        return b""
+    data = code.to_bytes(2, "big") + reason.encode("utf-8")
+    if len(data) > 125:
+        raise ValueError("close reason too long: a control frame payload is at most 125 bytes")
+    return data

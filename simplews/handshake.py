@@ -1,0 +1,176 @@
+"""The opening handshake (RFC 6455 §4), both sides, with RFC 7692 negotiation."""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import os
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence
+
+from .exceptions import InvalidHeader, InvalidStatus, NegotiationError
+from .extensions import DeflateConfig, DeflateParams, client_accept, client_offer, server_accept
+from .http11 import Headers, HeadersLike, Request, Response, split_tokens
+from .uri import WebSocketURI
+from .version import __version__
+
+__all__ = [
+    "accept_key",
+    "ClientHandshake",
+    "ServerHandshake",
+    "Accepted",
+    "USER_AGENT",
+]
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # §1.3
+USER_AGENT = f"simplews/{__version__}"
+
+
+def accept_key(key: str) -> str:
+    """§4.2.2: base64(SHA-1(key + GUID))."""
+    return base64.b64encode(hashlib.sha1((key + GUID).encode("ascii")).digest()).decode("ascii")
+
+
+class Accepted(NamedTuple):
+    """What a successful handshake agreed on."""
+
+    subprotocol: Optional[str]
+    deflate: Optional[DeflateParams]
+
+
+class ClientHandshake:
+    """The client's request (§4.1) and its check of the server's response."""
+
+    def __init__(self, uri: WebSocketURI, *, origin: Optional[str] = None,
+                 subprotocols: Optional[Sequence[str]] = None,
+                 compression: Optional[DeflateConfig] = None,
+                 additional_headers: Optional[HeadersLike] = None,
+                 user_agent: Optional[str] = USER_AGENT) -> None:
+        self.key = base64.b64encode(os.urandom(16)).decode("ascii")
+        self.subprotocols = list(subprotocols or [])
+        self.compression = compression
+        headers = Headers()
+        headers.add("Host", uri.host_header)
+        headers.add("Upgrade", "websocket")
+        headers.add("Connection", "Upgrade")
+        headers.add("Sec-WebSocket-Key", self.key)
+        headers.add("Sec-WebSocket-Version", "13")
+        if origin is not None:
+            headers.add("Origin", origin)
+        if self.subprotocols:
+            headers.add("Sec-WebSocket-Protocol", ", ".join(self.subprotocols))
+        if compression is not None:
+            headers.add("Sec-WebSocket-Extensions", client_offer(compression))
+        if uri.user_info is not None:
+            credentials = ":".join(uri.user_info).encode("utf-8")
+            headers.add("Authorization", "Basic " + base64.b64encode(credentials).decode("ascii"))
+        if user_agent:
+            headers.add("User-Agent", user_agent)
+        for name, value in Headers(additional_headers).items():
+            headers[name] = value  # the caller's headers win over the defaults
+        self.request = Request(uri.resource_name, headers)
+
+    def check_response(self, response: Response) -> Accepted:
+        """§4.1: validate the server's answer; raise InvalidStatus, InvalidHeader or
+        NegotiationError if the connection must not be established."""
+        if response.status != 101:
+            raise InvalidStatus(response)
+        headers = response.headers
+        if "websocket" not in split_tokens(headers.get("Upgrade")):
+            raise InvalidHeader(f"invalid Upgrade header: {headers.get('Upgrade')!r}")
+        if "upgrade" not in split_tokens(headers.get("Connection")):
+            raise InvalidHeader(f"invalid Connection header: {headers.get('Connection')!r}")
+        if headers.get_all("Sec-WebSocket-Accept") != [accept_key(self.key)]:
+            raise InvalidHeader("invalid Sec-WebSocket-Accept header")
+        subprotocol = headers.get("Sec-WebSocket-Protocol")
+        if subprotocol is not None and subprotocol not in self.subprotocols:
+            raise NegotiationError(f"server chose a subprotocol we did not offer: {subprotocol}")
+        deflate = client_accept(headers.get("Sec-WebSocket-Extensions"), self.compression)
+        return Accepted(subprotocol, deflate)
+
+
+SelectSubprotocol = Callable[[Any, List[str]], Optional[str]]
+
+
+class ServerHandshake:
+    """The server's check of a request (§4.2.1) and its response (§4.2.2)."""
+
+    def __init__(self, *, subprotocols: Optional[Sequence[str]] = None,
+                 select_subprotocol: Optional[SelectSubprotocol] = None,
+                 origins: Optional[Sequence[Optional[str]]] = None,
+                 compression: Optional[DeflateConfig] = None,
+                 server_header: Optional[str] = USER_AGENT) -> None:
+        self.subprotocols = list(subprotocols or [])
+        self.select_subprotocol = select_subprotocol
+        self.origins = origins
+        self.compression = compression
+        self.server_header = server_header
+
+    def accept(self, request: Request, connection: Any = None) -> "tuple[Response, Accepted]":
+        """The response to ``request``: 101 and what was agreed, or an error response
+        (400, 403, 405, 426) with an Accepted of Nones."""
+        refused = Accepted(None, None)
+        headers = request.headers
+        if request.method != "GET":
+            return self.reject(405, "the opening handshake must be a GET request"), refused
+        if request.version != "HTTP/1.1":
+            return self.reject(400, "the opening handshake needs HTTP/1.1"), refused
+        if len(headers.get_all("Host")) != 1:
+            return self.reject(400, "missing or repeated Host header"), refused
+        if "websocket" not in split_tokens(headers.get("Upgrade")):
+            response = self.reject(426, "this is a WebSocket server: Upgrade: websocket expected")
+            response.headers.add("Upgrade", "websocket")
+            response.headers.add("Connection", "Upgrade")
+            return response, refused
+        if "upgrade" not in split_tokens(headers.get("Connection")):
+            return self.reject(400, "missing Connection: Upgrade"), refused
+        keys = headers.get_all("Sec-WebSocket-Key")
+        if len(keys) != 1 or not _is_valid_key(keys[0]):
+            return self.reject(400, "missing or invalid Sec-WebSocket-Key"), refused
+        if headers.get_all("Sec-WebSocket-Version") != ["13"]:
+            # §4.2.2: 426 with the versions that we support.
+            response = self.reject(426, "unsupported WebSocket version: 13 expected")
+            response.headers.add("Sec-WebSocket-Version", "13")
+            return response, refused
+        if self.origins is not None and headers.get("Origin") not in self.origins:
+            return self.reject(403, "origin not allowed"), refused  # §4.2.2 / §10.2
+        response = Response(101, "Switching Protocols", Headers([
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Accept", accept_key(keys[0])),
+        ]))
+        offered = [p.strip() for p in (headers.get("Sec-WebSocket-Protocol") or "").split(",") if p.strip()]
+        subprotocol = self._choose_subprotocol(connection, offered)
+        if subprotocol is not None:
+            response.headers.add("Sec-WebSocket-Protocol", subprotocol)
+        deflate = None
+        if self.compression is not None:
+            agreed = server_accept(headers.get("Sec-WebSocket-Extensions"), self.compression)
+            if agreed is not None:
+                response.headers.add("Sec-WebSocket-Extensions", agreed[0])
+                deflate = agreed[1]
+        if self.server_header:
+            response.headers.add("Server", self.server_header)
+        return response, Accepted(subprotocol, deflate)
+
+    def _choose_subprotocol(self, connection: Any, offered: List[str]) -> Optional[str]:
+        if self.select_subprotocol is not None:
+            return self.select_subprotocol(connection, offered)
+        for name in offered:  # the client's order of preference
+            if name in self.subprotocols:
+                return name
+        return None
+
+    def reject(self, status: int, text: str) -> Response:
+        """A plain-text error response."""
+        headers = Headers([("Content-Type", "text/plain; charset=utf-8")])
+        if self.server_header:
+            headers.add("Server", self.server_header)
+        return Response(status, "", headers, (text + "\n").encode("utf-8"))
+
+
+def _is_valid_key(key: str) -> bool:
+    """§4.2.1: the key is the base64 encoding of 16 bytes."""
+    try:
+        return len(base64.b64decode(key.encode("ascii"), validate=True)) == 16
+    except (binascii.Error, UnicodeEncodeError):
+        return False

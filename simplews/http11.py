@@ -1,0 +1,207 @@
+"""The HTTP/1.1 messages of the opening handshake: parse and serialize, with header limits."""
+from __future__ import annotations
+
+import re
+from typing import Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+
+from .exceptions import InvalidHandshake
+
+__all__ = [
+    "Headers",
+    "HeadersLike",
+    "Request",
+    "Response",
+    "HeaderBlockTooLarge",
+    "MAX_HEADER_BYTES",
+    "MAX_HEADERS",
+    "parse_request",
+    "parse_response",
+    "split_tokens",
+]
+
+MAX_HEADER_BYTES = 64 * 1024  # DESIGN §5: 64 KiB for the whole header block
+MAX_HEADERS = 256
+
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
+
+
+class HeaderBlockTooLarge(InvalidHandshake):
+    """The header block is over 64 KiB or 256 headers (a server answers 431)."""
+
+
+class Headers:
+    """An ordered multi-map of HTTP headers with case-insensitive names."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: "Optional[HeadersLike]" = None) -> None:
+        self._items: List[Tuple[str, str]] = []
+        if items is not None:
+            pairs = items.items() if isinstance(items, (Mapping, Headers)) else items
+            for name, value in pairs:
+                self.add(name, value)
+
+    def add(self, name: str, value: str) -> None:
+        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+            raise ValueError("header names and values cannot contain CR or LF")
+        self._items.append((name, value))
+
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
+        """The values of ``name`` joined with ", " (RFC 7230 §3.2.2), or ``default``."""
+        values = self.get_all(name)
+        return ", ".join(values) if values else default
+
+    def get_all(self, name: str) -> List[str]:
+        lower = name.lower()
+        return [value for key, value in self._items if key.lower() == lower]
+
+    def __getitem__(self, name: str) -> str:
+        value = self.get(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def __setitem__(self, name: str, value: str) -> None:
+        del self[name]
+        self.add(name, value)
+
+    def __delitem__(self, name: str) -> None:
+        lower = name.lower()
+        self._items = [(k, v) for k, v in self._items if k.lower() != lower]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and bool(self.get_all(name))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(name for name, _ in self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def items(self) -> List[Tuple[str, str]]:
+        return list(self._items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and self._items == other._items
+
+    def __repr__(self) -> str:
+        return f"Headers({self._items!r})"
+
+    def serialize(self) -> bytes:
+        return b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in self._items)
+
+
+HeadersLike = Union[Headers, Mapping[str, str], Iterable[Tuple[str, str]]]
+
+
+class Request:
+    """An HTTP request: the client's opening handshake."""
+
+    def __init__(self, path: str, headers: Headers, method: str = "GET",
+                 version: str = "HTTP/1.1") -> None:
+        self.method = method
+        self.path = path
+        self.version = version
+        self.headers = headers
+
+    def serialize(self) -> bytes:
+        start = f"{self.method} {self.path} {self.version}\r\n".encode("latin-1")
+        return start + self.headers.serialize() + b"\r\n"
+
+    def __repr__(self) -> str:
+        return f"Request({self.method} {self.path})"
+
+
+class Response:
+    """An HTTP response: the server's answer to the opening handshake, or a refusal."""
+
+    def __init__(self, status: int, reason: str = "", headers: Optional[HeadersLike] = None,
+                 body: bytes = b"") -> None:
+        self.status = status
+        self.reason = reason or _REASONS.get(status, "")
+        self.headers = headers if isinstance(headers, Headers) else Headers(headers)
+        self.body = body
+
+    def serialize(self) -> bytes:
+        """The response; a body gets Content-Length (and Connection: close) if missing."""
+        headers = self.headers
+        if self.status != 101 and "Content-Length" not in headers:
+            headers = Headers(headers.items())
+            headers.add("Content-Length", str(len(self.body)))
+            if "Connection" not in headers:
+                headers.add("Connection", "close")
+        start = f"HTTP/1.1 {self.status} {self.reason}\r\n".encode("latin-1")
+        return start + headers.serialize() + b"\r\n" + self.body
+
+    def __repr__(self) -> str:
+        return f"Response({self.status} {self.reason})"
+
+
+_REASONS = {
+    101: "Switching Protocols", 200: "OK", 301: "Moved Permanently", 302: "Found",
+    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
+    405: "Method Not Allowed", 426: "Upgrade Required",
+    431: "Request Header Fields Too Large", 500: "Internal Server Error",
+    503: "Service Unavailable",
+}
+
+
+def _split_head(buffer: Union[bytes, bytearray]) -> Optional[Tuple[List[bytes], int]]:
+    """The lines of a complete header block and its length, or None if incomplete."""
+    end = buffer.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES + 4)
+    if end < 0:
+        if len(buffer) > MAX_HEADER_BYTES:
+            raise HeaderBlockTooLarge("header block over 64 KiB")
+        return None
+    lines = bytes(buffer[:end]).split(b"\r\n")
+    if len(lines) - 1 > MAX_HEADERS:
+        raise HeaderBlockTooLarge(f"more than {MAX_HEADERS} headers")
+    return lines, end + 4
+
+
+def _parse_headers(lines: List[bytes]) -> Headers:
+    headers = Headers()
+    for line in lines:
+        name, sep, value = line.partition(b":")
+        if not sep or not _TOKEN.fullmatch(name):
+            raise InvalidHandshake(f"invalid header line {line[:80]!r}")
+        value = value.strip(b" \t")
+        if not _FIELD_VALUE.fullmatch(value):
+            raise InvalidHandshake(f"invalid value in header {name.decode()}")
+        headers.add(name.decode("ascii"), value.decode("latin-1"))
+    return headers
+
+
+def parse_request(buffer: Union[bytes, bytearray]) -> Optional[Tuple[Request, int]]:
+    """Parse a request from the start of ``buffer``: (request, bytes used) or None if
+    incomplete. Raises InvalidHandshake (HeaderBlockTooLarge past the limits)."""
+    head = _split_head(buffer)
+    if head is None:
+        return None
+    lines, size = head
+    parts = lines[0].split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        raise InvalidHandshake(f"invalid request line {lines[0][:80]!r}")
+    method, path, version = (p.decode("latin-1") for p in parts)
+    return Request(path, _parse_headers(lines[1:]), method, version), size
+
+
+def parse_response(buffer: Union[bytes, bytearray]) -> Optional[Tuple[Response, int]]:
+    """Parse a response head from the start of ``buffer``: (response, bytes used) or None."""
+    head = _split_head(buffer)
+    if head is None:
+        return None
+    lines, size = head
+    parts = lines[0].split(b" ", 2)
+    if len(parts) < 2 or parts[0] != b"HTTP/1.1" or not parts[1].isdigit() or len(parts[1]) != 3:
+        raise InvalidHandshake(f"invalid status line {lines[0][:80]!r}")
+    reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
+    return Response(int(parts[1]), reason, _parse_headers(lines[1:])), size
+
+
+def split_tokens(value: Optional[str]) -> List[str]:
+    """A comma-separated list of tokens (RFC 7230 §7), lower-cased, empty items skipped."""
+    if not value:
+        return []
+    return [item.strip().lower() for item in value.split(",") if item.strip()]

@@ -1,0 +1,457 @@
+"""The sans-I/O WebSocket protocol (RFC 6455 §5-§7, RFC 7692 §6-§7).
+
+``Protocol`` is fed bytes with ``receive_data()`` and hands out events one at a
+time with ``next_event()``; ``send_*()`` return the bytes to write. It never
+touches a socket, a thread or a clock.
+
+Its two halves may run in two threads at once, as the threaded layer does: the
+reader half (``receive_data``, ``receive_eof``, ``next_event``) under the read
+lock, the writer half (``send_*``, ``next_reply``) under the writer lock. Replies
+that the reader decides on (pongs, the close echo, the close that fails the
+connection) wait in a queue until the writer half serializes them.
+"""
+from __future__ import annotations
+
+import codecs
+import collections
+import enum
+import os
+import struct
+import zlib
+from typing import Deque, Dict, List, Optional, Tuple, Union
+
+from .exceptions import PayloadTooBig, ProtocolError
+from .extensions import DeflateParams, Deflater, Inflater
+from .frames import CloseCode, Opcode, apply_mask, frame_header, parse_close, serialize_close
+
+__all__ = [
+    "Side",
+    "State",
+    "Protocol",
+    "Event",
+    "Message",
+    "Fragment",
+    "Ping",
+    "Pong",
+    "Close",
+]
+
+Data = Union[bytes, bytearray, memoryview]
+
+_U64 = struct.Struct("!Q")
+_utf8_decoder = codecs.getincrementaldecoder("utf-8")
+#: Payloads at least this large are returned apart from their header (no copy to join them).
+LARGE_PAYLOAD = 16 * 1024
+
+# Opcodes as plain ints for the hot path.
+_CONT, _TEXT, _BINARY = Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value
+_CLOSE, _PING, _PONG = Opcode.CLOSE.value, Opcode.PING.value, Opcode.PONG.value
+
+
+class Side(enum.Enum):
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class State(enum.IntEnum):
+    """RFC 6455 §4-§7 connection states (CONNECTING belongs to the handshake)."""
+
+    CONNECTING = 0
+    OPEN = 1
+    CLOSING = 2
+    CLOSED = 3
+
+
+class Event:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and all(
+            getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+
+class Message(Event):
+    """A complete data message: ``str`` for text, ``bytes`` for binary."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: Union[str, bytes]) -> None:
+        self.data = data
+
+
+class Fragment(Event):
+    """A piece of a message read in streaming mode; ``last`` ends the message."""
+
+    __slots__ = ("data", "last")
+
+    def __init__(self, data: Union[str, bytes], last: bool) -> None:
+        self.data = data
+        self.last = last
+
+
+class Ping(Event):
+    """A ping; its pong is already queued (RFC 6455 §5.5.2)."""
+
+    __slots__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+
+class Pong(Event):
+    """A pong; ``acknowledged`` lists the payloads of the pings it answers, oldest first."""
+
+    __slots__ = ("data", "acknowledged")
+
+    def __init__(self, data: bytes, acknowledged: Tuple[bytes, ...]) -> None:
+        self.data = data
+        self.acknowledged = acknowledged
+
+
+class Close(Event):
+    """The peer's close frame (code 1005 when it had no payload)."""
+
+    __slots__ = ("code", "reason")
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+
+
+class Protocol:
+    """One side of an open WebSocket connection."""
+
+    def __init__(self, side: Side, *, max_size: Optional[int] = 2 ** 20,
+                 deflate: Optional[DeflateParams] = None, compress_level: int = 6,
+                 mem_level: int = 8) -> None:
+        self.side = side
+        self.max_size = max_size
+        self.deflate = deflate
+        self._client = side is Side.CLIENT
+        self._deflater = Deflater(deflate, compress_level, mem_level) if deflate else None
+        self._inflater = Inflater(deflate) if deflate else None
+        self._compress_out = False  # is the message being sent compressed?
+        # Reader state: the buffer, then the frame whose payload is being read.
+        self._buf = bytearray()
+        self._frame: Optional[List] = None  # [opcode, fin, mask, remaining, offset]
+        # The data message being received.
+        self._msg_opcode = 0  # 0: none, else TEXT or BINARY
+        self._msg_compressed = False
+        self._msg_size = 0
+        self._msg_streamed = False
+        self._parts: List[Union[str, bytes]] = []
+        self._decoder: Optional[codecs.IncrementalDecoder] = None
+        #: Set before next_event() to receive the next message as Fragment events.
+        self.streaming = False
+        # Closing and failure (RFC 6455 §7).
+        self.close_sent: Optional[Tuple[int, str]] = None
+        self.close_rcvd: Optional[Tuple[int, str]] = None
+        self.failure: Optional[ProtocolError] = None
+        self.eof = False
+        self._replies: Deque[Tuple[int, bytes]] = collections.deque()
+        self._pings: Dict[bytes, None] = {}
+
+    # ----------------------------------------------------------------- state
+
+    @property
+    def state(self) -> State:
+        if self.eof or (self.close_sent and (self.close_rcvd or self.failure)):
+            return State.CLOSED
+        if self.close_sent or self.close_rcvd or self.failure:
+            return State.CLOSING
+        return State.OPEN
+
+    @property
+    def has_replies(self) -> bool:
+        """Are pongs or close frames waiting for next_reply()?"""
+        return bool(self._replies)
+
+    @property
+    def in_message(self) -> bool:
+        """Is a data message partly received?"""
+        return self._msg_opcode != 0
+
+    # ----------------------------------------------------------- reader half
+
+    def receive_data(self, data: Data) -> None:
+        """Append bytes read from the network."""
+        self._buf += data
+
+    def receive_eof(self) -> None:
+        """The peer closed TCP."""
+        self.eof = True
+
+    def next_event(self) -> Optional[Event]:
+        """The next event, or None until more data arrives. A protocol violation
+        queues the close frame that fails the connection (RFC 6455 §7.1.7) and raises
+        ProtocolError (PayloadTooBig for 1009); nothing more is parsed after it or
+        after the peer's close frame."""
+        if self.failure is not None or self.close_rcvd is not None:
+            return None
+        try:
+            return self._parse()
+        except ProtocolError as exc:
+            self._fail(exc)
+            raise
+        except zlib.error as exc:
+            # RFC 7692 §7.2.2 / §8: undecodable compressed data fails the connection.
+            error = ProtocolError(f"invalid compressed data: {exc}", CloseCode.INVALID_DATA)
+            self._fail(error)
+            raise error from None
+
+    def _fail(self, exc: ProtocolError) -> None:
+        self.failure = exc
+        reason = str(exc).encode("utf-8")[:123].decode("utf-8", "ignore")
+        self._replies.append((_CLOSE, serialize_close(exc.close_code, reason)))
+
+    def _parse(self) -> Optional[Event]:
+        buf = self._buf
+        while True:
+            frame = self._frame
+            if frame is None:
+                frame = self._parse_header(buf)
+                if frame is None:
+                    return None
+            opcode, fin, mask, remaining, offset = frame
+            available = len(buf)
+            if opcode >= 8:
+                # Control frames are at most 125 bytes: wait for the whole payload.
+                if available < remaining:
+                    self._frame = frame
+                    return None
+                payload = bytes(buf[:remaining])
+                del buf[:remaining]
+                self._frame = None
+                if mask is not None:
+                    payload = apply_mask(payload, mask)
+                return self._control(opcode, payload)
+            # Data frames are consumed as their bytes arrive, so that invalid UTF-8
+            # fails fast even in the middle of a frame (RFC 6455 §8.1).
+            if available >= remaining:
+                take, done = remaining, True
+            elif available:
+                take, done = available, False
+            else:
+                self._frame = frame
+                return None
+            chunk = bytes(buf[:take]) if take != available else bytes(buf)
+            del buf[:take]
+            if mask is not None:
+                shift = offset & 3
+                chunk = apply_mask(chunk, mask[shift:] + mask[:shift] if shift else mask)
+            if done:
+                self._frame = None
+            else:
+                frame[3] = remaining - take
+                frame[4] = offset + take
+                self._frame = frame
+            event = self._data(chunk, done and fin)
+            if event is not None:
+                return event
+            if not done:
+                return None
+
+    def _parse_header(self, buf: bytearray) -> Optional[List]:
+        """RFC 6455 §5.2: the frame header, checked, or None if incomplete."""
+        size = len(buf)
+        if size < 2:
+            return None
+        first, second = buf[0], buf[1]
+        length = second & 0x7F
+        pos = 2
+        if length == 126:
+            if size < 4:
+                return None
+            length = (buf[2] << 8) | buf[3]
+            pos = 4
+        elif length == 127:
+            if size < 10:
+                return None
+            length = _U64.unpack_from(buf, 2)[0]
+            if length >> 63:
+                raise ProtocolError("64-bit payload length with its most significant bit set")
+            pos = 10
+        mask = None
+        if second & 0x80:
+            if size < pos + 4:
+                return None
+            mask = bytes(buf[pos:pos + 4])
+            pos += 4
+            if self._client:
+                # §5.1: "A client MUST close a connection if it detects a masked frame."
+                raise ProtocolError("masked frame from the server")
+        elif not self._client:
+            # §5.1: the server MUST close the connection upon an unmasked frame.
+            raise ProtocolError("unmasked frame from the client")
+        opcode = first & 0x0F
+        fin = first & 0x80 != 0
+        self._check_header(opcode, fin, first & 0x70, length)
+        del buf[:pos]
+        return [opcode, fin, mask, length, 0]
+
+    def _check_header(self, opcode: int, fin: bool, rsv: int, length: int) -> None:
+        if rsv & 0x30:
+            # §5.2: RSV2/RSV3 must be 0 unless an extension defines them; none does here.
+            raise ProtocolError("reserved bits RSV2/RSV3 set")
+        if opcode >= 8:
+            if opcode not in (_CLOSE, _PING, _PONG):
+                raise ProtocolError(f"reserved control opcode {opcode:#x}")  # §5.2
+            if not fin:
+                raise ProtocolError("fragmented control frame")  # §5.5
+            if length > 125:
+                raise ProtocolError("control frame payload over 125 bytes")  # §5.5
+            if rsv:
+                raise ProtocolError("RSV1 set on a control frame")  # RFC 7692 §6.1
+            return
+        if opcode == _CONT:
+            if not self._msg_opcode:
+                raise ProtocolError("continuation frame without a message to continue")  # §5.4
+            if rsv:
+                raise ProtocolError("RSV1 set on a continuation frame")  # RFC 7692 §6.1
+        else:
+            if opcode not in (_TEXT, _BINARY):
+                raise ProtocolError(f"reserved data opcode {opcode:#x}")  # §5.2
+            if self._msg_opcode:
+                raise ProtocolError("new data frame inside a fragmented message")  # §5.4
+            if rsv and self._inflater is None:
+                raise ProtocolError("RSV1 set without permessage-deflate")  # §5.2
+            self._msg_opcode = opcode
+            self._msg_compressed = rsv != 0
+            self._msg_size = 0
+            self._msg_streamed = self.streaming
+        max_size = self.max_size
+        if max_size is not None and not self._msg_compressed and self._msg_size + length > max_size:
+            raise PayloadTooBig(f"message over max_size ({max_size} bytes)")
+
+    def _data(self, chunk: bytes, last: bool) -> Optional[Event]:
+        """Add a piece of payload to the current message; the event it completes, if any."""
+        data: Union[bytes, str] = chunk
+        max_size = self.max_size
+        if self._msg_compressed:
+            assert self._inflater is not None
+            limit = None if max_size is None else max_size - self._msg_size
+            data = self._inflater.decompress(chunk, last, limit)
+        self._msg_size += len(data)
+        if max_size is not None and self._msg_size > max_size:
+            raise PayloadTooBig(f"message over max_size ({max_size} bytes)")
+        parts = self._parts
+        if self._msg_opcode == _TEXT:
+            decoder = self._decoder
+            try:
+                if decoder is None:
+                    if last and not parts and not self._msg_streamed:
+                        self._msg_opcode = 0
+                        return Message(data.decode("utf-8"))  # type: ignore[union-attr]
+                    decoder = self._decoder = _utf8_decoder()
+                data = decoder.decode(data, last)
+            except UnicodeDecodeError as exc:
+                # §8.1: invalid UTF-8 fails the connection with 1007.
+                raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}",
+                                    CloseCode.INVALID_DATA) from None
+        elif last and not parts and not self._msg_streamed:
+            self._msg_opcode = 0
+            return Message(data)
+        if self._msg_streamed:
+            if last:
+                self._end_message()
+                return Fragment(data, True)
+            return Fragment(data, False) if data else None
+        parts.append(data)
+        if not last:
+            return None
+        message = Message("".join(parts) if self._msg_opcode == _TEXT else b"".join(parts))  # type: ignore[arg-type]
+        self._end_message()
+        return message
+
+    def _end_message(self) -> None:
+        self._msg_opcode = 0
+        self._parts = []
+        self._decoder = None
+        self.streaming = False
+
+    def take_partial(self) -> Optional[Union[str, bytes]]:
+        """Switch a message partly assembled to streaming: what was assembled so far."""
+        if not self._msg_opcode or self._msg_streamed:
+            return None
+        self._msg_streamed = True
+        parts, self._parts = self._parts, []
+        return ("".join(parts) if self._msg_opcode == _TEXT else b"".join(parts))  # type: ignore[arg-type]
+
+    def _control(self, opcode: int, payload: bytes) -> Event:
+        if opcode == _PING:
+            # §5.5.2: answer with a pong carrying the same payload.
+            self._replies.append((_PONG, payload))
+            return Ping(payload)
+        if opcode == _PONG:
+            # §5.5.3: a pong may answer a ping; it acknowledges the earlier ones too.
+            acknowledged: Tuple[bytes, ...] = ()
+            if payload in self._pings:
+                pending = list(self._pings)
+                acknowledged = tuple(pending[: pending.index(payload) + 1])
+                for key in acknowledged:
+                    self._pings.pop(key, None)
+            return Pong(payload, acknowledged)
+        code, reason = parse_close(payload)  # §5.5.1, §7.4: may raise 1002/1007
+        self.close_rcvd = (code, reason)
+        # §5.5.1: answer a close with a close, echoing its code.
+        self._replies.append((_CLOSE, serialize_close(code)))
+        return Close(code, reason)
+
+    # ----------------------------------------------------------- writer half
+
+    def send_data(self, opcode: int, data: Data, fin: bool = True) -> List[Data]:
+        """One data frame (TEXT or BINARY starts a message, CONT continues it), as the
+        buffers to write in order. Compression happens here, in wire order."""
+        rsv1 = False
+        deflater = self._deflater
+        if opcode != _CONT:
+            self._compress_out = deflater is not None and deflater.enabled
+            rsv1 = self._compress_out  # RFC 7692 §6: RSV1 on the first frame only
+        if self._compress_out:
+            data = deflater.compress(data, fin)  # type: ignore[union-attr]
+        return self._frame_bytes(opcode, data, fin, rsv1)
+
+    def send_ping(self, data: bytes = b"") -> bytes:
+        """A ping; its payload is remembered until a pong acknowledges it."""
+        self._pings[bytes(data)] = None
+        return b"".join(self._frame_bytes(_PING, data, True, False))
+
+    def send_pong(self, data: bytes = b"") -> bytes:
+        return b"".join(self._frame_bytes(_PONG, data, True, False))
+
+    def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bytes:
+        """Our close frame (RFC 6455 §5.5.1); b"" if one was sent already."""
+        if self.close_sent is not None:
+            return b""
+        payload = serialize_close(code, reason)
+        self.close_sent = (code, reason)
+        return b"".join(self._frame_bytes(_CLOSE, payload, True, False))
+
+    def next_reply(self) -> Optional[bytes]:
+        """The next queued reply frame (pong, close echo, failing close), or None.
+        Nothing is sent after our close frame (RFC 6455 §5.5.1)."""
+        while self._replies:
+            opcode, payload = self._replies.popleft()
+            if self.close_sent is not None:
+                continue
+            if opcode == _CLOSE:
+                code = int.from_bytes(payload[:2], "big") if payload else CloseCode.NO_STATUS_RCVD
+                self.close_sent = (code, payload[2:].decode("utf-8", "replace"))
+            return b"".join(self._frame_bytes(opcode, payload, True, False))
+        return None
+
+    def _frame_bytes(self, opcode: int, payload: Data, fin: bool, rsv1: bool) -> List[Data]:
+        if self._client:
+            # §5.3: a fresh, unpredictable masking key for every frame.
+            mask = os.urandom(4)
+            header = frame_header(opcode, len(payload), fin, rsv1, mask)
+            payload = apply_mask(payload, mask)
+        else:
+            header = frame_header(opcode, len(payload), fin, rsv1)
+        if len(payload) >= LARGE_PAYLOAD:
+            return [header, payload]
+        return [header + payload if type(payload) is bytes else b"".join((header, payload))]

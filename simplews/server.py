@@ -1,0 +1,264 @@
+"""serve() and Server: a thread per connection, the handler in that thread (DESIGN §2-§3)."""
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import ssl as ssl_module
+import threading
+from time import monotonic
+from typing import Any, Callable, Optional, Sequence, Set, Tuple, Union
+
+from ._io import read_head, set_nodelay
+from .client import _codec_settings, compression_config
+from .connection import Connection
+from .exceptions import ConnectionClosed, InvalidHandshake, ProtocolError
+from .extensions import DeflateConfig
+from .frames import CloseCode
+from .handshake import USER_AGENT, SelectSubprotocol, ServerHandshake
+from .http11 import HeaderBlockTooLarge, Request, Response, parse_request
+from .protocol import Protocol, Side
+
+__all__ = ["serve", "Server", "HandshakeInfo"]
+
+logger = logging.getLogger("simplews.server")
+
+Handler = Callable[[Connection], Any]
+ProcessRequest = Callable[["HandshakeInfo", Request], Optional[Response]]
+
+
+class HandshakeInfo:
+    """What ``process_request`` and ``select_subprotocol`` get as their connection:
+    the request and the addresses, before the upgrade."""
+
+    def __init__(self, server: "Server", sock: socket.socket, request: Optional[Request] = None) -> None:
+        self.server = server
+        self.request = request
+        self.local_address = sock.getsockname()
+        self.remote_address = sock.getpeername()
+
+
+class Server:
+    """A listening WebSocket server; see serve()."""
+
+    def __init__(self, handler: Handler, host: Optional[str] = "127.0.0.1", port: int = 0, *,
+                 ssl: Optional[ssl_module.SSLContext] = None,
+                 subprotocols: Optional[Sequence[str]] = None,
+                 select_subprotocol: Optional[SelectSubprotocol] = None,
+                 process_request: Optional[ProcessRequest] = None,
+                 origins: Optional[Sequence[Optional[str]]] = None,
+                 compression: Union[str, DeflateConfig, None] = "deflate",
+                 open_timeout: Optional[float] = 10, close_timeout: Optional[float] = 10,
+                 ping_interval: Optional[float] = 20, ping_timeout: Optional[float] = 20,
+                 max_size: Optional[int] = 2 ** 20, max_queue: Optional[int] = 16,
+                 max_connections: Optional[int] = None, backlog: int = 128,
+                 reuse_port: bool = False, sock: Optional[socket.socket] = None,
+                 server_header: Optional[str] = USER_AGENT,
+                 logger: logging.Logger = logger) -> None:
+        self.handler = handler
+        self.ssl = ssl
+        self.process_request = process_request
+        self.open_timeout = open_timeout
+        self.close_timeout = close_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_size = max_size
+        self.max_queue = max_queue
+        self.max_connections = max_connections
+        self.logger = logger
+        self._compression = compression_config(compression)
+        self._handshake = ServerHandshake(subprotocols=subprotocols,
+                                          select_subprotocol=select_subprotocol, origins=origins,
+                                          compression=self._compression, server_header=server_header)
+        self.socket = sock if sock is not None else _listen(host, port, backlog, reuse_port)
+        self.port: int = self.socket.getsockname()[1]
+        self._lock = threading.Lock()
+        self._active: Set[Connection] = set()
+        self._handshaking = 0
+        self._threads: Set[threading.Thread] = set()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._stopped.set()
+        self._wakeup_r, self._wakeup_w = socket.socketpair()
+
+    @property
+    def connections(self) -> Set[Connection]:
+        """The open connections (a copy)."""
+        with self._lock:
+            return set(self._active)
+
+    # ------------------------------------------------------------- accepting
+
+    def serve_forever(self) -> None:
+        """Accept connections until shutdown() is called from another thread."""
+        self._stopped.clear()
+        selector = selectors.DefaultSelector()
+        selector.register(self.socket, selectors.EVENT_READ)
+        selector.register(self._wakeup_r, selectors.EVENT_READ)
+        self.logger.info("listening on %s", self.socket.getsockname())
+        try:
+            while not self._stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self._wakeup_r or self._stopping.is_set():
+                        break
+                    try:
+                        sock, address = self.socket.accept()
+                    except (BlockingIOError, InterruptedError):
+                        continue
+                    except OSError as exc:  # e.g. EMFILE: log and keep serving
+                        self.logger.error("accept failed: %s", exc)
+                        continue
+                    thread = threading.Thread(target=self._serve_connection, args=(sock,),
+                                              name=f"simplews-{address}", daemon=True)
+                    with self._lock:
+                        self._threads.add(thread)
+                    thread.start()
+        finally:
+            selector.close()
+            self._stopped.set()
+
+    def _serve_connection(self, sock: socket.socket) -> None:
+        try:
+            connection = self._open(sock)
+            if connection is None:
+                return
+            try:
+                self.handler(connection)
+            except (ConnectionClosed, ProtocolError) as exc:
+                self.logger.info("connection ended in the handler: %s", exc)
+            except Exception:
+                self.logger.exception("handler failed")
+                connection.close(CloseCode.INTERNAL_ERROR, "internal error")
+            connection.close()
+            with self._lock:
+                self._active.discard(connection)
+        except Exception:  # never let a connection's thread die with a traceback on stderr
+            self.logger.exception("unexpected error")
+        finally:
+            with self._lock:
+                self._threads.discard(threading.current_thread())
+
+    def _open(self, sock: socket.socket) -> Optional[Connection]:
+        """The TLS and opening handshakes, within open_timeout; None if refused."""
+        deadline = monotonic() + (self.open_timeout if self.open_timeout is not None else 1e9)
+        with self._lock:
+            self._handshaking += 1
+        try:
+            return self._handshake_socket(sock, deadline)
+        except (OSError, EOFError, TimeoutError, ssl_module.SSLError, InvalidHandshake) as exc:
+            self.logger.info("opening handshake failed: %s", exc)
+            sock.close()
+            return None
+        except BaseException:
+            sock.close()
+            raise
+        finally:
+            with self._lock:
+                self._handshaking -= 1
+
+    def _handshake_socket(self, sock: socket.socket, deadline: float) -> Optional[Connection]:
+        set_nodelay(sock)
+        if self.ssl is not None:
+            sock.settimeout(max(0.001, deadline - monotonic()))
+            try:
+                sock = self.ssl.wrap_socket(sock, server_side=True)
+            except socket.timeout:
+                raise TimeoutError("timed out during the TLS handshake") from None
+        info = HandshakeInfo(self, sock)
+        try:
+            request, leftover = read_head(sock, parse_request, deadline)
+        except HeaderBlockTooLarge as exc:
+            self._refuse(sock, self._handshake.reject(431, str(exc)))
+            return None
+        except InvalidHandshake as exc:
+            self._refuse(sock, self._handshake.reject(400, str(exc)))
+            return None
+        info.request = request
+        if self.process_request is not None:
+            answer = self.process_request(info, request)
+            if answer is not None:
+                self._refuse(sock, answer)
+                return None
+        response, accepted = self._handshake.accept(request, info)
+        if response.status == 101:
+            with self._lock:
+                full = self.max_connections is not None and len(self._active) >= self.max_connections
+            if full:
+                response = self._handshake.reject(503, "too many connections, try again later")
+        if response.status != 101:
+            self._refuse(sock, response)
+            return None
+        sock.sendall(response.serialize())
+        sock.settimeout(None)
+        protocol = Protocol(Side.SERVER, max_size=self.max_size, deflate=accepted.deflate,
+                            **_codec_settings(self._compression))
+        connection = Connection(sock, protocol, request=request, response=response,
+                                subprotocol=accepted.subprotocol, close_timeout=self.close_timeout,
+                                ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
+                                max_queue=self.max_queue, logger=self.logger, leftover=leftover)
+        with self._lock:
+            self._active.add(connection)
+        if self._stopping.is_set():  # shutdown() raced with this handshake
+            connection.close(CloseCode.GOING_AWAY, "server shutting down")
+        self.logger.info("connection open from %s", connection.remote_address)
+        return connection
+
+    def _refuse(self, sock: socket.socket, response: Response) -> None:
+        self.logger.info("refused %s: %d %s", sock.getpeername(), response.status, response.reason)
+        try:
+            sock.sendall(response.serialize())
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        sock.close()
+
+    # -------------------------------------------------------------- stopping
+
+    def shutdown(self) -> None:
+        """Stop accepting, close every connection with 1001 and join their threads,
+        all within close_timeout."""
+        self._stopping.set()
+        try:
+            self._wakeup_w.send(b"x")
+        except OSError:
+            pass
+        timeout = self.close_timeout if self.close_timeout is not None else 10
+        deadline = monotonic() + timeout
+        self._stopped.wait(timeout)
+        for connection in self.connections:
+            connection._send_close(CloseCode.GOING_AWAY, "server shutting down", 0.1)
+        with self._lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(max(0.0, deadline - monotonic()))
+        for connection in self.connections:
+            connection._abort(CloseCode.GOING_AWAY, "server shutting down")
+        self.close()
+
+    def close(self) -> None:
+        """Close the listening socket (shutdown() does it too)."""
+        for sock in (self.socket, self._wakeup_r, self._wakeup_w):
+            sock.close()
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.shutdown()
+
+
+def _listen(host: Optional[str], port: int, backlog: int, reuse_port: bool) -> socket.socket:
+    """A listening socket: IPv4 or IPv6 as ``host`` says, both for host None or ""."""
+    if not host:
+        if socket.has_dualstack_ipv6():
+            return socket.create_server(("", port), family=socket.AF_INET6, backlog=backlog,
+                                        reuse_port=reuse_port, dualstack_ipv6=True)
+        host = "0.0.0.0"
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    return socket.create_server((host, port), family=family, backlog=backlog, reuse_port=reuse_port)
+
+
+def serve(handler: Handler, host: Optional[str] = "127.0.0.1", port: int = 0, **kwargs: Any) -> Server:
+    """Listen on ``host``:``port`` (port 0: any free port, see ``server.port``) and
+    return the Server; call serve_forever() to accept. Options: see DESIGN §3."""
+    return Server(handler, host, port, **kwargs)

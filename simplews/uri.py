@@ -1,0 +1,49 @@
+"""ws:// and wss:// URIs (RFC 6455 §3)."""
+from __future__ import annotations
+
+import urllib.parse
+from typing import NamedTuple, Optional, Tuple
+
+from .exceptions import InvalidURI
+
+__all__ = ["WebSocketURI", "parse_uri"]
+
+
+class WebSocketURI(NamedTuple):
+    secure: bool
+    host: str
+    port: int
+    resource_name: str  # path and query, never empty (§3: "/" when the path is empty)
+    user_info: Optional[Tuple[str, str]] = None
+
+    @property
+    def host_header(self) -> str:
+        """The Host header (RFC 7230 §5.4): the port only when it is not the default."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        default = 443 if self.secure else 80
+        return host if self.port == default else f"{host}:{self.port}"
+
+
+def parse_uri(uri: str) -> WebSocketURI:
+    """Parse ``uri``; raise InvalidURI unless it is an absolute ws:// or wss:// URI
+    without a fragment (§3: "Fragment identifiers are meaningless ... MUST NOT be used")."""
+    try:
+        parts = urllib.parse.urlsplit(uri)
+        port = parts.port
+    except ValueError as exc:
+        raise InvalidURI(f"{uri!r} is not a valid URI: {exc}") from None
+    if parts.scheme not in ("ws", "wss"):
+        raise InvalidURI(f"{uri!r} is not a WebSocket URI: the scheme must be ws or wss")
+    if not parts.hostname:
+        raise InvalidURI(f"{uri!r} has no host")
+    if parts.fragment:
+        raise InvalidURI(f"{uri!r} has a fragment, which WebSocket URIs must not have")
+    secure = parts.scheme == "wss"
+    resource = parts.path or "/"
+    if parts.query:
+        resource += "?" + parts.query
+    user_info = None
+    if parts.username is not None:
+        user_info = (urllib.parse.unquote(parts.username),
+                     urllib.parse.unquote(parts.password or ""))
+    return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), resource, user_info)
