@@ -285,6 +285,7 @@ class Inflater:
             if len(out) > limit:
                 self._decompressor = None
                 raise PayloadTooBig(f"message over max_size ({limit} bytes left) once decompressed")
-        if last and self._reset:
+        if (last and self._reset) or decompressor.eof:
+            # A final deflate block (BFINAL) ends the stream: the next message needs a new one.
             self._decompressor = None
         return out

@@ -159,7 +159,7 @@ class Protocol:
 
     @property
     def state(self) -> State:
-        if self.eof or (self.close_sent and (self.close_rcvd or self.failure)):
+        if self.eof or (self.close_sent and self.close_rcvd):
             return State.CLOSED
         if self.close_sent or self.close_rcvd or self.failure:
             return State.CLOSING

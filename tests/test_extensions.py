@@ -1,0 +1,174 @@
+import zlib
+
+import pytest
+
+from simplews.exceptions import NegotiationError, PayloadTooBig, ProtocolError
+from simplews.extensions import (DeflateConfig, DeflateParams, Deflater, Inflater, client_accept,
+                                 client_offer, parse_extensions, server_accept)
+from simplews.protocol import Message, Protocol, Side
+
+from pair import deflate_bomb, feed, make_pair
+
+
+def test_parse_extensions_with_quoted_values():
+    header = 'permessage-deflate; client_max_window_bits="10"; server_no_context_takeover, x-foo'
+    assert parse_extensions(header) == [
+        ("permessage-deflate", [("client_max_window_bits", "10"), ("server_no_context_takeover", None)]),
+        ("x-foo", []),
+    ]
+
+
+@pytest.mark.parametrize("header", ["permessage-deflate; =1", "per message", 'pmd; a="b c"'])
+def test_malformed_extension_headers(header):
+    with pytest.raises(NegotiationError):
+        parse_extensions(header)
+
+
+def test_default_client_offer():
+    assert client_offer(DeflateConfig()) == "permessage-deflate; client_max_window_bits"
+
+
+def test_full_client_offer():
+    config = DeflateConfig(True, True, 10, 11)
+    assert client_offer(config) == ("permessage-deflate; server_no_context_takeover; "
+                                    "client_no_context_takeover; server_max_window_bits=10; "
+                                    "client_max_window_bits=11")
+
+
+@pytest.mark.parametrize("offer,response,params", [
+    ("permessage-deflate", "permessage-deflate", DeflateParams(False, False, 15, 15)),
+    ("permessage-deflate; client_max_window_bits", "permessage-deflate", DeflateParams(False, False, 15, 15)),
+    ("permessage-deflate; server_no_context_takeover",
+     "permessage-deflate; server_no_context_takeover", DeflateParams(True, False, 15, 15)),
+    ("permessage-deflate; client_no_context_takeover", "permessage-deflate", DeflateParams(False, True, 15, 15)),
+    ("permessage-deflate; server_max_window_bits=10",
+     "permessage-deflate; server_max_window_bits=10", DeflateParams(False, False, 10, 15)),
+    ("permessage-deflate; client_max_window_bits=9", "permessage-deflate", DeflateParams(False, False, 15, 9)),
+])
+def test_server_accepts(offer, response, params):
+    assert server_accept(offer, DeflateConfig()) == (response, params)
+
+
+def test_server_config_asks_for_limits():
+    config = DeflateConfig(server_no_context_takeover=True, client_no_context_takeover=True,
+                           server_max_window_bits=12, client_max_window_bits=10)
+    header, params = server_accept("permessage-deflate; client_max_window_bits", config)
+    assert header == ("permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+                      "server_max_window_bits=12; client_max_window_bits=10")
+    assert params == DeflateParams(True, True, 12, 10)
+
+
+@pytest.mark.parametrize("offer", [
+    "permessage-deflate; foo", "permessage-deflate; server_no_context_takeover=1",
+    "permessage-deflate; server_max_window_bits", "permessage-deflate; server_max_window_bits=7",
+    "permessage-deflate; server_max_window_bits=16", "permessage-deflate; client_max_window_bits=08",
+    "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+])
+def test_server_declines_bad_offers(offer):
+    assert server_accept(offer, DeflateConfig()) is None
+
+
+def test_server_takes_the_first_acceptable_offer():
+    header = "permessage-deflate; foo, permessage-deflate; server_max_window_bits=9, permessage-deflate"
+    assert server_accept(header, DeflateConfig())[0] == "permessage-deflate; server_max_window_bits=9"
+
+
+@pytest.mark.parametrize("config,response", [
+    (DeflateConfig(), "permessage-deflate; client_max_window_bits=16"),
+    (DeflateConfig(), "permessage-deflate; client_max_window_bits"),
+    (DeflateConfig(client_max_window_bits=None), "permessage-deflate; client_max_window_bits=10"),
+    (DeflateConfig(client_max_window_bits=10), "permessage-deflate; client_max_window_bits=11"),
+    (DeflateConfig(server_max_window_bits=10), "permessage-deflate"),
+    (DeflateConfig(server_max_window_bits=10), "permessage-deflate; server_max_window_bits=11"),
+    (DeflateConfig(server_no_context_takeover=True), "permessage-deflate"),
+    (DeflateConfig(), "permessage-deflate; foo"),
+    (DeflateConfig(), "permessage-deflate; server_no_context_takeover; server_no_context_takeover"),
+    (DeflateConfig(), "x-other"),
+    (DeflateConfig(), "permessage-deflate, permessage-deflate"),
+    (None, "permessage-deflate"),
+])
+def test_client_refuses_bad_answers(config, response):
+    with pytest.raises(NegotiationError):
+        client_accept(response, config)
+
+
+def test_client_accepts_answers():
+    assert client_accept(None, DeflateConfig()) is None
+    params = client_accept("permessage-deflate; server_no_context_takeover; client_no_context_takeover; "
+                           "server_max_window_bits=10; client_max_window_bits=9", DeflateConfig())
+    assert params == DeflateParams(True, True, 9, 10)
+
+
+# RFC 7692 §7.2.3 examples, as frames received by a client
+@pytest.mark.parametrize("wire", [
+    bytes([0xC1, 0x07, 0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00]),  # §7.2.3.1
+    bytes([0x41, 0x03, 0xF2, 0x48, 0xCD, 0x80, 0x04, 0xC9, 0xC9, 0x07, 0x00]),  # §7.2.3.1 fragmented
+    bytes([0xC1, 0x0B, 0x00, 0x05, 0x00, 0xFA, 0xFF, 0x48, 0x65, 0x6C, 0x6C, 0x6F, 0x00]),  # §7.2.3.3
+    bytes([0xC1, 0x08, 0xF3, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00, 0x00]),  # §7.2.3.4 BFINAL
+    bytes([0xC1, 0x0D, 0xF2, 0x48, 0x05, 0x00, 0x00, 0x00, 0xFF, 0xFF, 0xCA, 0xC9, 0xC9,
+           0x07, 0x00]),  # §7.2.3.5 two blocks
+])
+def test_rfc7692_examples(wire):
+    client = Protocol(Side.CLIENT, deflate=DeflateParams())
+    assert feed(client, wire) == [Message("Hello")]
+    # a second message still decodes (after BFINAL, with a fresh context)
+    assert feed(client, bytes([0xC1, 0x07, 0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])) == [Message("Hello")]
+
+
+def test_rfc7692_shared_window_example():
+    """§7.2.3.2: the second "Hello" refers back to the first one."""
+    client = Protocol(Side.CLIENT, deflate=DeflateParams())
+    wire = bytes([0xC1, 0x07, 0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00, 0xC1, 0x05, 0xF2, 0x00, 0x11, 0x00, 0x00])
+    assert feed(client, wire) == [Message("Hello"), Message("Hello")]
+    deflater = Deflater(DeflateParams())
+    assert deflater.compress(b"Hello", True) == bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])
+    assert deflater.compress(b"Hello", True) == bytes([0xF2, 0x00, 0x11, 0x00, 0x00])
+
+
+def test_rfc7692_empty_message():
+    """§7.2.3.6: an empty message compresses to a single 0x00 byte."""
+    assert Deflater(DeflateParams()).compress(b"", True) == b"\x00"
+    client = Protocol(Side.CLIENT, deflate=DeflateParams())
+    assert feed(client, bytes([0xC1, 0x01, 0x00])) == [Message("")]
+
+
+def test_no_context_takeover_resets_the_compressor():
+    deflater = Deflater(DeflateParams(local_no_context_takeover=True))
+    assert deflater.compress(b"Hello", True) == deflater.compress(b"Hello", True)
+
+
+def test_window_of_8_bits_sends_uncompressed():
+    client, server = make_pair(DeflateConfig(server_max_window_bits=8))
+    buffers = server.send_data(1, b"Hello")
+    assert not buffers[0][0] & 0x40  # RSV1 clear: not compressed
+    assert feed(client, b"".join(buffers)) == [Message("Hello")]
+
+
+def test_rsv1_on_continuation_fails_1002():
+    client = Protocol(Side.CLIENT, deflate=DeflateParams())
+    with pytest.raises(ProtocolError) as info:
+        feed(client, bytes([0x41, 0x01, 0xF2, 0xC0, 0x01, 0x00]))
+    assert info.value.close_code == 1002
+
+
+def test_invalid_compressed_data_fails_1007():
+    client = Protocol(Side.CLIENT, deflate=DeflateParams())
+    with pytest.raises(ProtocolError) as info:
+        feed(client, bytes([0xC1, 0x03, 0xFF, 0xFF, 0xFF]))
+    assert info.value.close_code == 1007
+
+
+def test_decompression_bomb_refused_with_bounded_memory():
+    """A small message that inflates to 1 GiB is refused with 1009 having produced
+    no more than max_size + 1 bytes."""
+    bomb = deflate_bomb(1 << 30)
+    assert len(bomb) < 2 << 20  # ~1 MiB of wire for 1 GiB of output
+    assert len(zlib.decompressobj(-15).decompress(bomb[:len(bomb) // 64] + b"\x00\x00\xff\xff")) >= 15 << 20
+    inflater = Inflater(DeflateParams())
+    with pytest.raises(PayloadTooBig):
+        inflater.decompress(bomb, True, 1 << 20)
+    client = Protocol(Side.CLIENT, max_size=1 << 20, deflate=DeflateParams())
+    frame = bytes([0xC2, 0x7F]) + len(bomb).to_bytes(8, "big") + bomb
+    with pytest.raises(PayloadTooBig) as info:
+        feed(client, frame, chunk=65536)
+    assert info.value.close_code == 1009

@@ -1,0 +1,86 @@
+import pytest
+
+from simplews.exceptions import ProtocolError
+from simplews.frames import (CloseCode, Frame, Opcode, _xor_mask, apply_mask, frame_header,
+                             is_valid_close_code, parse_close, serialize_close, serialize_frame)
+
+MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
+
+
+# RFC 6455 §5.7 examples
+def test_rfc_single_unmasked_text():
+    assert serialize_frame(Frame(Opcode.TEXT, b"Hello")) == bytes([0x81, 0x05]) + b"Hello"
+
+
+def test_rfc_single_masked_text():
+    expected = bytes([0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58])
+    assert serialize_frame(Frame(Opcode.TEXT, b"Hello"), mask=True, mask_key=MASK) == expected
+
+
+def test_rfc_fragmented_unmasked_text():
+    assert serialize_frame(Frame(Opcode.TEXT, b"Hel", fin=False)) == bytes([0x01, 0x03]) + b"Hel"
+    assert serialize_frame(Frame(Opcode.CONT, b"lo")) == bytes([0x80, 0x02]) + b"lo"
+
+
+def test_rfc_ping_and_masked_pong():
+    assert serialize_frame(Frame(Opcode.PING, b"Hello")) == bytes([0x89, 0x05]) + b"Hello"
+    expected = bytes([0x8A, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58])
+    assert serialize_frame(Frame(Opcode.PONG, b"Hello"), mask=True, mask_key=MASK) == expected
+
+
+def test_rfc_16_and_64_bit_lengths():
+    assert serialize_frame(Frame(Opcode.BINARY, bytes(256)))[:4] == bytes([0x82, 0x7E, 0x01, 0x00])
+    big = serialize_frame(Frame(Opcode.BINARY, bytes(65536)))
+    assert big[:10] == bytes([0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0])
+    assert len(big) == 10 + 65536
+
+
+@pytest.mark.parametrize("length,header_size", [(0, 2), (125, 2), (126, 4), (65535, 4), (65536, 10)])
+def test_header_length_boundaries(length, header_size):
+    assert len(frame_header(Opcode.BINARY, length)) == header_size
+    assert len(frame_header(Opcode.BINARY, length, mask=MASK)) == header_size + 4
+
+
+def test_rsv_bits_serialized():
+    assert serialize_frame(Frame(Opcode.TEXT, b"", rsv1=True, rsv2=True, rsv3=True))[0] == 0xF1
+
+
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 127, 4096, 65537])
+def test_mask_is_an_involution_and_matches_bytewise_xor(size):
+    data = bytes((i * 7) & 0xFF for i in range(size))
+    masked = apply_mask(data, MASK)
+    assert masked == bytes(b ^ MASK[i % 4] for i, b in enumerate(data))
+    assert apply_mask(masked, MASK) == data
+    assert _xor_mask(data, MASK) == masked  # the pure-Python path agrees with the accelerator
+
+
+def test_mask_accepts_bytearray_and_memoryview():
+    assert apply_mask(bytearray(b"Hello"), MASK) == apply_mask(memoryview(b"Hello"), MASK)
+
+
+@pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
+                                  1013, 1014, 3000, 3999, 4000, 4999])
+def test_valid_close_codes(code):
+    assert is_valid_close_code(code)
+    assert parse_close(serialize_close(code, "bye")) == (code, "bye")
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535])
+def test_invalid_close_codes_fail_with_1002(code):
+    assert not is_valid_close_code(code)
+    with pytest.raises(ProtocolError) as info:
+        parse_close(code.to_bytes(2, "big"))
+    assert info.value.close_code == 1002
+
+
+def test_close_payload_rules():
+    assert parse_close(b"") == (CloseCode.NO_STATUS_RCVD, "")
+    with pytest.raises(ProtocolError) as info:
+        parse_close(b"\x03")
+    assert info.value.close_code == 1002
+    with pytest.raises(ProtocolError) as info:
+        parse_close(b"\x03\xe8\xff\xfe")
+    assert info.value.close_code == 1007
+    assert serialize_close(CloseCode.NO_STATUS_RCVD) == b""
+    with pytest.raises(ValueError):
+        serialize_close(1000, "x" * 124)

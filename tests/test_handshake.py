@@ -1,0 +1,124 @@
+import base64
+
+import pytest
+
+from simplews.exceptions import InvalidHeader, InvalidStatus, NegotiationError
+from simplews.extensions import DeflateConfig, DeflateParams
+from simplews.handshake import ClientHandshake, ServerHandshake, accept_key
+from simplews.http11 import Headers, Response, parse_request
+from simplews.uri import parse_uri
+
+
+def test_accept_key_rfc_example():
+    assert accept_key("dGhlIHNhbXBsZSBub25jZQ==") == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # §1.3
+
+
+def client(**kwargs):
+    return ClientHandshake(parse_uri("ws://example.com:8080/chat"), **kwargs)
+
+
+def test_client_request():
+    hs = client(origin="http://example.com", subprotocols=["chat", "superchat"],
+                compression=DeflateConfig(), additional_headers={"Authorization": "Bearer x"})
+    request, _ = parse_request(hs.request.serialize())
+    h = request.headers
+    assert request.path == "/chat" and h["Host"] == "example.com:8080"
+    assert h["Upgrade"] == "websocket" and h["Connection"] == "Upgrade"
+    assert len(base64.b64decode(h["Sec-WebSocket-Key"])) == 16 and h["Sec-WebSocket-Version"] == "13"
+    assert h["Origin"] == "http://example.com" and h["Sec-WebSocket-Protocol"] == "chat, superchat"
+    assert h["Sec-WebSocket-Extensions"] == "permessage-deflate; client_max_window_bits"
+    assert h["Authorization"] == "Bearer x"
+    assert client().key != client().key
+
+
+def test_basic_auth_from_uri():
+    hs = ClientHandshake(parse_uri("ws://al:pw@h/"))
+    assert hs.request.headers["Authorization"] == "Basic " + base64.b64encode(b"al:pw").decode()
+
+
+def server_response_for(hs, **kwargs):
+    response, accepted = ServerHandshake(**kwargs).accept(parse_request(hs.request.serialize())[0])
+    return response, accepted
+
+
+def test_full_handshake_with_subprotocol_and_deflate():
+    hs = client(subprotocols=["v2", "v1"], compression=DeflateConfig())
+    response, accepted = server_response_for(hs, subprotocols=["v1", "v2"], compression=DeflateConfig())
+    assert response.status == 101 and accepted.subprotocol == "v2"
+    assert accepted.deflate == DeflateParams()
+    assert hs.check_response(response) == (accepted.subprotocol, DeflateParams())
+
+
+def test_select_subprotocol_hook():
+    hs = client(subprotocols=["a", "b"])
+    _, accepted = server_response_for(hs, select_subprotocol=lambda conn, offered: offered[-1])
+    assert accepted.subprotocol == "b"
+
+
+def request_with(**changes):
+    hs = client()
+    request = parse_request(hs.request.serialize())[0]
+    for name, value in changes.items():
+        name = name.replace("_", "-")
+        del request.headers[name]
+        if value is not None:
+            request.headers.add(name, value)
+    return request
+
+
+@pytest.mark.parametrize("changes,status", [
+    (dict(Upgrade=None), 426), (dict(Upgrade="h2c"), 426), (dict(Connection="keep-alive"), 400),
+    (dict(Host=None), 400), (dict(Sec_WebSocket_Key="short"), 400),
+    (dict(Sec_WebSocket_Key=base64.b64encode(bytes(15)).decode()), 400),
+    (dict(Sec_WebSocket_Version="8"), 426), (dict(Sec_WebSocket_Version=None), 426),
+])
+def test_server_refusals(changes, status):
+    response, accepted = ServerHandshake().accept(request_with(**changes))
+    assert response.status == status and accepted == (None, None)
+    if "Sec_WebSocket_Version" in changes:
+        assert response.headers["Sec-WebSocket-Version"] == "13"
+
+
+def test_upgrade_and_connection_are_case_insensitive_token_lists():
+    response, _ = ServerHandshake().accept(request_with(Upgrade="WebSocket", Connection="keep-alive, UPGRADE"))
+    assert response.status == 101
+
+
+def test_non_get_and_old_http_refused():
+    request = request_with()
+    request.method = "POST"
+    assert ServerHandshake().accept(request)[0].status == 405
+    request = request_with()
+    request.version = "HTTP/1.0"
+    assert ServerHandshake().accept(request)[0].status == 400
+
+
+def test_origins():
+    request = request_with(Origin="https://evil.example")
+    assert ServerHandshake(origins=["https://good.example"]).accept(request)[0].status == 403
+    request = request_with(Origin="https://good.example")
+    assert ServerHandshake(origins=["https://good.example"]).accept(request)[0].status == 101
+    assert ServerHandshake(origins=[None]).accept(request_with())[0].status == 101
+
+
+def test_client_checks_the_response():
+    hs = client(subprotocols=["a"])
+    good = Headers([("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                    ("Sec-WebSocket-Accept", accept_key(hs.key))])
+    assert hs.check_response(Response(101, headers=good)) == (None, None)
+    with pytest.raises(InvalidStatus) as info:
+        hs.check_response(Response(403))
+    assert info.value.status == 403
+    for name, value in [("Upgrade", "h2c"), ("Connection", "close"), ("Sec-WebSocket-Accept", "bad")]:
+        headers = Headers(good.items())
+        headers[name] = value
+        with pytest.raises(InvalidHeader):
+            hs.check_response(Response(101, headers=headers))
+    headers = Headers(good.items())
+    headers.add("Sec-WebSocket-Protocol", "other")
+    with pytest.raises(NegotiationError):
+        hs.check_response(Response(101, headers=headers))
+    headers = Headers(good.items())
+    headers.add("Sec-WebSocket-Extensions", "permessage-deflate")
+    with pytest.raises(NegotiationError):  # we offered no compression
+        hs.check_response(Response(101, headers=headers))

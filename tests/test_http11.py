@@ -1,0 +1,69 @@
+import pytest
+
+from simplews.exceptions import InvalidHandshake
+from simplews.http11 import (HeaderBlockTooLarge, Headers, Request, Response, parse_request,
+                             parse_response, split_tokens)
+
+
+def test_headers_are_case_insensitive_multimap():
+    headers = Headers([("Upgrade", "websocket"), ("X-A", "1"), ("x-a", "2")])
+    assert headers["upgrade"] == "websocket"
+    assert headers.get("X-A") == "1, 2" and headers.get_all("x-a") == ["1", "2"]
+    assert "UPGRADE" in headers and "missing" not in headers
+    headers["x-a"] = "3"
+    assert headers.get_all("X-A") == ["3"]
+    with pytest.raises(ValueError):
+        headers.add("X-Evil", "a\r\nb")
+
+
+def test_request_round_trip_and_incomplete():
+    request = Request("/chat?x=1", Headers([("Host", "example.com")]))
+    data = request.serialize()
+    assert data == b"GET /chat?x=1 HTTP/1.1\r\nHost: example.com\r\n\r\n"
+    assert parse_request(data[:-1]) is None
+    parsed, size = parse_request(data + b"extra")
+    assert (parsed.method, parsed.path, parsed.version) == ("GET", "/chat?x=1", "HTTP/1.1")
+    assert parsed.headers == request.headers and size == len(data)
+
+
+def test_response_round_trip():
+    response = Response(101, headers=[("Upgrade", "websocket")])
+    data = response.serialize()
+    assert data == b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n"
+    parsed, _ = parse_response(data)
+    assert parsed.status == 101 and parsed.headers["upgrade"] == "websocket"
+    error = Response(404, body=b"nope").serialize()
+    assert b"Content-Length: 4\r\n" in error and error.endswith(b"\r\n\r\nnope")
+
+
+@pytest.mark.parametrize("data", [
+    b"GET /\r\n\r\n", b"GET / FTP/1.0\r\n\r\n", b"GET / HTTP/1.1\r\nno colon\r\n\r\n",
+    b"GET / HTTP/1.1\r\nBad Name: x\r\n\r\n", b"GET / HTTP/1.1\r\nX: \x00\r\n\r\n",
+])
+def test_invalid_requests(data):
+    with pytest.raises(InvalidHandshake):
+        parse_request(data)
+
+
+@pytest.mark.parametrize("data", [b"HTTP/1.0 101 OK\r\n\r\n", b"HTTP/1.1 abc OK\r\n\r\n", b"HTTP/1.1\r\n\r\n"])
+def test_invalid_responses(data):
+    with pytest.raises(InvalidHandshake):
+        parse_response(data)
+
+
+def test_header_block_over_64_kib_refused_even_incomplete():
+    with pytest.raises(HeaderBlockTooLarge):
+        parse_request(b"GET / HTTP/1.1\r\nX: " + b"a" * (64 * 1024))
+
+
+def test_more_than_256_headers_refused():
+    data = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(257)) + b"\r\n"
+    with pytest.raises(HeaderBlockTooLarge):
+        parse_request(data)
+    ok = b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(256)) + b"\r\n"
+    assert len(parse_request(ok)[0].headers) == 256
+
+
+def test_split_tokens():
+    assert split_tokens("keep-alive, Upgrade") == ["keep-alive", "upgrade"]
+    assert split_tokens(None) == [] and split_tokens(" , ") == []

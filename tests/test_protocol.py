@@ -1,0 +1,318 @@
+import ast
+import pathlib
+import random
+
+import pytest
+
+from simplews.exceptions import PayloadTooBig, ProtocolError
+from simplews.extensions import DeflateConfig
+from simplews.frames import Frame, Opcode, apply_mask, serialize_close, serialize_frame
+from simplews.protocol import Close, Fragment, Message, Ping, Pong, Protocol, Side, State
+
+from pair import feed, frames_of, make_pair, replies
+
+TEXT, BINARY, CONT = Opcode.TEXT, Opcode.BINARY, Opcode.CONT
+CLOSE, PING, PONG = Opcode.CLOSE, Opcode.PING, Opcode.PONG
+
+
+def client_frame(opcode, payload=b"", fin=True, rsv1=False, rsv2=False, rsv3=False):
+    """A frame as a client sends it (masked), for a server Protocol."""
+    return serialize_frame(Frame(opcode, payload, fin, rsv1, rsv2, rsv3), mask=True)
+
+
+def server():
+    return Protocol(Side.SERVER)
+
+
+def fails_with(protocol, data, code):
+    with pytest.raises(ProtocolError) as info:
+        feed(protocol, data)
+    assert info.value.close_code == code
+    # The failing close frame is queued (RFC 6455 §7.1.7) and nothing more is parsed.
+    reply = replies(protocol)
+    payload = apply_mask(reply[6:], reply[2:6]) if reply[1] & 0x80 else reply[2:]
+    assert reply[0] == 0x88 and int.from_bytes(payload[:2], "big") == code
+    assert protocol.next_event() is None
+    assert protocol.state is State.CLOSING
+    return info.value
+
+
+def test_core_modules_import_no_io():
+    """The sans-I/O core imports none of socket, ssl, threading, select, time."""
+    forbidden = {"socket", "ssl", "threading", "select", "selectors", "time"}
+    package = pathlib.Path(__file__).resolve().parent.parent / "simplews"
+    for name in ["exceptions", "frames", "http11", "extensions", "protocol", "handshake", "uri"]:
+        tree = ast.parse((package / f"{name}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                imported = {alias.name.split(".")[0] for alias in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                imported = {(node.module or "").split(".")[0]}
+            else:
+                continue
+            assert not imported & forbidden, f"{name}.py imports {imported & forbidden}"
+
+
+def test_text_and_binary_messages():
+    p = server()
+    assert feed(p, client_frame(TEXT, "héllo".encode())) == [Message("héllo")]
+    assert feed(p, client_frame(BINARY, b"\x00\xff")) == [Message(b"\x00\xff")]
+    assert feed(p, client_frame(BINARY, b"")) == [Message(b"")]
+
+
+def test_rfc_examples_parsed_by_client():
+    client = Protocol(Side.CLIENT)
+    assert feed(client, bytes([0x81, 0x05]) + b"Hello") == [Message("Hello")]
+    assert feed(client, bytes([0x01, 0x03]) + b"Hel" + bytes([0x80, 0x02]) + b"lo") == [Message("Hello")]
+    assert feed(client, bytes([0x82, 0x7E, 0x01, 0x00]) + bytes(256)) == [Message(bytes(256))]
+    assert feed(client, bytes([0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0]) + bytes(65536)) == [Message(bytes(65536))]
+
+
+def test_rfc_masked_example_parsed_by_server():
+    data = bytes([0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58])
+    assert feed(server(), data) == [Message("Hello")]
+
+
+@pytest.mark.parametrize("opcode", [3, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF])
+def test_reserved_opcodes_fail_1002(opcode):
+    fails_with(server(), client_frame(opcode, b"x"), 1002)
+
+
+@pytest.mark.parametrize("bits", [dict(rsv1=True), dict(rsv2=True), dict(rsv3=True)])
+def test_rsv_bits_not_negotiated_fail_1002(bits):
+    fails_with(server(), client_frame(TEXT, b"x", **bits), 1002)
+
+
+def test_fragmented_control_frame_fails_1002():
+    fails_with(server(), client_frame(PING, b"x", fin=False), 1002)
+
+
+def test_control_frame_over_125_bytes_fails_1002():
+    fails_with(server(), client_frame(PING, bytes(126)), 1002)
+
+
+def test_unmasked_client_frame_fails_1002():
+    fails_with(server(), serialize_frame(Frame(TEXT, b"x")), 1002)
+
+
+def test_masked_server_frame_fails_1002():
+    fails_with(Protocol(Side.CLIENT), serialize_frame(Frame(TEXT, b"x"), mask=True), 1002)
+
+
+def test_64_bit_length_with_top_bit_fails_1002():
+    fails_with(Protocol(Side.CLIENT), bytes([0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 0]), 1002)
+
+
+def test_continuation_without_start_fails_1002():
+    fails_with(server(), client_frame(CONT, b"x"), 1002)
+
+
+def test_new_data_frame_inside_fragmented_message_fails_1002():
+    data = client_frame(TEXT, b"a", fin=False) + client_frame(TEXT, b"b")
+    fails_with(server(), data, 1002)
+
+
+def test_control_frames_between_fragments_are_handled_at_once():
+    p = server()
+    events = feed(p, client_frame(TEXT, b"Hel", fin=False) + client_frame(PING, b"p"))
+    assert events == [Ping(b"p")]
+    assert replies(p) == bytes([0x8A, 0x01]) + b"p"  # the pong, before the message ends
+    assert feed(p, client_frame(CONT, b"lo")) == [Message("Hello")]
+
+
+def test_invalid_utf8_fails_1007():
+    fails_with(server(), client_frame(TEXT, b"\xff"), 1007)
+
+
+def test_invalid_utf8_fails_fast_in_the_middle_of_a_frame():
+    """Autobahn 6.4.3/6.4.4: the first byte that can no longer be valid fails at once,
+    though the frame is not complete."""
+    payload = "κόσμε".encode() + b"\xf4\x90\x80\x80" + b"edited"
+    frame = client_frame(TEXT, payload)
+    cut = 6 + len("κόσμε".encode()) + 2  # 6 bytes of header, then up to \x90
+    p = server()
+    assert feed(p, frame[:cut - 1]) == []  # up to \xf4: still a valid prefix
+    with pytest.raises(ProtocolError) as info:
+        feed(p, frame[cut - 1:cut])  # \x90 after \xf4 is past U+10FFFF
+    assert info.value.close_code == 1007
+
+
+def test_invalid_utf8_fails_fast_across_fragments():
+    p = server()
+    assert feed(p, client_frame(TEXT, "κόσμε".encode(), fin=False)) == []
+    with pytest.raises(ProtocolError) as info:
+        feed(p, client_frame(CONT, b"\xed\xa0\x80", fin=False))
+    assert info.value.close_code == 1007
+
+
+def test_utf8_split_across_fragments_is_valid():
+    p = server()
+    data = "€".encode()
+    events = feed(p, client_frame(TEXT, data[:1], fin=False) + client_frame(CONT, data[1:2], fin=False)
+                  + client_frame(CONT, data[2:]))
+    assert events == [Message("€")]
+
+
+def test_truncated_utf8_at_message_end_fails_1007():
+    fails_with(server(), client_frame(TEXT, "€".encode()[:2]), 1007)
+
+
+def test_close_echoed_once_and_states():
+    p = server()
+    assert p.state is State.OPEN
+    assert feed(p, client_frame(CLOSE, serialize_close(1000, "bye"))) == [Close(1000, "bye")]
+    assert p.state is State.CLOSING
+    echo = replies(p)
+    assert echo == bytes([0x88, 0x02, 0x03, 0xE8])
+    assert p.state is State.CLOSED
+    assert replies(p) == b""
+    assert p.send_close(1000) == b""  # already sent
+    assert feed(p, client_frame(TEXT, b"ignored")) == []
+
+
+def test_close_without_code_is_echoed_empty():
+    p = server()
+    assert feed(p, client_frame(CLOSE, b"")) == [Close(1005, "")]
+    assert replies(p) == bytes([0x88, 0x00])
+
+
+def test_close_started_by_us():
+    p = server()
+    assert p.send_close(1001, "going") == bytes([0x88, 0x07, 0x03, 0xE9]) + b"going"
+    assert p.state is State.CLOSING
+    assert feed(p, client_frame(CLOSE, serialize_close(1001))) == [Close(1001, "")]
+    assert replies(p) == b""  # no second close
+    assert p.state is State.CLOSED
+
+
+@pytest.mark.parametrize("payload,code", [
+    (b"\x03", 1002), (b"\x03\xed", 1002), (b"\x00\x00", 1002), (b"\x03\xe8\xc3", 1007),
+    (b"\x13\x88", 1002),
+])
+def test_invalid_close_payloads(payload, code):
+    fails_with(server(), client_frame(CLOSE, payload), code)
+
+
+def test_ping_answered_with_same_payload():
+    p = server()
+    assert feed(p, client_frame(PING, b"abc")) == [Ping(b"abc")]
+    assert replies(p) == bytes([0x8A, 0x03]) + b"abc"
+
+
+def test_pongs_matched_to_outstanding_pings():
+    client, srv = make_pair()
+    for payload in (b"1", b"2", b"3"):
+        feed(srv, client.send_ping(payload))
+    answers = replies(srv)
+    events = feed(client, answers[:3])  # the pong for b"1"
+    assert events == [Pong(b"1", (b"1",))]
+    # a pong for b"3" acknowledges b"2" too; an unsolicited pong acknowledges nothing
+    assert feed(client, srv.send_pong(b"3")) == [Pong(b"3", (b"2", b"3"))]
+    assert feed(client, srv.send_pong(b"zz")) == [Pong(b"zz", ())]
+
+
+def test_max_size_checked_before_the_payload_arrives():
+    p = Protocol(Side.SERVER, max_size=10)
+    header = client_frame(BINARY, bytes(11))[:6]
+    with pytest.raises(PayloadTooBig) as info:
+        feed(p, header)
+    assert info.value.close_code == 1009
+
+
+def test_max_size_across_fragments():
+    p = Protocol(Side.SERVER, max_size=10)
+    feed(p, client_frame(BINARY, bytes(6), fin=False))
+    with pytest.raises(PayloadTooBig):
+        feed(p, client_frame(CONT, bytes(6)))
+
+
+def test_streaming_mode_gives_fragments():
+    p = server()
+    p.streaming = True
+    events = feed(p, client_frame(TEXT, b"ab", fin=False) + client_frame(CONT, b"cd"))
+    assert events == [Fragment("ab", False), Fragment("cd", True)]
+    assert feed(p, client_frame(TEXT, b"whole")) == [Message("whole")]  # streaming was for one message
+
+
+def test_take_partial_switches_to_streaming():
+    p = server()
+    feed(p, client_frame(BINARY, b"ab", fin=False))
+    assert p.take_partial() == b"ab"
+    assert feed(p, client_frame(CONT, b"cd")) == [Fragment(b"cd", True)]
+
+
+def test_eof_closes():
+    p = server()
+    p.receive_eof()
+    assert p.state is State.CLOSED
+
+
+def test_client_frames_are_masked_with_fresh_keys():
+    client, _ = make_pair()
+    a = frames_of(client, TEXT, b"same")
+    b = frames_of(client, TEXT, b"same")
+    assert a[1] & 0x80 and b[1] & 0x80
+    assert a != b or a[2:6] != b[2:6]
+
+
+def test_large_payload_returned_apart_from_its_header():
+    client, srv = make_pair()
+    buffers = srv.send_data(BINARY, bytes(100000))
+    assert len(buffers) == 2 and len(buffers[1]) == 100000
+
+
+# ---------------------------------------------------------------- pair harness
+
+DEFLATE_CONFIGS = [None] + [
+    DeflateConfig(server_no_context_takeover=snct, client_no_context_takeover=cnct,
+                  server_max_window_bits=sbits, client_max_window_bits=cbits)
+    for snct in (False, True) for cnct in (False, True)
+    for sbits in (None, 8, 9, 12, 15) for cbits in (True, None, 8, 10, 15)
+]
+
+
+def random_message(rng):
+    size = rng.choice([0, 1, 2, 125, 126, 127, 1000, 65535, 65536, 70000])
+    if rng.random() < 0.5:
+        alphabet = "ab€😀 κόσμε{}\":,"
+        return "".join(rng.choice(alphabet) for _ in range(size // 4))
+    if rng.random() < 0.5:
+        return bytes(rng.getrandbits(8) for _ in range(min(size, 2000))) + bytes(max(0, size - 2000))
+    return (b"compressible " * (size // 13 + 1))[:size]
+
+
+def send_message(sender, message, fragments=1):
+    opcode = TEXT if isinstance(message, str) else BINARY
+    data = message.encode() if isinstance(message, str) else message
+    step = max(1, -(-len(data) // fragments))
+    pieces = [data[i:i + step] for i in range(0, len(data), step)] or [b""]
+    out = b""
+    for index, piece in enumerate(pieces):
+        out += frames_of(sender, opcode if index == 0 else CONT, piece, index == len(pieces) - 1)
+    return out
+
+
+@pytest.mark.parametrize("index", range(len(DEFLATE_CONFIGS)))
+def test_seeded_random_round_trips(index):
+    """parse(serialize(m)) == m both ways, for every permessage-deflate parameter
+    combination, whole and fragmented, fed in random chunk sizes."""
+    config = DEFLATE_CONFIGS[index]
+    rng = random.Random(index)
+    client, srv = make_pair(config, max_size=None)
+    for _ in range(12):
+        message = random_message(rng)
+        sender, receiver = (client, srv) if rng.random() < 0.5 else (srv, client)
+        wire = send_message(sender, message, fragments=rng.choice([1, 1, 2, 5]))
+        chunk = rng.choice([None, 1, 7, 4096]) if len(wire) < 20000 else rng.choice([None, 4096])
+        assert feed(receiver, wire, chunk) == [Message(message)]
+
+
+def test_pair_in_one_byte_chunks_with_control_frames():
+    client, srv = make_pair(DeflateConfig())
+    wire = send_message(client, "hello " * 50, fragments=3) + client.send_ping(b"p")
+    wire += send_message(client, b"\x00\x01" * 100) + client.send_close(1000, "done")
+    events = feed(srv, wire, chunk=1)
+    assert events == [Message("hello " * 50), Ping(b"p"), Message(b"\x00\x01" * 100), Close(1000, "done")]
+    answers = replies(srv)
+    assert feed(client, answers, chunk=1) == [Pong(b"p", (b"p",)), Close(1000, "")]
+    assert client.state is State.CLOSED and srv.state is State.CLOSED

@@ -1,0 +1,27 @@
+import pytest
+
+from simplews.exceptions import InvalidURI
+from simplews.uri import WebSocketURI, parse_uri
+
+
+@pytest.mark.parametrize("uri,expected", [
+    ("ws://localhost", WebSocketURI(False, "localhost", 80, "/")),
+    ("wss://example.com/chat?room=1", WebSocketURI(True, "example.com", 443, "/chat?room=1")),
+    ("ws://127.0.0.1:8765/x", WebSocketURI(False, "127.0.0.1", 8765, "/x")),
+    ("ws://[::1]:9000", WebSocketURI(False, "::1", 9000, "/")),
+    ("ws://user:p%40ss@host/", WebSocketURI(False, "host", 80, "/", ("user", "p@ss"))),
+])
+def test_valid_uris(uri, expected):
+    assert parse_uri(uri) == expected
+
+
+@pytest.mark.parametrize("uri", ["http://example.com", "ws://", "ws://host/#frag", "ws://host:99999", "example.com"])
+def test_invalid_uris(uri):
+    with pytest.raises(InvalidURI):
+        parse_uri(uri)
+
+
+def test_host_header():
+    assert parse_uri("ws://h:80/").host_header == "h"
+    assert parse_uri("wss://h:8443/").host_header == "h:8443"
+    assert parse_uri("ws://[::1]:9/").host_header == "[::1]:9"
