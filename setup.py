@@ -1,3 +1,12 @@
+"""Build script: metadata lives in setup.cfg; the version and the optional C accelerator here."""
+import re
+from pathlib import Path
+
 from setuptools import setup
 
-setup()
+# Read the version without importing the package (its dependencies may not be installed yet).
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', Path(__file__).with_name("simplews").joinpath("version.py").read_text()
+).group(1)
+
+setup(version=VERSION)
