@@ -160,8 +160,10 @@ def server_accept(header: Optional[str], config: DeflateConfig) -> Optional[Tupl
         server_nct = "server_no_context_takeover" in offer or config.server_no_context_takeover
         if server_nct:
             response.append(("server_no_context_takeover", None))
-        # §7.1.1.2: the server may always ask the client not to keep its context.
-        client_nct = config.client_no_context_takeover
+        # §7.1.1.2: the server may always ask the client not to keep its context; when the
+        # client offered it, we echo it (the client is bound only by what the response says,
+        # and a fresh context per message lets our inflater drop its window).
+        client_nct = config.client_no_context_takeover or "client_no_context_takeover" in offer
         if client_nct:
             response.append(("client_no_context_takeover", None))
         # §7.1.2.1: the response carries the offered value or a smaller one.
@@ -182,7 +184,7 @@ def server_accept(header: Optional[str], config: DeflateConfig) -> Optional[Tupl
                 response.append(("client_max_window_bits", client_bits))
         params = DeflateParams(
             local_no_context_takeover=server_nct,
-            remote_no_context_takeover=client_nct or "client_no_context_takeover" in offer,
+            remote_no_context_takeover=client_nct,
             local_max_window_bits=server_bits or 15,
             remote_max_window_bits=client_bits,
         )
@@ -284,7 +286,7 @@ class Inflater:
             out = decompressor.decompress(data, limit + 1)
             if len(out) > limit:
                 self._decompressor = None
-                raise PayloadTooBig(f"message over max_size ({limit} bytes left) once decompressed")
+                raise PayloadTooBig("message over max_size once decompressed")
         if (last and self._reset) or decompressor.eof:
             # A final deflate block (BFINAL) ends the stream: the next message needs a new one.
             self._decompressor = None
