@@ -111,6 +111,7 @@ class Connection:
         self._close_exc: Optional[ConnectionClosed] = None
         self._close_deadline: Optional[float] = None  # set when we wait for the TCP close
         self._abort_code: Optional[Tuple[int, str]] = None
+        self._failure_reported = False
         now = monotonic()
         self._next_ping = now + ping_interval if ping_interval else None
         self._keepalive_ping: Optional[Tuple[threading.Event, float]] = None
@@ -207,11 +208,16 @@ class Connection:
         while True:
             if self._close_deadline is not None:
                 self._wait_tcp_close()
+                failure = protocol.failure
+                if failure is not None and not self._failure_reported:
+                    self._failure_reported = True  # raised once, where it was found or not
+                    raise failure
                 raise self._closing_exception()
             protocol.streaming = streaming
             try:
                 event = protocol.next_event()
             except ProtocolError as exc:
+                self._failure_reported = True
                 self._on_failure(exc)
                 raise
             if event is None:

@@ -1,0 +1,319 @@
+"""The threaded Connection over real loopback sockets, plain and TLS (issue 3)."""
+import hashlib
+import threading
+import time
+import tracemalloc
+
+import pytest
+
+import simplews
+from simplews.extensions import DeflateConfig
+from simplews.frames import Opcode, serialize_close
+from simplews.protocol import Close, Fragment, Message, Ping, Pong
+
+from conftest import TIMEOUT, raw_client
+from pair import deflate_bomb
+
+SIZES = [0, 1, 125, 126, 65535, 65536, 16 * 1024 * 1024]
+
+
+@pytest.mark.parametrize("compression", [None, "deflate"])
+def test_echo_sizes(start_server, connect, compression):
+    server = start_server(max_size=None, compression=compression)
+    with connect(server, max_size=None, compression=compression) as ws:
+        assert (ws.protocol.deflate is not None) == (compression is not None)
+        for size in SIZES:
+            text = ("é" * size)[: size // 2] if size else ""
+            binary = bytes(range(256)) * (size // 256) + bytes(size % 256)
+            ws.send(binary)
+            assert ws.recv(timeout=TIMEOUT) == binary
+            ws.send(text)
+            assert ws.recv(timeout=TIMEOUT) == text
+
+
+def test_fragmented_send_and_recv_streaming(start_server, connect, raw_server):
+    server = start_server()
+    with connect(server) as ws:
+        ws.send(["Hel", "lo ", "wörld"])
+        assert ws.recv(timeout=TIMEOUT) == "Hello wörld"
+        ws.send([b"\x00", bytearray(b"\x01"), memoryview(b"\x02")])
+        assert ws.recv(timeout=TIMEOUT) == b"\x00\x01\x02"
+        with pytest.raises(TypeError):
+            ws.send(["text", b"bytes"])  # mixed: the connection fails
+    # recv_streaming: the pieces of one message, as the peer framed them
+    ws, peer = raw_server.pair(connect)
+    peer.send_frame(Opcode.TEXT, b"ab", fin=False)
+    peer.send_frame(Opcode.CONT, b"cd", fin=False)
+    peer.send_frame(Opcode.CONT, b"ef")
+    peer.send_frame(Opcode.BINARY, b"whole")
+    assert list(ws.recv_streaming(timeout=TIMEOUT)) == ["ab", "cd", "ef"]
+    assert list(ws.recv_streaming(timeout=TIMEOUT)) == [b"whole"]
+    # the wire shape of a fragmented send: one frame per item
+    ws.send([b"1", b"2", b"3"])
+    peer_events = [peer.next_event(streaming=True) for _ in range(3)]
+    assert peer_events == [Fragment(b"1", False), Fragment(b"2", False), Fragment(b"3", True)]
+
+
+def test_pings_interleave_with_the_fragments_of_a_large_message(start_server, connect, raw_server):
+    """While one thread sends 64 MiB as 1024 fragments, another sends 100 pings: the
+    peer sees them between the fragments, and the message arrives intact."""
+    ws, peer = raw_server.pair(connect, max_size=None)
+    fragment = bytes(range(256)) * 256  # 64 KiB
+    fragments = [fragment[i % 256:] + fragment[:i % 256] for i in range(1024)]
+    started = threading.Event()
+
+    def fragments_source():
+        for index, item in enumerate(fragments):
+            if index == 1:
+                started.set()
+            yield item
+
+    sender = threading.Thread(target=ws.send, args=(fragments_source(),))
+    sender.start()
+    waiters = []
+
+    def send_pings():  # a third thread: this one must keep reading, or both block
+        assert started.wait(TIMEOUT)
+        waiters.extend(ws.ping(str(i)) for i in range(100))
+
+    pinger = threading.Thread(target=send_pings)
+    pinger.start()
+    received, order = [], []
+    while True:
+        event = peer.next_event(streaming=True)
+        order.append(type(event).__name__)
+        if isinstance(event, Fragment):
+            received.append(event.data)
+            if event.last:
+                break
+    sender.join(TIMEOUT)
+    pinger.join(TIMEOUT)
+    assert not sender.is_alive() and not pinger.is_alive()
+    while order.count("Ping") < 100:
+        order.append(type(peer.next_event()).__name__)
+    assert b"".join(received) == b"".join(fragments)
+    first, last = order.index("Fragment"), len(order) - 1 - order[::-1].index("Fragment")
+    assert order[first:last].count("Ping") > 0, "no ping went out between the fragments"
+    with pytest.raises(TimeoutError):  # reading handles the pongs
+        ws.recv(timeout=0.2)
+    assert all(w.is_set() for w in waiters)
+
+
+def test_concurrent_senders_never_interleave_frames(start_server, connect):
+    """8 threads each send 1,000 messages at once on one connection: all 8,000 arrive
+    intact, each thread's in order."""
+    received = []
+    done = threading.Event()
+
+    def collect(ws):
+        for message in ws:
+            received.append(message)
+            if len(received) == 8000:
+                done.set()
+
+    server = start_server(collect)
+    with connect(server) as ws:
+        def send_many(thread_id):
+            for seq in range(1000):
+                body = f"{thread_id}:{seq}:" + "x" * (seq % 300)
+                ws.send(body + ":" + hashlib.md5(body.encode()).hexdigest())
+
+        threads = [threading.Thread(target=send_many, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(TIMEOUT * 3)
+        assert done.wait(TIMEOUT * 3)
+    last_seq = {}
+    for message in received:
+        body, digest = message.rsplit(":", 1)
+        assert hashlib.md5(body.encode()).hexdigest() == digest
+        thread_id, seq = map(int, body.split(":")[:2])
+        assert seq == last_seq.get(thread_id, -1) + 1
+        last_seq[thread_id] = seq
+    assert len(received) == 8000
+
+
+def test_recv_timeout_leaves_the_connection_usable(connect, raw_server):
+    ws, peer = raw_server.pair(connect)
+    with pytest.raises(TimeoutError):
+        ws.recv(timeout=0.05)
+    frame = b"".join(peer.protocol.send_data(Opcode.TEXT, b"half and half"))
+    peer.send(frame[:7])  # half a frame is on its way when the timeout fires
+    with pytest.raises(TimeoutError):
+        ws.recv(timeout=0.05)
+    peer.send(frame[7:])
+    assert ws.recv(timeout=TIMEOUT) == "half and half"
+    ws.send("still usable")
+    assert peer.next_event() == Message("still usable")
+
+
+def test_close_started_by_the_client(start_server, connect):
+    closed = []
+
+    def handler(ws):
+        closed.append(ws)
+        with pytest.raises(simplews.ConnectionClosedError):  # 4000 is not a normal close
+            ws.recv()
+
+    server = start_server(handler)
+    ws = connect(server)
+    ws.close(4000, "client done")
+    assert (ws.close_code, ws.close_reason) == (4000, "")  # the server echoes the code
+    assert ws.state is simplews.State.CLOSED
+    ws.close()  # harmless twice
+    with pytest.raises(simplews.ConnectionClosed):
+        ws.send("too late")
+    server.shutdown()
+    server_ws = closed[0]
+    assert (server_ws.close_code, server_ws.close_reason) == (4000, "client done")
+
+
+def test_close_started_by_the_server_wakes_a_blocked_recv(start_server, connect):
+    server = start_server(lambda ws: ws.close(1000, "bye"))
+    ws = connect(server)
+    outcome = []
+
+    def blocked_recv():
+        try:
+            ws.recv()
+        except Exception as exc:  # noqa: BLE001
+            outcome.append(exc)
+
+    reader = threading.Thread(target=blocked_recv)
+    reader.start()
+    reader.join(TIMEOUT)
+    assert isinstance(outcome[0], simplews.ConnectionClosedOK)
+    assert (ws.close_code, ws.close_reason) == (1000, "bye")
+    with pytest.raises(simplews.ConnectionClosedOK):
+        ws.recv()
+
+
+def test_close_from_another_thread_wakes_a_blocked_recv(start_server, connect):
+    server = start_server()
+    ws = connect(server)
+    outcome = []
+    reader = threading.Thread(target=lambda: outcome.append(pytest.raises(simplews.ConnectionClosedOK, ws.recv)))
+    reader.start()
+    while not ws._read_lock.locked():
+        time.sleep(0.001)
+    ws.close()
+    reader.join(TIMEOUT)
+    assert not reader.is_alive() and outcome
+    assert ws.close_code == 1000
+
+
+def test_server_closes_tcp_first(start_server, scheme):
+    """RFC 6455 §7.1.1: after the closing handshake the server closes TCP, the client waits."""
+    server = start_server(lambda ws: None)  # returns at once: close 1000
+    peer = raw_client(server.uri)
+    assert peer.next_event() == Close(1000, "")
+    assert peer.at_eof(), "the server did not close the TCP connection"
+    peer.close()
+
+
+def test_client_waits_for_the_server_to_close_tcp(connect, raw_server):
+    ws, peer = raw_server.pair(connect)
+    closer = threading.Thread(target=ws.close)
+    closer.start()
+    assert peer.next_event() == Close(1000, "")  # our reply goes out with next_event
+    assert not peer.at_eof(timeout=0.1), "the client closed TCP before the server"
+    peer.close()
+    closer.join(TIMEOUT)
+    assert ws.close_code == 1000 and ws.state is simplews.State.CLOSED
+
+
+def test_message_over_max_size_closes_1009(start_server, connect):
+    server = start_server(max_size=None)
+    with connect(server, max_size=1000) as ws:
+        ws.send(b"x" * 1001)
+        with pytest.raises(simplews.PayloadTooBig):
+            ws.recv(timeout=TIMEOUT)
+        assert ws.close_code == 1009
+        with pytest.raises(simplews.ConnectionClosedError):
+            ws.recv()
+
+
+def test_compressed_bomb_refused_with_bounded_memory(connect, raw_server):
+    """A compressed message that would inflate to 1 GiB: 1009 for the peer,
+    PayloadTooBig for the caller, and the test process stays far below 1 GiB."""
+    ws, peer = raw_server.pair(connect, compression=DeflateConfig(), close_timeout=0.2)
+    bomb = deflate_bomb(1 << 30)
+    header = bytes([0xC2, 0x7F]) + len(bomb).to_bytes(8, "big")
+    tracemalloc.start()
+    try:
+        peer.send(header + bomb)
+        with pytest.raises(simplews.PayloadTooBig):
+            ws.recv(timeout=TIMEOUT)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 64 << 20, f"peak {peak >> 20} MiB while refusing the bomb"
+    event = peer.next_event()
+    assert isinstance(event, Close) and event.code == 1009
+
+
+def test_protocol_error_closes_1002_and_raises(connect, raw_server):
+    ws, peer = raw_server.pair(connect, close_timeout=0.2)
+    peer.send(bytes([0x83, 0x00]))  # reserved opcode
+    with pytest.raises(simplews.ProtocolError) as info:
+        ws.recv(timeout=TIMEOUT)
+    assert info.value.close_code == 1002
+    assert peer.next_event() == Close(1002, "reserved data opcode 0x3")
+    peer.close()
+
+
+def test_invalid_utf8_closes_1007(start_server, scheme):
+    server = start_server()
+    peer = raw_client(server.uri)
+    peer.send_frame(Opcode.TEXT, b"ok\xff")
+    event = peer.next_event()
+    assert isinstance(event, Close) and event.code == 1007
+    peer.close()
+
+
+def test_iteration_ends_on_normal_close(start_server, connect):
+    def three_then_close(ws):
+        for i in range(3):
+            ws.send(str(i))
+
+    server = start_server(three_then_close)
+    ws = connect(server)
+    assert list(ws) == ["0", "1", "2"]
+
+
+def test_ipv6_loopback(start_server, connect):
+    server = start_server(host="::1")
+    assert server.uri.startswith(("ws://[::1]:", "wss://[::1]:"))
+    with connect(server) as ws:
+        ws.send("over IPv6")
+        assert ws.recv(timeout=TIMEOUT) == "over IPv6"
+        assert ws.remote_address[0] == "::1"
+
+
+def test_no_leaks_after_500_cycles(start_server, connect, scheme):
+    import os
+    server = start_server()
+    cycles = 500 if scheme == "ws" else 100
+
+    def count_fds():
+        return len(os.listdir("/proc/self/fd"))
+
+    def cycle():
+        with simplews.connect(server.uri, ssl=_ssl(scheme), close_timeout=2) as ws:
+            ws.send("ping")
+            assert ws.recv(timeout=TIMEOUT) == "ping"
+
+    cycle()  # warm up lazily created objects
+    threads, fds = threading.active_count(), count_fds()
+    for _ in range(cycles):
+        cycle()
+    deadline = time.monotonic() + TIMEOUT
+    while (threading.active_count() > threads or count_fds() > fds) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert threading.active_count() <= threads and count_fds() <= fds
+
+
+def _ssl(scheme):
+    from conftest import client_ssl_context
+    return client_ssl_context() if scheme == "wss" else None

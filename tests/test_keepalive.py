@@ -1,0 +1,92 @@
+"""The process-wide keepalive thread (DESIGN §2; issue 3, items 4 and 5)."""
+import threading
+import time
+
+import pytest
+
+import simplews
+from simplews.frames import Opcode
+from simplews.protocol import Pong
+
+from conftest import TIMEOUT, raw_client
+
+
+def pong_delays(peer, count=5):
+    delays = []
+    for i in range(count):
+        payload = f"p{i}".encode()
+        started = time.monotonic()
+        peer.send(peer.protocol.send_ping(payload))
+        event = peer.next_event(timeout=TIMEOUT)
+        assert event == Pong(payload, (payload,))
+        delays.append(time.monotonic() - started)
+    return delays
+
+
+def test_client_answers_pings_while_the_application_is_not_reading(connect, raw_server):
+    ws, peer = raw_server.pair(connect, ping_interval=None)
+    assert max(pong_delays(peer)) < 0.1  # the application never calls recv()
+    peer.close()
+    with pytest.raises(simplews.ConnectionClosedError):
+        ws.recv(timeout=TIMEOUT)
+
+
+def test_server_answers_pings_while_the_handler_sleeps(start_server, scheme):
+    release = threading.Event()
+    server = start_server(lambda ws: release.wait(TIMEOUT), ping_interval=None)
+    peer = raw_client(server.uri)
+    try:
+        assert max(pong_delays(peer)) < 0.1
+    finally:
+        release.set()
+        peer.close()
+
+
+def test_data_read_by_the_keepalive_thread_reaches_recv(connect, raw_server):
+    ws, peer = raw_server.pair(connect, ping_interval=None)
+    for i in range(3):
+        peer.send_frame(Opcode.TEXT, str(i).encode())
+    peer.send(peer.protocol.send_ping(b"x"))
+    assert peer.next_event() == Pong(b"x", (b"x",))  # the keepalive thread read all of it
+    assert [ws.recv(timeout=TIMEOUT) for _ in range(3)] == ["0", "1", "2"]
+
+
+def test_queue_bound_stops_reading(connect, raw_server):
+    ws, peer = raw_server.pair(connect, ping_interval=None, max_queue=2)
+    for i in range(10):
+        peer.send_frame(Opcode.TEXT, str(i).encode())
+    deadline = time.monotonic() + TIMEOUT
+    while len(ws._queue) < 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    time.sleep(0.2)  # a few keepalive ticks: it must not queue more
+    assert len(ws._queue) == 2
+    assert [ws.recv(timeout=TIMEOUT) for _ in range(10)] == [str(i) for i in range(10)]
+
+
+def test_unanswered_pings_close_with_1011(connect, raw_server):
+    ws, peer = raw_server.pair(connect, ping_interval=0.2, ping_timeout=0.2)
+    started = time.monotonic()
+    with pytest.raises(simplews.ConnectionClosedError) as info:
+        ws.recv(timeout=TIMEOUT)  # in progress when the timeout strikes
+    elapsed = time.monotonic() - started
+    assert info.value.code == 1011 and ws.close_code == 1011
+    assert elapsed < 1.0, f"closed after {elapsed:.2f}s"
+
+
+def test_answering_peer_stays_open_and_latency_is_set(start_server, connect):
+    server = start_server(ping_interval=None)
+    ws = connect(server, ping_interval=0.1, ping_timeout=0.5)
+    with pytest.raises(TimeoutError):
+        ws.recv(timeout=0.6)  # several pings go out and come back meanwhile
+    assert ws.state is simplews.State.OPEN and ws.latency > 0
+    ws.send("alive")
+    assert ws.recv(timeout=TIMEOUT) == "alive"
+
+
+def test_keepalive_thread_is_one_per_process(start_server, connect):
+    server = start_server()
+    clients = [connect(server) for _ in range(20)]
+    names = [t.name for t in threading.enumerate() if t.name == "simplews-keepalive"]
+    assert names == ["simplews-keepalive"]
+    for ws in clients:
+        ws.close()

@@ -1,0 +1,144 @@
+"""serve() and Server over real sockets (issue 3, item 8 and the idle-thread bound)."""
+import logging
+import threading
+import time
+import urllib.request
+
+import pytest
+
+import simplews
+from simplews.protocol import Close
+
+from conftest import TIMEOUT, raw_client
+
+
+def test_handler_that_returns_closes_1000(start_server, connect):
+    server = start_server(lambda ws: ws.send("bye"))
+    ws = connect(server)
+    assert ws.recv(timeout=TIMEOUT) == "bye"
+    with pytest.raises(simplews.ConnectionClosedOK):
+        ws.recv(timeout=TIMEOUT)
+    assert ws.close_code == 1000
+
+
+def test_handler_that_raises_closes_1011_and_logs(start_server, connect, caplog):
+    def broken(ws):
+        raise RuntimeError("boom in handler")
+
+    server = start_server(broken)
+    with caplog.at_level(logging.ERROR, logger="simplews.server"):
+        ws = connect(server)
+        with pytest.raises(simplews.ConnectionClosedError) as info:
+            ws.recv(timeout=TIMEOUT)
+        assert info.value.code == 1011
+        server.shutdown()
+    record = next(r for r in caplog.records if r.name == "simplews.server" and r.exc_info)
+    assert "boom in handler" in str(record.exc_info[1])
+
+
+def test_process_request_answers_without_upgrading(start_server, connect, scheme):
+    def process_request(conn, request):
+        if request.path == "/health":
+            return simplews.Response(200, body=b"OK\n")
+        if request.headers.get("Authorization") != "Bearer good":
+            return simplews.Response(401, headers={"WWW-Authenticate": "Bearer"}, body=b"no\n")
+        if request.path != "/chat":
+            return simplews.Response(404)
+        return None
+
+    server = start_server(process_request=process_request)
+    with pytest.raises(simplews.InvalidStatus) as info:
+        connect(server, "chat")
+    assert info.value.status == 401 and info.value.response.headers["WWW-Authenticate"] == "Bearer"
+    assert info.value.response.body == b"no\n"
+    with pytest.raises(simplews.InvalidStatus) as info:
+        connect(server, "nope", additional_headers={"Authorization": "Bearer good"})
+    assert info.value.status == 404
+    with connect(server, "chat", additional_headers={"Authorization": "Bearer good"}) as ws:
+        ws.send("in")
+        assert ws.recv(timeout=TIMEOUT) == "in"
+    if scheme == "ws":  # a plain HTTP client gets the health check
+        with urllib.request.urlopen(server.uri.replace("ws:", "http:") + "health", timeout=TIMEOUT) as r:
+            assert r.status == 200 and r.read() == b"OK\n"
+
+
+def test_origins_refuse_others_with_403(start_server, connect):
+    server = start_server(origins=["https://good.example"])
+    with pytest.raises(simplews.InvalidStatus) as info:
+        connect(server, origin="https://evil.example")
+    assert info.value.status == 403
+    with connect(server, origin="https://good.example") as ws:
+        ws.send("ok")
+        assert ws.recv(timeout=TIMEOUT) == "ok"
+
+
+def test_subprotocol_selection(start_server, connect):
+    server = start_server(lambda ws: ws.send(ws.subprotocol or "none"), subprotocols=["chat.v2", "chat.v1"])
+    ws = connect(server, subprotocols=["chat.v1", "chat.v2"])
+    assert ws.subprotocol == "chat.v1" and ws.recv(timeout=TIMEOUT) == "chat.v1"
+    ws = connect(server, subprotocols=["other"])
+    assert ws.subprotocol is None and ws.recv(timeout=TIMEOUT) == "none"
+
+
+def test_max_connections_answers_503(start_server, connect):
+    server = start_server(max_connections=2)
+    first, second = connect(server), connect(server)
+    with pytest.raises(simplews.InvalidStatus) as info:
+        connect(server)
+    assert info.value.status == 503
+    first.close()
+    deadline = time.monotonic() + TIMEOUT
+    while len(server.connections) >= 2 and time.monotonic() < deadline:
+        time.sleep(0.005)
+    with connect(server) as third:
+        third.send("room again")
+        assert third.recv(timeout=TIMEOUT) == "room again"
+    second.close()
+
+
+def test_shutdown_closes_every_connection_with_1001(start_server, connect, scheme):
+    server = start_server(close_timeout=1)
+    clients = [connect(server) for _ in range(5)]
+    idle_peer = raw_client(server.uri)  # a client that never answers the close
+    started = time.monotonic()
+    server.shutdown()
+    elapsed = time.monotonic() - started
+    for ws in clients:
+        with pytest.raises(simplews.ConnectionClosedOK):
+            ws.recv(timeout=TIMEOUT)
+        assert ws.close_code == 1001
+    assert elapsed < 1 + 0.5, f"shutdown took {elapsed:.2f}s with close_timeout=1"
+    event = idle_peer.next_event()
+    assert isinstance(event, Close) and event.code == 1001
+    idle_peer.close()
+
+
+def test_200_idle_connections_use_one_thread_each(start_server, connect):
+    server = start_server(ping_interval=None)
+    before = threading.active_count()
+    clients = [connect(server, ping_interval=None, compression=None) for _ in range(200)]
+    deadline = time.monotonic() + TIMEOUT
+    while len(server.connections) < 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(server.connections) == 200
+    added = threading.active_count() - before
+    assert added <= 200 + 3, f"{added} threads for 200 idle connections"
+    for ws in clients:
+        ws.close()
+
+
+def test_bad_handshakes_do_not_stop_the_server(start_server, connect, scheme):
+    import socket
+    server = start_server(open_timeout=0.5)
+    for garbage in (b"\x16\x03\x01garbage\r\n\r\n", b"GET / HTTP/1.1\r\n" + b"X: y\r\n" * 300 + b"\r\n", b""):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+        if scheme == "ws" and garbage:
+            sock.sendall(garbage)
+            answer = sock.recv(65536)
+            assert answer.startswith(b"HTTP/1.1 4"), answer[:40]
+            if b"X: y" in garbage:
+                assert answer.startswith(b"HTTP/1.1 431")
+        sock.close()
+    with connect(server) as ws:
+        ws.send("still serving")
+        assert ws.recv(timeout=TIMEOUT) == "still serving"
