@@ -1,0 +1,637 @@
+"""The ``simplews`` command line, run for real in a subprocess against real servers."""
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+import simplews
+
+ROOT = Path(__file__).resolve().parent.parent
+CERTS = Path(__file__).resolve().parent / "certs"
+TIMEOUT = 20  # seconds: the bound of every subprocess and every wait
+
+
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    env.pop("SIMPLEWS_NO_RL_REDISPLAY", None)
+    return env
+
+
+def run_cli(*args, input=b"", timeout=TIMEOUT):
+    return subprocess.run(
+        [sys.executable, "-m", "simplews", *args],
+        input=input, capture_output=True, timeout=timeout, env=_env(), cwd=str(ROOT),
+    )
+
+
+def stderr_of(result):
+    return result.stderr.decode("utf-8", "replace")
+
+
+def assert_one_line_error(result, code, *fragments):
+    err = stderr_of(result)
+    assert result.returncode == code, (result.returncode, err)
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("simplews: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], err
+    return lines[0]
+
+
+@contextlib.contextmanager
+def running_server(handler, **kwargs):
+    server = simplews.serve(handler, "127.0.0.1", 0, **kwargs)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(timeout=TIMEOUT)
+        assert not thread.is_alive()
+
+
+def url(server, scheme="ws", host="127.0.0.1"):
+    return f"{scheme}://{host}:{server.port}/"
+
+
+class Recorder:
+    """An echo handler that records what the server saw."""
+
+    def __init__(self, echo=True):
+        self.echo = echo
+        self.messages = queue.Queue()
+        self.closes = queue.Queue()
+        self.connections = queue.Queue()
+
+    def __call__(self, ws):
+        self.connections.put(ws)
+        for message in ws:
+            self.messages.put(message)
+            if self.echo:
+                ws.send(message)
+        self.closes.put((ws.close_code, ws.close_reason))
+
+    def close_code(self):
+        return self.closes.get(timeout=TIMEOUT)[0]
+
+    def received(self):
+        items = []
+        while True:
+            try:
+                items.append(self.messages.get_nowait())
+            except queue.Empty:
+                return items
+
+
+def tls_server_context(name):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(CERTS / f"{name}.pem"), str(CERTS / f"{name}.key"))
+    return context
+
+
+def tls_client_context():
+    return ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
+
+
+# -- pipe mode ---------------------------------------------------------------
+
+
+def test_pipe_echo_and_clean_close():
+    recorder = Recorder()
+    with running_server(recorder) as server:
+        result = run_cli(url(server), input=b"a\nb\n\xc3\xa9t\xc3\xa9\n")
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stdout.decode() == "a\nb\nété\n"
+        assert stderr_of(result) == ""
+        assert recorder.close_code() == 1000
+        assert recorder.received() == ["a", "b", "été"]
+
+
+def test_pipe_crlf_and_empty_lines():
+    recorder = Recorder()
+    with running_server(recorder) as server:
+        result = run_cli(url(server), input=b"x\r\n\nlast-without-newline")
+        assert result.returncode == 0, stderr_of(result)
+        assert recorder.close_code() == 1000
+        assert recorder.received() == ["x", "", "last-without-newline"]
+        assert result.stdout == b"x\n\nlast-without-newline\n"
+
+
+def test_pipe_waits_for_late_replies():
+    def slow_echo(ws):
+        for message in ws:
+            time.sleep(0.3)  # the server is slow on purpose: the client must wait for it
+            ws.send(message.upper())
+
+    with running_server(slow_echo) as server:
+        result = run_cli(url(server), input=b"one\ntwo\n")
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stdout == b"ONE\nTWO\n"
+
+
+def test_pipe_wait_is_bounded():
+    recorder = Recorder(echo=False)
+    with running_server(recorder) as server:
+        start = time.monotonic()
+        result = run_cli("--wait", "0.2", url(server), input=b"nobody answers\n")
+        elapsed = time.monotonic() - start
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stdout == b""
+        assert recorder.close_code() == 1000
+        assert elapsed < 8
+
+
+def test_pipe_binary():
+    recorder = Recorder()
+    with running_server(recorder) as server:
+        result = run_cli("--binary", url(server), input=b"abc\n\x00\xff\n")
+        assert result.returncode == 0, stderr_of(result)
+        assert recorder.received() == [b"abc", b"\x00\xff"]
+        assert result.stdout == b"[binary, 3 bytes] 616263\n[binary, 2 bytes] 00ff\n"
+        result = run_cli("--binary", "--base64", url(server), input=b"abc\n")
+        assert result.stdout == b"[binary, 3 bytes] YWJj\n"
+
+
+def test_server_closes_normally_first():
+    def greet_and_close(ws):
+        ws.send("hello")
+        ws.close(1000, "done")
+
+    with running_server(greet_and_close) as server:
+        result = run_cli("--keep-open", url(server), input=b"")
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stdout == b"hello\n"
+        assert "closed by the server: code 1000 (normal closure), reason 'done'" in stderr_of(result)
+
+
+def test_server_close_ends_the_client_while_stdin_stays_open():
+    def close_after_one(ws):
+        ws.send(ws.recv().upper())
+        ws.close(1001, "restarting")
+
+    with running_server(close_after_one) as server:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "simplews", url(server)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=_env(), cwd=str(ROOT),
+        )
+        try:
+            proc.stdin.write(b"first\n")
+            proc.stdin.flush()  # stdin stays open: the client must not wait for its end
+            assert proc.wait(timeout=TIMEOUT) == 0
+            assert proc.stdout.read() == b"FIRST\n"
+            err = proc.stderr.read().decode()
+            assert "closed by the server: code 1001 (going away), reason 'restarting'" in err
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=TIMEOUT)
+            for stream in (proc.stdin, proc.stdout, proc.stderr):
+                stream.close()
+
+
+def test_no_compression_and_verbose_frames():
+    recorder = Recorder()
+    with running_server(recorder) as server:
+        result = run_cli("-v", "--no-compression", url(server), input=b"ping me\n")
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stdout == b"ping me\n"
+        ws = recorder.connections.get(timeout=TIMEOUT)
+        assert "permessage-deflate" not in (ws.request.headers.get("Sec-WebSocket-Extensions") or "")
+        err = stderr_of(result)
+        lines = err.splitlines()
+        assert any(line.startswith(">") and "TEXT" in line for line in lines), err
+        assert any(line.startswith("<") and "TEXT" in line for line in lines), err
+
+
+# -- --once ------------------------------------------------------------------
+
+
+def test_once_sends_stdin_and_prints_one_reply():
+    recorder = Recorder()
+    with running_server(recorder) as server:
+        result = run_cli("-1", url(server), input=b'{"multi":\n "line"}\n')
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stdout == b'{"multi":\n "line"}\n'
+        assert recorder.close_code() == 1000
+        assert recorder.received() == ['{"multi":\n "line"}']
+
+
+def test_once_prints_only_the_first_message():
+    def chatty(ws):
+        ws.send("first")
+        ws.send("second")
+        for _ in ws:
+            pass
+
+    with running_server(chatty) as server:
+        result = run_cli("--once", url(server), input=b"")
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stdout == b"first\n"
+
+
+def test_once_timeout():
+    with running_server(Recorder(echo=False)) as server:
+        result = run_cli("--once", "--wait", "0.3", url(server), input=b"hi")
+        assert_one_line_error(result, 5, "no message received within 0.3 s")
+
+
+# -- handshake options -------------------------------------------------------
+
+
+def test_headers_subprotocol_and_origin_reach_the_server():
+    recorder = Recorder()
+    with running_server(recorder, subprotocols=["chat.v2", "other"]) as server:
+        result = run_cli(
+            "-H", "X-Token: s3cret", "--header", "X-Other:  two words ",
+            "--subprotocol", "chat.v1", "--subprotocol", "chat.v2",
+            "--origin", "https://example.test",
+            url(server), input=b"x\n",
+        )
+        assert result.returncode == 0, stderr_of(result)
+        ws = recorder.connections.get(timeout=TIMEOUT)
+        headers = ws.request.headers
+        assert headers.get("x-token") == "s3cret"
+        assert headers.get("X-Other") == "two words"
+        assert headers.get("Origin") == "https://example.test"
+        offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol").split(",")]
+        assert offered == ["chat.v1", "chat.v2"]
+        assert ws.subprotocol == "chat.v2"
+
+
+def test_bad_header_is_a_usage_error():
+    result = run_cli("-H", "no colon here", "ws://127.0.0.1:9/")
+    assert result.returncode == 2
+    assert "expected 'Name: value'" in stderr_of(result)
+    assert "Traceback" not in stderr_of(result)
+
+
+def test_help_documents_exit_codes_and_version():
+    result = run_cli("--help")
+    assert result.returncode == 0
+    out = result.stdout.decode()
+    for code in ("0", "3", "4", "5", "6", "7", "8"):
+        assert f"\n  {code:>3}  " in out
+    result = run_cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.decode().strip() == f"simplews {simplews.__version__}"
+
+
+# -- errors ------------------------------------------------------------------
+
+
+def test_connection_refused():
+    with socket.socket() as sock:  # bound, not listening: connections are refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+        result = run_cli(f"ws://127.0.0.1:{port}/", input=b"x\n")
+    assert_one_line_error(result, 4, "connection refused", f"127.0.0.1:{port}")
+
+
+@pytest.mark.parametrize("status", [403, 404])
+def test_handshake_refused(status):
+    def process_request(conn, request):
+        return simplews.Response(status, "", [("Content-Type", "text/plain")], b"go away\n")
+
+    with running_server(Recorder(), process_request=process_request) as server:
+        result = run_cli(url(server), input=b"x\n")
+    assert_one_line_error(result, 7, f"handshake refused: HTTP {status}")
+
+
+def test_tls_verification_failure():
+    with running_server(Recorder(), ssl=tls_server_context("untrusted")) as server:
+        result = run_cli("--cafile", str(CERTS / "ca.pem"), url(server, "wss", "localhost"),
+                         input=b"x\n")
+    assert_one_line_error(result, 6, "TLS certificate verification failed")
+
+
+def test_tls_with_cafile_and_insecure():
+    recorder = Recorder()
+    with running_server(recorder, ssl=tls_server_context("server")) as server:
+        result = run_cli("--cafile", str(CERTS / "ca.pem"), url(server, "wss", "localhost"),
+                         input=b"secure\n")
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stdout == b"secure\n"
+    with running_server(recorder, ssl=tls_server_context("untrusted")) as server:
+        result = run_cli("--insecure", url(server, "wss"), input=b"anyway\n")
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stdout == b"anyway\n"
+
+
+def test_missing_cafile_is_a_usage_error():
+    result = run_cli("--cafile", str(CERTS / "nope.pem"), "wss://localhost:9/")
+    assert_one_line_error(result, 2, "--cafile")
+
+
+@pytest.mark.parametrize("code,reason,expected", [
+    (4000, "bye", "code 4000, reason 'bye'"),
+    (1011, "", "code 1011 (internal error)"),
+])
+def test_abnormal_close(code, reason, expected):
+    def close_after_one(ws):
+        ws.recv()
+        ws.close(code, reason)
+
+    with running_server(close_after_one) as server:
+        result = run_cli("--wait", "10", url(server), input=b"x\n")
+    assert_one_line_error(result, 8, "connection closed abnormally", expected)
+
+
+def test_handler_crash_is_an_abnormal_close():
+    def crash(ws):
+        ws.recv()
+        raise RuntimeError("handler bug (expected by the test)")
+
+    with running_server(crash) as server:
+        result = run_cli("--wait", "10", url(server), input=b"x\n")
+    assert_one_line_error(result, 8, "code 1011")
+
+
+def test_message_over_max_size():
+    closes = queue.Queue()
+
+    def big(ws):
+        ws.send("x" * 2000)
+        try:
+            for _ in ws:
+                pass
+        finally:
+            closes.put(ws.close_code)
+
+    with running_server(big) as server:
+        result = run_cli("--max-size", "1000", "--ping-interval", "0", "--wait", "10",
+                         url(server), input=b"x\n")
+        assert_one_line_error(result, 8, "message too big", "1009")
+        assert closes.get(timeout=TIMEOUT) == 1009
+        result = run_cli("--max-size", "0", "--once", url(server), input=b"")
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stdout == b"x" * 2000 + b"\n"
+
+
+def test_open_timeout():
+    with socket.socket() as sock:  # accepts TCP (backlog) but never answers the handshake
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        start = time.monotonic()
+        result = run_cli("--timeout", "0.5", f"ws://127.0.0.1:{port}/", input=b"x\n")
+        elapsed = time.monotonic() - start
+    assert_one_line_error(result, 5, "timed out after 0.5 s")
+    assert elapsed < 8
+
+
+@pytest.mark.parametrize("bad", ["http://example.com/", "ws://127.0.0.1:99999/", "ws:///nohost"])
+def test_invalid_uri(bad):
+    result = run_cli(bad, input=b"x\n")
+    assert_one_line_error(result, 3, "invalid URI")
+
+
+# -- simplews serve ----------------------------------------------------------
+
+
+class ServeProcess:
+    def __init__(self, *args):
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "simplews", "serve", "--port", "0", *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=_env(), cwd=str(ROOT),
+        )
+        self.lines = queue.Queue()
+        self.log = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        try:
+            line = self.wait_for("simplews.cli: listening on")
+            self.port = int(line.rsplit(":", 1)[1].split("/")[0])
+        except BaseException:
+            self.stop()
+            raise
+
+    def _read(self):
+        for raw in self.proc.stderr:
+            self.lines.put(raw.decode("utf-8", "replace").rstrip("\n"))
+        self.lines.put(None)
+
+    def wait_for(self, fragment):
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            if line is None:
+                raise AssertionError(f"serve exited before logging {fragment!r}: {self.log}")
+            self.log.append(line)
+            if fragment in line:
+                return line
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(timeout=TIMEOUT)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+@pytest.fixture
+def serve_process():
+    started = []
+
+    def start(*args):
+        process = ServeProcess(*args)
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_echoes_and_stops_with_1001(serve_process, signum):
+    server = serve_process()
+    with simplews.connect(f"ws://127.0.0.1:{server.port}/", open_timeout=TIMEOUT) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=TIMEOUT) == "hi"
+        ws.send(b"\x01\x02")
+        assert ws.recv(timeout=TIMEOUT) == b"\x01\x02"
+        server.wait_for("connected")
+        os.kill(server.proc.pid, signum)
+        with pytest.raises(simplews.ConnectionClosedOK):
+            ws.recv(timeout=TIMEOUT)
+        assert ws.close_code == 1001
+    assert server.proc.wait(timeout=TIMEOUT) == 0
+    server.wait_for("stopped")
+
+
+def test_serve_tls_and_cli_client(serve_process):
+    server = serve_process("--tls-cert", str(CERTS / "server.pem"), "--tls-key", str(CERTS / "server.key"))
+    assert any("listening on wss://" in line for line in server.log)
+    with simplews.connect(f"wss://localhost:{server.port}/", ssl=tls_client_context(),
+                          open_timeout=TIMEOUT) as ws:
+        ws.send("over tls")
+        assert ws.recv(timeout=TIMEOUT) == "over tls"
+    result = run_cli("--cafile", str(CERTS / "ca.pem"), f"wss://localhost:{server.port}/",
+                     input=b"from the cli\n")
+    assert result.returncode == 0, stderr_of(result)
+    assert result.stdout == b"from the cli\n"
+    os.kill(server.proc.pid, signal.SIGINT)
+    assert server.proc.wait(timeout=TIMEOUT) == 0
+
+
+def test_serve_port_in_use():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(1)
+        port = sock.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "simplews", "serve", "--port", str(port)],
+            capture_output=True, timeout=TIMEOUT, env=_env(), cwd=str(ROOT),
+        )
+    assert result.returncode == 4
+    assert "cannot listen" in stderr_of(result)
+    assert "Traceback" not in stderr_of(result)
+
+
+# -- the installed console script -------------------------------------------
+
+
+def test_installed_entry_point():
+    exe = shutil.which("simplews")
+    if exe is None:
+        pytest.skip("the simplews console script is not on PATH (pip install -e . installs it)")
+    result = subprocess.run([exe, "--version"], capture_output=True, timeout=TIMEOUT)
+    assert result.returncode == 0
+    assert result.stdout.decode().strip() == f"simplews {simplews.__version__}"
+    recorder = Recorder()
+    with running_server(recorder) as server:
+        result = subprocess.run([exe, url(server)], input=b"via entry point\n",
+                                capture_output=True, timeout=TIMEOUT)
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stdout == b"via entry point\n"
+        assert recorder.close_code() == 1000
+
+
+# -- interactive mode in a real terminal (tmux) ------------------------------
+
+
+class Tmux:
+    def __init__(self, command, width=100, height=30):
+        self.socket = f"simplews-test-{uuid.uuid4().hex[:8]}"
+        self.run("new-session", "-d", "-s", "t", "-x", str(width), "-y", str(height), command)
+
+    def run(self, *args):
+        return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
+                               timeout=TIMEOUT, check=True, env=_env())
+
+    def keys(self, text, enter=False):
+        self.run("send-keys", "-t", "t", "-l", text)
+        if enter:
+            self.run("send-keys", "-t", "t", "Enter")
+
+    def key(self, name):
+        self.run("send-keys", "-t", "t", name)
+
+    def screen(self):
+        return self.run("capture-pane", "-p", "-t", "t").stdout.decode("utf-8", "replace")
+
+    def lines(self):
+        return [line.rstrip() for line in self.screen().splitlines() if line.strip()]
+
+    def wait_for(self, predicate, what):
+        # tmux has no event to await: poll the screen, bounded.
+        deadline = time.monotonic() + TIMEOUT
+        while time.monotonic() < deadline:
+            screen = self.screen()
+            if predicate(screen):
+                return screen
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; screen:\n{self.screen()}")
+
+    def wait_text(self, text):
+        return self.wait_for(lambda screen: text in screen, repr(text))
+
+    def kill(self):
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=TIMEOUT)
+
+
+@pytest.fixture
+def tmux():
+    if shutil.which("tmux") is None:
+        pytest.skip("tmux is not installed (apt-get install tmux): the interactive mode needs a terminal")
+    sessions = []
+
+    def start(command):
+        session = Tmux(command)
+        sessions.append(session)
+        return session
+
+    yield start
+    for session in sessions:
+        session.kill()
+
+
+def _shell_command(*args):
+    cli = " ".join([sys.executable, "-m", "simplews", *args])
+    # After the client exits, show its exit code and keep the pane open until killed.
+    return f"cd {ROOT} && {cli}; echo \"[exit $?]\"; read _"
+
+
+def test_interactive_typing_is_not_broken_by_incoming_messages(tmux):
+    recorder = Recorder()
+    with running_server(recorder) as server:
+        term = tmux(_shell_command(url(server)))
+        term.wait_text("Ctrl-D or Ctrl-C to quit")
+        term.wait_for(lambda s: s.rstrip().endswith(">"), "the prompt")
+        ws = recorder.connections.get(timeout=TIMEOUT)
+
+        term.keys("hello", enter=True)
+        term.wait_text("< hello")
+
+        term.keys("partial")
+        term.wait_for(lambda s: s.rstrip().endswith("> partial"), "the partial line")
+        ws.send("pushed while typing")
+        screen = term.wait_text("< pushed while typing")
+        ws.send(b"\x00\x01binary")
+        screen = term.wait_text("< [binary, 8 bytes] 0001")
+        lines = term.lines()
+        assert lines[-1] == "> partial", screen
+        assert lines[-2] == "< [binary, 8 bytes] 000162696e617279", screen
+        assert lines[-3] == "< pushed while typing", screen
+
+        term.keys(" line", enter=True)  # the partial line survived the redraws
+        term.wait_text("< partial line")
+        assert recorder.messages.get(timeout=TIMEOUT) == "hello"
+        assert recorder.messages.get(timeout=TIMEOUT) == "partial line"
+
+        term.key("C-d")
+        screen = term.wait_text("[exit 0]")
+        assert "connection closed: code 1000 (normal closure)" in screen
+        assert recorder.close_code() == 1000
+
+
+def test_interactive_server_close_ends_the_prompt(tmux):
+    recorder = Recorder()
+    with running_server(recorder) as server:
+        term = tmux(_shell_command(url(server)))
+        term.wait_text("Ctrl-D or Ctrl-C to quit")
+        ws = recorder.connections.get(timeout=TIMEOUT)
+        term.keys("half-typed")
+        term.wait_for(lambda s: s.rstrip().endswith("> half-typed"), "the partial line")
+        ws.close(4000, "kicked")
+        screen = term.wait_text("[exit 8]")
+        assert "simplews: connection closed abnormally: code 4000, reason 'kicked'" in screen
