@@ -1,0 +1,206 @@
+"""Echo servers for scripts/bench.py, one per process:
+
+    python scripts/bench/bench_servers.py KIND [--deflate] [--profile FILE]
+
+KIND: floor | simplews | websockets | simple-websocket. Binds 127.0.0.1 on a
+free port, prints one line "READY {json}" (port, pid, versions, loaded
+simplews extensions) and serves until its stdin closes (the bench process
+holds the pipe, so a dead bench never leaves a server behind) or it is
+killed. Compression is off unless --deflate; max_size is unlimited;
+keepalive pings are off.
+
+simple-websocket has no server of its own: it is driven from a WSGI server
+(werkzeug/gunicorn/eventlet/gevent) that hands it the socket through the
+environ. Here a minimal thread-per-connection WSGI-ish front end reads the
+request head and calls simple_websocket.Server.accept(environ) with
+'werkzeug.socket' set, which is what Flask-Sock does under werkzeug, minus
+werkzeug's own overhead.
+
+--profile FILE (simplews only): run each connection's handler under cProfile
+and write the merged stats to FILE when stdin closes.
+"""
+import json
+import os
+import sys
+import threading
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+HOST = "127.0.0.1"
+
+
+def ready(port, **info):
+    info.update(port=port, pid=os.getpid())
+    sys.stdout.write("READY " + json.dumps(info) + "\n")
+    sys.stdout.flush()
+
+
+def loaded_ext():
+    return sorted(n for n, m in list(sys.modules.items())
+                  if n.startswith("simplews") and (getattr(m, "__file__", None) or "").endswith((".so", ".pyd")))
+
+
+def watch_stdin(on_eof):
+    def run():
+        try:
+            while sys.stdin.buffer.read(1):
+                pass
+        except Exception:
+            pass
+        on_eof()
+    threading.Thread(target=run, daemon=True).start()
+
+
+_profiles = []
+_prof_lock = threading.Lock()
+
+
+def profiled(handler):
+    import cProfile
+
+    def wrapper(ws):
+        p = cProfile.Profile()
+        p.enable()
+        try:
+            return handler(ws)
+        finally:
+            p.disable()
+            with _prof_lock:
+                _profiles.append(p)
+    return wrapper
+
+
+def dump_profiles(path):
+    import pstats
+    with _prof_lock:
+        profs = list(_profiles)
+    if not profs:
+        return
+    st = pstats.Stats(profs[0])
+    for p in profs[1:]:
+        st.add(p)
+    st.dump_stats(path)
+
+
+def run_floor(deflate):
+    import bench_floor
+    watch_stdin(lambda: os._exit(0))
+    bench_floor.serve(HOST, 0, deflate, ready=lambda port: ready(port, kind="floor", deflate=deflate))
+
+
+def run_simplews(deflate, profile):
+    import simplews
+
+    def handler(ws):
+        recv, send = ws.recv, ws.send
+        try:
+            while True:
+                send(recv())
+        except simplews.ConnectionClosed:
+            pass
+
+    if profile:
+        handler = profiled(handler)
+
+    server = simplews.serve(handler, HOST, 0, compression="deflate" if deflate else None,
+                            max_size=None, ping_interval=None)
+
+    def on_eof():
+        if profile:
+            import time
+            time.sleep(0.5)     # let the last handler finish and record its profile
+            dump_profiles(profile)
+        os._exit(0)
+
+    watch_stdin(on_eof)
+    ready(server.port, kind="simplews", deflate=deflate, version=simplews.__version__,
+          ext=loaded_ext(), no_ext=os.environ.get("SIMPLEWS_NO_EXTENSIONS", ""))
+    server.serve_forever()
+
+
+def run_websockets(deflate):
+    import websockets
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.server import serve
+
+    def handler(ws):
+        recv, send = ws.recv, ws.send
+        try:
+            while True:
+                send(recv())
+        except ConnectionClosed:
+            pass
+
+    server = serve(handler, HOST, 0, compression="deflate" if deflate else None,
+                   max_size=None, ping_interval=None)
+    watch_stdin(lambda: os._exit(0))
+    ready(server.socket.getsockname()[1], kind="websockets", deflate=deflate,
+          version=websockets.__version__)
+    server.serve_forever()
+
+
+def run_simple_websocket(deflate):
+    import socket
+    import simple_websocket
+    from importlib.metadata import version
+
+    def conn_thread(sock):
+        try:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = sock.recv(4096)
+                if not chunk:
+                    sock.close()
+                    return
+                data += chunk
+            head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+            method, path, _ = head[0].split(" ", 2)
+            environ = {"REQUEST_METHOD": method, "PATH_INFO": path, "SERVER_PROTOCOL": "HTTP/1.1",
+                       "werkzeug.socket": sock}
+            for line in head[1:]:
+                k, v = line.split(":", 1)
+                environ["HTTP_" + k.strip().upper().replace("-", "_")] = v.strip()
+            ws = simple_websocket.Server.accept(environ, max_message_size=None)
+            try:
+                while True:
+                    ws.send(ws.receive())
+            except simple_websocket.ConnectionClosed:
+                pass
+        except Exception:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind((HOST, 0))
+    lsock.listen(1024)
+    watch_stdin(lambda: os._exit(0))
+    ready(lsock.getsockname()[1], kind="simple-websocket", deflate=deflate,
+          version=version("simple-websocket"))
+    while True:
+        sock, _ = lsock.accept()
+        threading.Thread(target=conn_thread, args=(sock,), daemon=True).start()
+
+
+def main():
+    args = sys.argv[1:]
+    kind = args[0]
+    deflate = "--deflate" in args
+    profile = args[args.index("--profile") + 1] if "--profile" in args else None
+    if kind == "floor":
+        run_floor(deflate)
+    elif kind == "simplews":
+        run_simplews(deflate, profile)
+    elif kind == "websockets":
+        run_websockets(deflate)
+    elif kind == "simple-websocket":
+        run_simple_websocket(deflate)
+    else:
+        raise SystemExit("unknown server kind %r" % kind)
+
+
+if __name__ == "__main__":
+    main()
