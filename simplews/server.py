@@ -145,7 +145,11 @@ class Server:
             self._handshaking += 1
         try:
             return self._handshake_socket(sock, deadline)
-        except (OSError, EOFError, TimeoutError, ssl_module.SSLError, InvalidHandshake) as exc:
+        except EOFError:  # a port probe or a client that gave up: nothing worth a log line
+            self.logger.debug("connection closed before the opening handshake")
+            sock.close()
+            return None
+        except (OSError, TimeoutError, ssl_module.SSLError, InvalidHandshake) as exc:
             self.logger.info("opening handshake failed: %s", exc)
             sock.close()
             return None
