@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import mmap
 import os
 import select
 import socket
@@ -104,10 +105,13 @@ class Connection:
         self._message_lock = threading.Lock()  # one outgoing data message at a time
         self._state_lock = threading.Lock()
         self._queue: Deque[Event] = collections.deque()  # read ahead by the keepalive thread
-        self._read_buffer = bytearray(READ_SIZE)
+        # An anonymous mapping: its pages cost memory only once a read has written to
+        # them, so an idle connection holds a page or two of it, not READ_SIZE.
+        self._read_buffer = mmap.mmap(-1, READ_SIZE)
         self._read_view = memoryview(self._read_buffer)
         self._pings: Dict[bytes, Tuple[threading.Event, float]] = {}
         self._closed = threading.Event()  # set once the TCP connection is closed
+        self._tcp_closed = False  # the same, as a plain attribute for the hot path
         self._close_exc: Optional[ConnectionClosed] = None
         self._close_deadline: Optional[float] = None  # set when we wait for the TCP close
         self._abort_code: Optional[Tuple[int, str]] = None
@@ -159,7 +163,11 @@ class Connection:
         after ``timeout`` seconds (the connection stays usable), ConnectionClosedOK or
         ConnectionClosedError once closed, ProtocolError (PayloadTooBig) when the peer's
         data fails the connection."""
-        event = self._next_data_event(timeout, streaming=False)
+        if timeout is None and not self._queue:  # the common case, with one call less
+            with self._read_lock:
+                event = self._queue.popleft() if self._queue else self._read_event(None)
+        else:
+            event = self._next_data_event(timeout, streaming=False)
         if type(event) is not Message:
             raise ConcurrencyError("recv() called while recv_streaming() is in a message")
         return event.data  # type: ignore[union-attr]
@@ -221,10 +229,15 @@ class Connection:
                 self._on_failure(exc)
                 raise
             if event is None:
-                if self._closed.is_set() or protocol.failure is not None:
+                if self._tcp_closed or protocol.failure is not None:
                     raise self._closing_exception()
-                self._read_more(deadline)
-                continue
+                # Read once from the socket into the protocol.
+                sock = self.socket
+                if deadline is not None and not (self._tls and sock.pending()):
+                    if not _wait_readable(sock, deadline - monotonic()):
+                        raise TimeoutError("timed out waiting for a message")
+                if not self._receive_once():
+                    raise self._closing_exception()
             cls = type(event)
             if cls is Message or cls is Fragment:
                 if self._debug:
@@ -232,20 +245,18 @@ class Connection:
                 return event
             self._handle_control(event)
 
-    def _read_more(self, deadline: Optional[float]) -> None:
-        """Read once from the socket into the protocol (read lock held)."""
-        sock = self.socket
-        if deadline is not None and not (self._tls and sock.pending()):
-            if not _wait_readable(sock, deadline - monotonic()):
-                raise TimeoutError("timed out waiting for a message")
+    def _receive_once(self) -> bool:
+        """One read from the socket into the protocol (read lock held); False at the
+        end of the stream, the connection then finished."""
         try:
-            size = sock.recv_into(self._read_buffer)
+            size = self.socket.recv_into(self._read_buffer)
         except OSError:
             size = 0
         if not size:
             self._on_eof()
-            raise self._closing_exception()
+            return False
         self.protocol.receive_data(self._read_view[:size])
+        return True
 
     def _handle_control(self, event: Event) -> None:
         """Ping, Pong, Close: answer, acknowledge, close (read lock held)."""
@@ -326,6 +337,7 @@ class Connection:
             if self._closed.is_set():
                 return
             self._close_exc = self._closing_exception()
+            self._tcp_closed = True
             self._closed.set()
         keepalive.unregister(self)
         try:
@@ -385,7 +397,7 @@ class Connection:
     def send(self, message: Union[Data, bytearray, memoryview, Iterable[Data]]) -> None:
         """Send a message: ``str`` as text, bytes-like as binary; any other iterable of
         str or bytes-like sends one fragmented message, one frame per item."""
-        if isinstance(message, str):
+        if type(message) is str or isinstance(message, str):
             opcode, data = _TEXT, message.encode("utf-8")
         elif isinstance(message, _BINARY_TYPES):
             opcode, data = _BINARY, message
@@ -417,7 +429,7 @@ class Connection:
     def _send_frame(self, opcode: int, data: Union[bytes, bytearray, memoryview], fin: bool) -> None:
         with self._write_lock:
             protocol = self.protocol
-            if protocol.close_sent is not None or protocol.close_rcvd is not None or self._closed.is_set():
+            if protocol.close_sent is not None or protocol.close_rcvd is not None or self._tcp_closed:
                 raise self._closing_exception()
             buffers = protocol.send_data(opcode, data, fin)
             if self._debug:
@@ -587,15 +599,7 @@ class Connection:
             ready = _tls_record_ready(sock) if self._tls else _wait_readable(sock, 0)
             if not ready:
                 return not self._tls  # half a TLS record: look again next tick
-            try:
-                size = sock.recv_into(self._read_buffer)
-            except OSError:
-                size = 0
-            if not size:
-                self._on_eof()
-                return False
-            self.protocol.receive_data(self._read_view[:size])
-            return self._queue_events()
+            return self._receive_once() and self._queue_events()
         finally:
             self._read_lock.release()
 

@@ -44,7 +44,7 @@ class DeflateConfig(NamedTuple):
     client_no_context_takeover: bool = False
     server_max_window_bits: Optional[int] = None
     client_max_window_bits: Union[int, bool, None] = True
-    compress_level: int = 6
+    compress_level: int = 2
     mem_level: int = 8
 
 

@@ -42,10 +42,15 @@ _U64 = struct.Struct("!Q")
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 #: Payloads at least this large are returned apart from their header (no copy to join them).
 LARGE_PAYLOAD = 16 * 1024
+MASK_POOL_SIZE = 256  # bytes of os.urandom() per refill: 64 masking keys
 
 # Opcodes as plain ints for the hot path.
 _CONT, _TEXT, _BINARY = Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value
 _CLOSE, _PING, _PONG = Opcode.CLOSE.value, Opcode.PING.value, Opcode.PONG.value
+# The 2-byte headers of final, uncompressed TEXT and BINARY frames with a 7-bit length,
+# indexed by opcode, then by the second byte (the length, plus 0x80 when masked).
+_SHORT_HEADERS = {opcode: [bytes((0x80 | opcode, second)) for second in range(256)]
+                  for opcode in (_TEXT, _BINARY)}
 
 
 class Side(enum.Enum):
@@ -153,6 +158,8 @@ class Protocol:
         self.failure: Optional[ProtocolError] = None
         self.eof = False
         self._replies: Deque[Tuple[int, bytes]] = collections.deque()
+        self._mask_pool = b""  # random bytes for masking keys (client side)
+        self._mask_used = 0
         self._pings: Dict[bytes, None] = {}
 
     # ----------------------------------------------------------------- state
@@ -190,9 +197,13 @@ class Protocol:
         queues the close frame that fails the connection (RFC 6455 §7.1.7) and raises
         ProtocolError (PayloadTooBig for 1009); nothing more is parsed after it or
         after the peer's close frame."""
-        if self.failure is not None or self.close_rcvd is not None:
+        if not self._buf or self.failure is not None or self.close_rcvd is not None:
             return None
         try:
+            if self._frame is None and not self._msg_opcode:
+                message = self._parse_whole_message()
+                if message is not None:
+                    return message
             return self._parse()
         except ProtocolError as exc:
             self._fail(exc)
@@ -207,6 +218,54 @@ class Protocol:
         self.failure = exc
         reason = str(exc).encode("utf-8")[:123].decode("utf-8", "ignore")
         self._replies.append((_CLOSE, serialize_close(exc.close_code, reason)))
+
+    def _parse_whole_message(self) -> Optional[Message]:
+        """The fast path: a complete, unfragmented, uncompressed text or binary frame
+        of up to 64 KiB at the start of the buffer, with the mask our side expects, as
+        a Message. None for anything else; _parse() then does the full job (and
+        raises the errors), as nothing was consumed."""
+        buf = self._buf
+        size = len(buf)
+        if size < 2:
+            return None
+        first, second = buf[0], buf[1]
+        if first != 0x81 and first != 0x82:  # FIN, no RSV bit, TEXT or BINARY
+            return None
+        length = second & 0x7F
+        pos = 2
+        if length == 126:
+            if size < 4:
+                return None
+            length = (buf[2] << 8) | buf[3]
+            pos = 4
+        elif length == 127:
+            return None
+        if second & 0x80:
+            if self._client:
+                return None  # §5.1: a masked server frame; _parse fails the connection
+            end = pos + 4 + length
+            if size < end:
+                return None
+            payload = apply_mask(buf[pos + 4:end], buf[pos:pos + 4])
+        else:
+            if not self._client:
+                return None  # §5.1: an unmasked client frame; _parse fails the connection
+            end = pos + length
+            if size < end:
+                return None
+            payload = bytes(buf[pos:end])
+        max_size = self.max_size
+        if (max_size is not None and length > max_size) or self.streaming:
+            return None
+        if first == 0x81:
+            try:
+                text = payload.decode("utf-8")
+            except UnicodeDecodeError:
+                return None  # _parse fails the connection with 1007 (§8.1)
+            del buf[:end]
+            return Message(text)
+        del buf[:end]
+        return Message(payload)
 
     def _parse(self) -> Optional[Event]:
         buf = self._buf
@@ -406,6 +465,18 @@ class Protocol:
     def send_data(self, opcode: int, data: Data, fin: bool = True) -> List[Data]:
         """One data frame (TEXT or BINARY starts a message, CONT continues it), as the
         buffers to write in order. Compression happens here, in wire order."""
+        size = len(data)
+        if size < 126 and fin and self._deflater is None and opcode != _CONT:
+            # The fast path: a whole small message, its 2-byte header built here (§5.2).
+            if not self._client:
+                return [_SHORT_HEADERS[opcode][size] + data]
+            pool, used = self._mask_pool, self._mask_used  # §5.3, as in _frame_bytes
+            if used >= len(pool):
+                pool = self._mask_pool = os.urandom(MASK_POOL_SIZE)
+                used = 0
+            self._mask_used = used + 4
+            mask = pool[used:used + 4]
+            return [_SHORT_HEADERS[opcode][size | 0x80] + mask + apply_mask(data, mask)]
         rsv1 = False
         deflater = self._deflater
         if opcode != _CONT:
@@ -446,8 +517,14 @@ class Protocol:
 
     def _frame_bytes(self, opcode: int, payload: Data, fin: bool, rsv1: bool) -> List[Data]:
         if self._client:
-            # §5.3: a fresh, unpredictable masking key for every frame.
-            mask = os.urandom(4)
+            # §5.3: a fresh, unpredictable masking key for every frame, taken from a
+            # pool of os.urandom() bytes (one system call per 64 frames, not per frame).
+            pool, used = self._mask_pool, self._mask_used
+            if used >= len(pool):
+                pool = self._mask_pool = os.urandom(MASK_POOL_SIZE)
+                used = 0
+            mask = pool[used:used + 4]
+            self._mask_used = used + 4
             header = frame_header(opcode, len(payload), fin, rsv1, mask)
             payload = apply_mask(payload, mask)
         else:

@@ -1,7 +1,11 @@
+import os
+import subprocess
+import sys
+
 import pytest
 
 from simplews.exceptions import ProtocolError
-from simplews.frames import (CloseCode, Frame, Opcode, _xor_mask, apply_mask, frame_header,
+from simplews.frames import (CloseCode, Frame, Opcode, _xor_mask, frame_header,
                              is_valid_close_code, parse_close, serialize_close, serialize_frame)
 
 MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
@@ -45,17 +49,59 @@ def test_rsv_bits_serialized():
     assert serialize_frame(Frame(Opcode.TEXT, b"", rsv1=True, rsv2=True, rsv3=True))[0] == 0xF1
 
 
-@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 127, 4096, 65537])
-def test_mask_is_an_involution_and_matches_bytewise_xor(size):
+def _mask_implementations():
+    """The pure-Python masking, and the C accelerator when it was built."""
+    implementations = [pytest.param(_xor_mask, id="python")]
+    try:
+        from simplews._speedups import apply_mask as c_apply_mask
+    except ImportError:
+        c_apply_mask = None
+    implementations.append(pytest.param(c_apply_mask, id="c", marks=pytest.mark.skipif(
+        c_apply_mask is None, reason="simplews._speedups was not built (no compiler)")))
+    return implementations
+
+
+@pytest.mark.parametrize("mask_fn", _mask_implementations())
+@pytest.mark.parametrize("size", [0, 1, 3, 4, 5, 7, 8, 9, 15, 16, 17, 127, 4096, 65537, 2 ** 20 + 3])
+def test_mask_is_an_involution_and_matches_bytewise_xor(mask_fn, size):
     data = bytes((i * 7) & 0xFF for i in range(size))
-    masked = apply_mask(data, MASK)
-    assert masked == bytes(b ^ MASK[i % 4] for i, b in enumerate(data))
-    assert apply_mask(masked, MASK) == data
-    assert _xor_mask(data, MASK) == masked  # the pure-Python path agrees with the accelerator
+    masked = mask_fn(data, MASK)
+    key = MASK * (size // 4 + 1)
+    assert masked == bytes(b ^ k for b, k in zip(data, key))
+    assert mask_fn(masked, MASK) == data
 
 
-def test_mask_accepts_bytearray_and_memoryview():
-    assert apply_mask(bytearray(b"Hello"), MASK) == apply_mask(memoryview(b"Hello"), MASK)
+@pytest.mark.parametrize("mask_fn", _mask_implementations())
+def test_mask_accepts_any_buffer(mask_fn):
+    expected = bytes(b ^ MASK[i % 4] for i, b in enumerate(b"Hello, world"))
+    for data in (b"Hello, world", bytearray(b"Hello, world"), memoryview(b"xHello, world")[1:]):
+        assert mask_fn(data, MASK) == expected
+        assert type(mask_fn(data, MASK)) is bytes
+
+
+def test_c_mask_rejects_a_bad_key():
+    speedups = pytest.importorskip("simplews._speedups")
+    with pytest.raises(ValueError):
+        speedups.apply_mask(b"data", b"abc")
+    with pytest.raises(TypeError):
+        speedups.apply_mask("text", MASK)
+
+
+def test_accelerator_is_used_unless_disabled():
+    """SIMPLEWS_NO_EXTENSIONS=1 selects the pure-Python masking; otherwise the C one
+    is used when it was built (CI builds it: a compiler is always present there)."""
+    code = "import simplews.frames as f; print(f.apply_mask is f._xor_mask)"
+    env = dict(os.environ, SIMPLEWS_NO_EXTENSIONS="1")
+    pure = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    assert pure.stdout.strip() == "True"
+    env.pop("SIMPLEWS_NO_EXTENSIONS")
+    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    try:
+        import simplews._speedups  # noqa: F401
+    except ImportError:
+        assert default.stdout.strip() == "True"
+    else:
+        assert default.stdout.strip() == "False"
 
 
 @pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
