@@ -10,7 +10,6 @@
 """
 from __future__ import annotations
 
-import collections
 import logging
 import mmap
 import os
@@ -19,7 +18,7 @@ import socket
 import ssl
 import threading
 from time import monotonic
-from typing import Any, Deque, Dict, Iterable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import keepalive
 from .exceptions import (ConcurrencyError, ConnectionClosed, ConnectionClosedError,
@@ -35,6 +34,7 @@ _BINARY_TYPES = (bytes, bytearray, memoryview)
 _TEXT, _BINARY, _CONT = Opcode.TEXT.value, Opcode.BINARY.value, Opcode.CONT.value
 _OK_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
 READ_SIZE = 256 * 1024
+SMALL_READ_SIZE = 1024
 _HAS_POLL = hasattr(select, "poll")
 
 
@@ -75,8 +75,46 @@ def _tls_record_ready(sock: ssl.SSLSocket) -> bool:
         return True  # let the read report the error
 
 
+class _Flag:
+    """A one-shot event, lighter than threading.Event (one lock, no Condition): the
+    lock is held from creation until set() releases it for good."""
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        """Set the flag; call it once (the caller serializes)."""
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        if self._set:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            self._lock.release()
+        return self._set
+
+
 class Connection:
     """An open WebSocket connection, client or server side (DESIGN §3)."""
+
+    # Slots keep idle connections small; "__dict__" still lets users attach attributes.
+    __slots__ = (
+        "socket", "protocol", "request", "response", "subprotocol", "close_timeout",
+        "ping_interval", "ping_timeout", "max_queue", "logger", "local_address",
+        "remote_address", "latency", "_debug", "_tls", "_read_lock", "_write_lock",
+        "_message_lock", "_state_lock", "_queue", "_read_buffer", "_read_view", "_pings",
+        "_closed", "_tcp_closed", "_close_exc", "_close_deadline", "_abort_code",
+        "_failure_reported", "_next_ping", "_keepalive_ping", "__dict__", "__weakref__",
+    )
 
     def __init__(self, sock: socket.socket, protocol: Protocol, *, request: Request,
                  response: Response, subprotocol: Optional[str] = None,
@@ -104,13 +142,13 @@ class Connection:
         self._write_lock = threading.Lock()
         self._message_lock = threading.Lock()  # one outgoing data message at a time
         self._state_lock = threading.Lock()
-        self._queue: Deque[Event] = collections.deque()  # read ahead by the keepalive thread
-        # An anonymous mapping: its pages cost memory only once a read has written to
-        # them, so an idle connection holds a page or two of it, not READ_SIZE.
-        self._read_buffer = mmap.mmap(-1, READ_SIZE)
+        self._queue: List[Event] = []  # read ahead by the keepalive thread (at most max_queue)
+        # Reads start in a small buffer; the first read that fills it switches to a
+        # large one (see _receive_once), so that idle connections stay small.
+        self._read_buffer: Any = bytearray(SMALL_READ_SIZE)
         self._read_view = memoryview(self._read_buffer)
         self._pings: Dict[bytes, Tuple[threading.Event, float]] = {}
-        self._closed = threading.Event()  # set once the TCP connection is closed
+        self._closed = _Flag()  # set once the TCP connection is closed
         self._tcp_closed = False  # the same, as a plain attribute for the hot path
         self._close_exc: Optional[ConnectionClosed] = None
         self._close_deadline: Optional[float] = None  # set when we wait for the TCP close
@@ -165,7 +203,7 @@ class Connection:
         data fails the connection."""
         if timeout is None and not self._queue:  # the common case, with one call less
             with self._read_lock:
-                event = self._queue.popleft() if self._queue else self._read_event(None)
+                event = self._queue.pop(0) if self._queue else self._read_event(None)
         else:
             event = self._next_data_event(timeout, streaming=False)
         if type(event) is not Message:
@@ -195,13 +233,13 @@ class Connection:
     def _next_data_event(self, timeout: Optional[float], streaming: bool) -> Event:
         queue = self._queue
         if queue:
-            return queue.popleft()
+            return queue.pop(0)
         deadline = None if timeout is None else monotonic() + timeout
         if not self._read_lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
             raise TimeoutError("timed out waiting for a message")
         try:
             if queue:
-                return queue.popleft()
+                return queue.pop(0)
             return self._read_event(deadline, streaming)
         finally:
             self._read_lock.release()
@@ -256,6 +294,11 @@ class Connection:
             self._on_eof()
             return False
         self.protocol.receive_data(self._read_view[:size])
+        if size == SMALL_READ_SIZE and len(self._read_buffer) == SMALL_READ_SIZE:
+            # Busy: a large buffer now, an anonymous mapping whose pages cost memory
+            # only once a read writes to them (bytearray(n) would zero-fill them all).
+            self._read_buffer = mmap.mmap(-1, READ_SIZE)
+            self._read_view = memoryview(self._read_buffer)
         return True
 
     def _handle_control(self, event: Event) -> None:

@@ -13,12 +13,11 @@ connection) wait in a queue until the writer half serializes them.
 from __future__ import annotations
 
 import codecs
-import collections
 import enum
 import os
 import struct
 import zlib
-from typing import Deque, Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 from .exceptions import PayloadTooBig, ProtocolError
 from .extensions import DeflateParams, Deflater, Inflater
@@ -130,8 +129,15 @@ class Close(Event):
 class Protocol:
     """One side of an open WebSocket connection."""
 
+    __slots__ = (
+        "side", "max_size", "deflate", "streaming", "close_sent", "close_rcvd", "failure", "eof",
+        "_client", "_deflater", "_inflater", "_compress_out", "_buf", "_frame", "_msg_opcode",
+        "_msg_compressed", "_msg_size", "_msg_streamed", "_parts", "_decoder", "_replies",
+        "_pings", "_mask_pool", "_mask_used", "__dict__",
+    )
+
     def __init__(self, side: Side, *, max_size: Optional[int] = 2 ** 20,
-                 deflate: Optional[DeflateParams] = None, compress_level: int = 6,
+                 deflate: Optional[DeflateParams] = None, compress_level: int = 2,
                  mem_level: int = 8) -> None:
         self.side = side
         self.max_size = max_size
@@ -157,7 +163,7 @@ class Protocol:
         self.close_rcvd: Optional[Tuple[int, str]] = None
         self.failure: Optional[ProtocolError] = None
         self.eof = False
-        self._replies: Deque[Tuple[int, bytes]] = collections.deque()
+        self._replies: List[Tuple[int, bytes]] = []  # a few at most
         self._mask_pool = b""  # random bytes for masking keys (client side)
         self._mask_used = 0
         self._pings: Dict[bytes, None] = {}
@@ -506,7 +512,7 @@ class Protocol:
         """The next queued reply frame (pong, close echo, failing close), or None.
         Nothing is sent after our close frame (RFC 6455 §5.5.1)."""
         while self._replies:
-            opcode, payload = self._replies.popleft()
+            opcode, payload = self._replies.pop(0)
             if self.close_sent is not None:
                 continue
             if opcode == _CLOSE:
