@@ -607,11 +607,12 @@ def test_interactive_typing_is_not_broken_by_incoming_messages(tmux):
         ws.send("pushed while typing")
         screen = term.wait_text("< pushed while typing")
         ws.send(b"\x00\x01binary")
-        screen = term.wait_text("< [binary, 8 bytes] 0001")
-        lines = term.lines()
-        assert lines[-1] == "> partial", screen
-        assert lines[-2] == "< [binary, 8 bytes] 000162696e617279", screen
-        assert lines[-3] == "< pushed while typing", screen
+        expected = ["< pushed while typing", "< [binary, 8 bytes] 000162696e617279", "> partial"]
+        # The messages print above the prompt, and the line being typed is redrawn below
+        # them (the redraw may land a moment after the message: wait for the layout).
+        term.wait_for(lambda screen: [line.rstrip() for line in screen.splitlines()
+                                      if line.strip()][-3:] == expected,
+                      "the messages above the redrawn partial line")
 
         term.keys(" line", enter=True)  # the partial line survived the redraws
         term.wait_text("< partial line")

@@ -40,14 +40,22 @@ def test_fragmented_send_and_recv_streaming(start_server, connect, raw_server):
         assert ws.recv(timeout=TIMEOUT) == b"\x00\x01\x02"
         with pytest.raises(TypeError):
             ws.send(["text", b"bytes"])  # mixed: the connection fails
-    # recv_streaming: the pieces of one message, as the peer framed them
+    # recv_streaming: each piece as it arrives (the keepalive thread may read ahead
+    # while nobody reads, which must not merge pieces already handed out)
     ws, peer = raw_server.pair(connect)
+    pieces = ws.recv_streaming(timeout=TIMEOUT)
     peer.send_frame(Opcode.TEXT, b"ab", fin=False)
+    assert next(pieces) == "ab"
     peer.send_frame(Opcode.CONT, b"cd", fin=False)
+    assert next(pieces) == "cd"
     peer.send_frame(Opcode.CONT, b"ef")
+    assert list(pieces) == ["ef"]
     peer.send_frame(Opcode.BINARY, b"whole")
-    assert list(ws.recv_streaming(timeout=TIMEOUT)) == ["ab", "cd", "ef"]
     assert list(ws.recv_streaming(timeout=TIMEOUT)) == [b"whole"]
+    # a message that arrived whole before anyone asked comes out whole
+    peer.send_frame(Opcode.TEXT, b"gh", fin=False)
+    peer.send_frame(Opcode.CONT, b"ij")
+    assert "".join(ws.recv_streaming(timeout=TIMEOUT)) == "ghij"
     # the wire shape of a fragmented send: one frame per item
     ws.send([b"1", b"2", b"3"])
     peer_events = [peer.next_event(streaming=True) for _ in range(3)]
