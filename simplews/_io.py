@@ -32,5 +32,8 @@ def read_head(sock: socket.socket, parse: Callable[[bytearray], Optional[Tuple[T
 
 
 def set_nodelay(sock: socket.socket) -> None:
-    if sock.family in (socket.AF_INET, socket.AF_INET6):
+    """TCP_NODELAY: small frames go out at once. Not a TCP socket (Unix): nothing to do."""
+    try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .exceptions import InvalidHandshake
 
@@ -24,6 +24,9 @@ MAX_HEADERS = 256
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _FIELD_VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
+# RFC 7230 §3.2: field-name ":" OWS field-value OWS, checked in one match (the
+# trailing OWS is stripped after it).
+_HEADER_LINE = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*([\x09\x20-\x7e\x80-\xff]*)")
 
 
 class HeaderBlockTooLarge(InvalidHandshake):
@@ -33,10 +36,11 @@ class HeaderBlockTooLarge(InvalidHandshake):
 class Headers:
     """An ordered multi-map of HTTP headers with case-insensitive names."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_index")
 
     def __init__(self, items: "Optional[HeadersLike]" = None) -> None:
         self._items: List[Tuple[str, str]] = []
+        self._index: Optional[Dict[str, List[str]]] = None  # lower-cased name -> values
         if items is not None:
             pairs = items.items() if isinstance(items, (Mapping, Headers)) else items
             for name, value in pairs:
@@ -46,6 +50,7 @@ class Headers:
         if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
             raise ValueError("header names and values cannot contain CR or LF")
         self._items.append((name, value))
+        self._index = None
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The values of ``name`` joined with ", " (RFC 7230 §3.2.2), or ``default``."""
@@ -53,8 +58,12 @@ class Headers:
         return ", ".join(values) if values else default
 
     def get_all(self, name: str) -> List[str]:
-        lower = name.lower()
-        return [value for key, value in self._items if key.lower() == lower]
+        index = self._index
+        if index is None:
+            index = self._index = {}
+            for key, value in self._items:
+                index.setdefault(key.lower(), []).append(value)
+        return list(index.get(name.lower(), ()))
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -69,6 +78,7 @@ class Headers:
     def __delitem__(self, name: str) -> None:
         lower = name.lower()
         self._items = [(k, v) for k, v in self._items if k.lower() != lower]
+        self._index = None
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and bool(self.get_all(name))
@@ -162,14 +172,17 @@ def _split_head(buffer: Union[bytes, bytearray]) -> Optional[Tuple[List[bytes], 
 
 def _parse_headers(lines: List[bytes]) -> Headers:
     headers = Headers()
+    items = headers._items  # the regex admits no CR or LF: add()'s check is not needed
+    match = _HEADER_LINE.fullmatch
     for line in lines:
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name):
+        parsed = match(line)
+        if parsed is None:
+            name, sep, _ = line.partition(b":")
+            if sep and _TOKEN.fullmatch(name):
+                raise InvalidHandshake(f"invalid value in header {name.decode()}")
             raise InvalidHandshake(f"invalid header line {line[:80]!r}")
-        value = value.strip(b" \t")
-        if not _FIELD_VALUE.fullmatch(value):
-            raise InvalidHandshake(f"invalid value in header {name.decode()}")
-        headers.add(name.decode("ascii"), value.decode("latin-1"))
+        name, value = parsed.groups()
+        items.append((name.decode("ascii"), value.rstrip(b" \t").decode("latin-1")))
     return headers
 
 
