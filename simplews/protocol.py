@@ -303,11 +303,14 @@ class Protocol:
             else:
                 self._frame = frame
                 return None
-            chunk = bytes(buf[:take]) if take != available else bytes(buf)
+            # One copy out of the buffer: masking reads straight from it.
+            with memoryview(buf) as view, view[:take] as piece:
+                if mask is None:
+                    chunk = bytes(piece)
+                else:
+                    shift = offset & 3
+                    chunk = apply_mask(piece, mask[shift:] + mask[:shift] if shift else mask)
             del buf[:take]
-            if mask is not None:
-                shift = offset & 3
-                chunk = apply_mask(chunk, mask[shift:] + mask[:shift] if shift else mask)
             if done:
                 self._frame = None
             else:
