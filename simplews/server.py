@@ -95,7 +95,7 @@ class Server:
         selector = selectors.DefaultSelector()
         selector.register(self.socket, selectors.EVENT_READ)
         selector.register(self._wakeup_r, selectors.EVENT_READ)
-        self.logger.info("listening on %s", self.socket.getsockname())
+        self.logger.info("listening on %s", format_address(self.socket.getsockname()))
         try:
             while not self._stopping.is_set():
                 for key, _ in selector.select():
@@ -204,11 +204,12 @@ class Server:
             self._active.add(connection)
         if self._stopping.is_set():  # shutdown() raced with this handshake
             connection.close(CloseCode.GOING_AWAY, "server shutting down")
-        self.logger.info("connection open from %s", connection.remote_address)
+        self.logger.info("connection open from %s", format_address(connection.remote_address))
         return connection
 
     def _refuse(self, sock: socket.socket, response: Response) -> None:
-        self.logger.info("refused %s: %d %s", sock.getpeername(), response.status, response.reason)
+        self.logger.info("refused %s: %d %s", format_address(sock.getpeername()), response.status,
+                         response.reason)
         try:
             sock.sendall(response.serialize())
             sock.shutdown(socket.SHUT_WR)
@@ -249,6 +250,14 @@ class Server:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.shutdown()
+
+
+def format_address(address: Any) -> str:
+    """``host:port`` (``[host]:port`` for IPv6) for logs; other addresses as they are."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address)
 
 
 def _listen(host: Optional[str], port: int, backlog: int, reuse_port: bool) -> socket.socket:
