@@ -75,6 +75,7 @@ class Server:
         self._lock = threading.Lock()
         self._active: Set[Connection] = set()
         self._handshaking = 0
+        self._reserved = 0  # accepted handshakes whose connection is not in _active yet
         self._threads: Set[threading.Thread] = set()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
@@ -184,28 +185,40 @@ class Server:
                 self._refuse(sock, answer)
                 return None
         response, accepted = self._handshake.accept(request, info)
-        if response.status == 101:
-            with self._lock:
-                full = self.max_connections is not None and len(self._active) >= self.max_connections
-            if full:
-                response = self._handshake.reject(503, "too many connections, try again later")
+        if response.status == 101 and not self._reserve_slot():
+            response = self._handshake.reject(503, "too many connections, try again later")
         if response.status != 101:
             self._refuse(sock, response)
             return None
-        sock.sendall(response.serialize())
-        sock.settimeout(None)
-        protocol = Protocol(Side.SERVER, max_size=self.max_size, deflate=accepted.deflate,
-                            **_codec_settings(self._compression))
-        connection = Connection(sock, protocol, request=request, response=response,
-                                subprotocol=accepted.subprotocol, close_timeout=self.close_timeout,
-                                ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
-                                max_queue=self.max_queue, logger=self.logger, leftover=leftover)
+        try:  # the slot counts from before the 101 leaves: a client never sees room that isn't
+            sock.sendall(response.serialize())
+            sock.settimeout(None)
+            protocol = Protocol(Side.SERVER, max_size=self.max_size, deflate=accepted.deflate,
+                                **_codec_settings(self._compression))
+            connection = Connection(sock, protocol, request=request, response=response,
+                                    subprotocol=accepted.subprotocol, close_timeout=self.close_timeout,
+                                    ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
+                                    max_queue=self.max_queue, logger=self.logger, leftover=leftover)
+        except BaseException:
+            with self._lock:
+                self._reserved -= 1
+            raise
         with self._lock:
+            self._reserved -= 1
             self._active.add(connection)
         if self._stopping.is_set():  # shutdown() raced with this handshake
             connection.close(CloseCode.GOING_AWAY, "server shutting down")
         self.logger.info("connection open from %s", format_address(connection.remote_address))
         return connection
+
+    def _reserve_slot(self) -> bool:
+        """Count one more connection unless max_connections is reached."""
+        with self._lock:
+            if self.max_connections is not None and \
+                    len(self._active) + self._reserved >= self.max_connections:
+                return False
+            self._reserved += 1
+            return True
 
     def _refuse(self, sock: socket.socket, response: Response) -> None:
         self.logger.info("refused %s: %d %s", format_address(sock.getpeername()), response.status,
