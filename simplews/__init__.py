@@ -6,6 +6,7 @@
         ws.send("hello")
         print(ws.recv())
 """
+from .auth import basic_auth, parse_basic_auth
 from .client import connect
 from .connection import Connection
 from .exceptions import *  # noqa: F401,F403
@@ -14,6 +15,7 @@ from .extensions import DeflateConfig
 from .frames import CloseCode, Opcode
 from .http11 import Headers, Request, Response
 from .protocol import State
+from .reconnect import reconnect
 from .server import Server, serve
 from .version import __version__
 
@@ -21,6 +23,9 @@ __all__ = [
     "__version__",
     "connect",
     "serve",
+    "reconnect",
+    "basic_auth",
+    "parse_basic_auth",
     "Server",
     "Connection",
     "DeflateConfig",

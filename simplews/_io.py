@@ -37,3 +37,20 @@ def set_nodelay(sock: socket.socket) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     except OSError:
         pass
+
+
+def open_unix_socket(path: str, *, listen_backlog: Optional[int] = None,
+                timeout: Optional[float] = None) -> socket.socket:
+    """A Unix stream socket connected to ``path`` or, with ``listen_backlog``, listening there."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        if listen_backlog is None:
+            sock.settimeout(timeout)
+            sock.connect(path)
+        else:
+            sock.bind(path)
+            sock.listen(listen_backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock

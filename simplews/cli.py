@@ -32,12 +32,15 @@ from .exceptions import (
     ConnectionClosedError,
     ConnectionClosedOK,
     InvalidHandshake,
+    InvalidProxyStatus,
     InvalidStatus,
     InvalidURI,
     PayloadTooBig,
     ProtocolError,
+    ProxyError,
     WebSocketError,
 )
+from .server import format_address
 from .uri import parse_uri
 from .version import __version__
 
@@ -146,6 +149,11 @@ def classify(exc: BaseException, uri: str = "", timeout: Optional[float] = None)
         if first and len(first[0]) <= 200:
             text += f": {first[0]}"
         return CliError(EXIT_HANDSHAKE, text)
+    if isinstance(exc, InvalidProxyStatus):
+        return CliError(EXIT_CONNECT, f"the proxy refused the tunnel to {uri}: HTTP "
+                                      f"{exc.status} {exc.response.reason}".rstrip())
+    if isinstance(exc, ProxyError):
+        return CliError(EXIT_CONNECT, f"proxy error: {exc}")
     if isinstance(exc, InvalidHandshake):
         cause = exc.__cause__ or exc.__context__
         # A handshake error caused by TLS or the network is reported as such.
@@ -393,6 +401,13 @@ def _client_parser() -> argparse.ArgumentParser:
                         help="keepalive ping interval (default: 20; 0 disables)")
     parser.add_argument("--timeout", type=_positive_seconds, default=10.0, metavar="SECONDS",
                         help="timeout of the opening handshake (default: 10)")
+    parser.add_argument("--unix-socket", metavar="PATH",
+                        help="connect to the Unix socket PATH (the URL gives Host and path)")
+    proxy = parser.add_mutually_exclusive_group()
+    proxy.add_argument("--proxy", metavar="URL",
+                       help="HTTP proxy (http://[user:pass@]host:port) to tunnel through with "
+                            "CONNECT (default: HTTPS_PROXY/HTTP_PROXY/ALL_PROXY, NO_PROXY)")
+    proxy.add_argument("--no-proxy", action="store_true", help="ignore the proxy environment")
     parser.add_argument("--max-size", type=_size, metavar="BYTES",
                         help="largest message accepted (default: 1 MiB; 0: no limit)")
     parser.add_argument("--wait", type=_seconds, metavar="SECONDS",
@@ -441,6 +456,10 @@ def _connect_kwargs(args: argparse.Namespace, secure: bool) -> Dict[str, Any]:
         kwargs["ping_interval"] = args.ping_interval or None
     if args.max_size is not None:
         kwargs["max_size"] = args.max_size or None
+    if args.unix_socket:
+        kwargs["unix_socket"] = args.unix_socket
+    if args.proxy or args.no_proxy:
+        kwargs["proxy"] = args.proxy  # None with --no-proxy
     if secure:
         context = _ssl_context(args)
         if context is not None:
@@ -714,6 +733,8 @@ def _serve_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8765, help="port (default: 8765; 0: any free port)")
+    parser.add_argument("--unix-socket", metavar="PATH",
+                        help="listen on the Unix socket PATH instead of HOST:PORT")
     parser.add_argument("--tls-cert", metavar="FILE", help="serve wss://: certificate chain (PEM)")
     parser.add_argument("--tls-key", metavar="FILE", help="serve wss://: private key (PEM)")
     parser.add_argument("--subprotocol", action="append", default=[], metavar="NAME",
@@ -722,13 +743,6 @@ def _serve_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log every frame")
     parser.add_argument("--version", action="version", version=f"simplews {__version__}")
     return parser
-
-
-def _address(address: Any) -> str:
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
-    return str(address)
 
 
 def run_server(args: argparse.Namespace) -> int:
@@ -753,7 +767,7 @@ def run_server(args: argparse.Namespace) -> int:
             return EXIT_USAGE
 
     def echo(ws: Any) -> None:
-        peer = _address(getattr(ws, "remote_address", None))
+        peer = format_address(getattr(ws, "remote_address", None))
         request = getattr(ws, "request", None)
         path = getattr(request, "path", "?")
         subprotocol = getattr(ws, "subprotocol", None)
@@ -772,11 +786,15 @@ def run_server(args: argparse.Namespace) -> int:
         kwargs["subprotocols"] = list(args.subprotocol)
     if args.no_compression:
         kwargs["compression"] = None
+    if args.unix_socket:
+        kwargs["unix_socket"] = args.unix_socket
+        where = args.unix_socket
+    else:
+        where = f"{args.host}:{args.port}"
     try:
         server = simplews.serve(echo, args.host, args.port, **kwargs)  # type: ignore[attr-defined]
     except OSError as exc:
-        print(f"simplews serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}",
-              file=sys.stderr)
+        print(f"simplews serve: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return EXIT_CONNECT
 
     def stop(signum: int, frame: Any) -> None:
@@ -799,8 +817,11 @@ def run_server(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
     scheme = "wss" if context else "ws"
-    host = f"[{args.host}]" if ":" in args.host else args.host
-    log.info("listening on %s://%s:%d/ (Ctrl-C to stop)", scheme, host, server.port)
+    if args.unix_socket:
+        log.info("listening on the Unix socket %s (%s) (Ctrl-C to stop)", args.unix_socket, scheme)
+    else:
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        log.info("listening on %s://%s:%d/ (Ctrl-C to stop)", scheme, host, server.port)
     thread.start()
     try:
         thread.join()

@@ -4,19 +4,21 @@ from __future__ import annotations
 import logging
 import socket
 import ssl as ssl_module
+import urllib.parse
 from time import monotonic
-from typing import Optional, Sequence, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import certifi
 
-from ._io import read_head, set_nodelay
+from ._io import open_unix_socket, read_head, set_nodelay
 from .connection import Connection
-from .exceptions import InvalidHandshake, InvalidStatus
+from .exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from .extensions import DeflateConfig
-from .handshake import USER_AGENT, ClientHandshake
-from .http11 import HeadersLike, parse_response
+from .handshake import USER_AGENT, Accepted, ClientHandshake
+from .http11 import Headers, HeadersLike, Response, parse_response
 from .protocol import Protocol, Side
-from .uri import parse_uri
+from .proxy import open_tunnel, proxy_for
+from .uri import WebSocketURI, parse_uri
 
 __all__ = ["connect", "default_ssl_context", "compression_config"]
 
@@ -37,11 +39,15 @@ def compression_config(compression: Union[str, DeflateConfig, None]) -> Optional
     raise ValueError(f"unsupported compression: {compression!r}")
 
 
+REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
+
+
 def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
             additional_headers: Optional[HeadersLike] = None, origin: Optional[str] = None,
             compression: Union[str, DeflateConfig, None] = "deflate",
             ssl: Optional[ssl_module.SSLContext] = None, server_hostname: Optional[str] = None,
             sock: Optional[socket.socket] = None, proxy: Union[bool, str, None] = True,
+            unix_socket: Optional[str] = None, max_redirects: int = 10,
             open_timeout: Optional[float] = 10, close_timeout: Optional[float] = 10,
             ping_interval: Optional[float] = 20, ping_timeout: Optional[float] = 20,
             max_size: Optional[int] = 2 ** 20, max_queue: Optional[int] = 16,
@@ -49,21 +55,74 @@ def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
             logger: logging.Logger = logger) -> Connection:
     """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
 
+    ``proxy``: True reads HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY, a string is the proxy's
+    URL (``http://user:pass@host:port``), None never uses one. ``unix_socket``: the path of a
+    Unix socket to connect to instead of the URI's host. A redirect (301, 302, 303, 307, 308)
+    is followed up to ``max_redirects`` times, never from wss:// to ws://.
+
     Raises InvalidURI, OSError (e.g. ConnectionRefusedError), ssl.SSLError (e.g. a
     certificate that fails verification), TimeoutError after ``open_timeout``,
-    InvalidStatus for an answer other than 101, InvalidHandshake for a bad answer.
-    ``proxy`` is accepted for forward compatibility; proxies are not supported yet.
+    InvalidStatus for an answer other than 101, InvalidHandshake for a bad answer,
+    ProxyError / InvalidProxyStatus when the proxy fails.
     """
     wsuri = parse_uri(uri)
     if ssl is not None and not wsuri.secure:
         raise ValueError("ssl= was given for a ws:// URI: use wss://")
     deadline = monotonic() + (open_timeout if open_timeout is not None else 1e9)
     config = compression_config(compression)
-    try:
+    headers = Headers(additional_headers)
+    # A given socket goes to one place only; max_redirects=0: a redirect is an InvalidStatus.
+    follow = sock is None and unix_socket is None and max_redirects > 0
+    for redirects in range(max_redirects + 1):
         if sock is None:
-            sock = socket.create_connection((wsuri.host, wsuri.port), timeout=open_timeout)
+            sock = _open_socket(wsuri, unix_socket, proxy, deadline, user_agent)
+        handshake = ClientHandshake(wsuri, origin=origin, subprotocols=subprotocols,
+                                    compression=config, additional_headers=headers,
+                                    user_agent=user_agent)
+        try:
+            sock, response, leftover, accepted = _handshake(sock, wsuri, handshake, ssl,
+                                                            server_hostname, deadline)
+        except InvalidStatus as exc:
+            location = exc.response.headers.get("Location")
+            if exc.status not in REDIRECT_STATUSES or location is None or not follow:
+                raise
+            if redirects == max_redirects:
+                raise InvalidHandshake(f"more than {max_redirects} redirects") from exc
+            wsuri, headers = _follow_redirect(wsuri, location, headers)
+            logger.debug("redirected (HTTP %d) to %s", exc.status, location)
+            sock = None
+            continue
+        break
+    protocol = Protocol(Side.CLIENT, max_size=max_size, deflate=accepted.deflate,
+                        **_codec_settings(config))
+    connection = Connection(sock, protocol, request=handshake.request, response=response,
+                            subprotocol=accepted.subprotocol, close_timeout=close_timeout,
+                            ping_interval=ping_interval, ping_timeout=ping_timeout,
+                            max_queue=max_queue, logger=logger, leftover=leftover)
+    logger.debug("connected to %s", uri)
+    return connection
+
+
+def _open_socket(wsuri: WebSocketURI, unix_socket: Optional[str], proxy: Union[bool, str, None],
+                 deadline: float, user_agent: Optional[str]) -> socket.socket:
+    """The TCP (or Unix) connection the handshake goes over: direct or through a proxy."""
+    timeout = max(0.001, deadline - monotonic())
+    try:
+        if unix_socket is not None:
+            return open_unix_socket(unix_socket, timeout=timeout)
+        proxy_url = proxy_for(wsuri, proxy)
+        if proxy_url is not None:
+            return open_tunnel(proxy_url, wsuri, deadline, user_agent)
+        return socket.create_connection((wsuri.host, wsuri.port), timeout=timeout)
     except socket.timeout:  # not a TimeoutError subclass before Python 3.10
         raise TimeoutError(f"timed out connecting to {wsuri.host}:{wsuri.port}") from None
+
+
+def _handshake(sock: socket.socket, wsuri: WebSocketURI, handshake: ClientHandshake,
+               ssl: Optional[ssl_module.SSLContext], server_hostname: Optional[str],
+               deadline: float) -> Tuple[socket.socket, Response, bytes, Accepted]:
+    """TLS if wss, then the opening handshake (§4.1); the socket is closed on any failure,
+    a refusal included (InvalidStatus, with the body of the answer)."""
     try:
         set_nodelay(sock)
         if wsuri.secure:
@@ -73,9 +132,6 @@ def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
                 sock = context.wrap_socket(sock, server_hostname=server_hostname or wsuri.host)
             except socket.timeout:
                 raise TimeoutError("timed out during the TLS handshake") from None
-        handshake = ClientHandshake(wsuri, origin=origin, subprotocols=subprotocols,
-                                    compression=config, additional_headers=additional_headers,
-                                    user_agent=user_agent)
         sock.settimeout(max(0.001, deadline - monotonic()))
         sock.sendall(handshake.request.serialize())
         try:
@@ -90,14 +146,29 @@ def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
     except BaseException:
         sock.close()
         raise
-    protocol = Protocol(Side.CLIENT, max_size=max_size, deflate=accepted.deflate,
-                        **_codec_settings(config))
-    connection = Connection(sock, protocol, request=handshake.request, response=response,
-                            subprotocol=accepted.subprotocol, close_timeout=close_timeout,
-                            ping_interval=ping_interval, ping_timeout=ping_timeout,
-                            max_queue=max_queue, logger=logger, leftover=leftover)
-    logger.debug("connected to %s", uri)
-    return connection
+    return sock, response, leftover, accepted
+
+
+def _follow_redirect(wsuri: WebSocketURI, location: str,
+                     headers: Headers) -> Tuple[WebSocketURI, Headers]:
+    """The URI a redirect points to (http and https become ws and wss), and the headers
+    to send there: credentials are kept on the same origin only (RFC 6454 §4)."""
+    target = urllib.parse.urljoin(wsuri.url, location)
+    scheme, sep, rest = target.partition("://")
+    target = {"http": "ws", "https": "wss"}.get(scheme.lower(), scheme) + sep + rest
+    try:
+        new = parse_uri(target)
+    except InvalidURI as exc:
+        raise InvalidHandshake(f"invalid redirect to {location!r}: {exc}") from None
+    if wsuri.secure and not new.secure:
+        raise InvalidHandshake(f"refused a redirect from wss:// to ws:// ({target})")
+    if (new.secure, new.host, new.port) == (wsuri.secure, wsuri.host, wsuri.port):
+        if new.user_info is None:
+            new = new._replace(user_info=wsuri.user_info)
+        return new, headers
+    kept = Headers([(name, value) for name, value in headers.items()
+                    if name.lower() not in ("authorization", "cookie")])
+    return new, kept
 
 
 def _codec_settings(config: Optional[DeflateConfig]) -> dict:

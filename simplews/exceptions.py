@@ -4,7 +4,7 @@ A timeout is the builtin ``TimeoutError``; nothing here shadows a builtin.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from .http11 import Response
@@ -19,6 +19,8 @@ __all__ = [
     "InvalidStatus",
     "InvalidHeader",
     "NegotiationError",
+    "ProxyError",
+    "InvalidProxyStatus",
     "ProtocolError",
     "PayloadTooBig",
     "ConcurrencyError",
@@ -77,6 +79,22 @@ class InvalidHeader(InvalidHandshake):
 
 class NegotiationError(InvalidHandshake):
     """The subprotocol or extension negotiation failed."""
+
+
+class ProxyError(InvalidHandshake):
+    """Connecting through the HTTP proxy failed (an unsupported proxy URL, a bad answer)."""
+
+
+class InvalidProxyStatus(ProxyError):
+    """The proxy answered the CONNECT request with a status other than 2xx."""
+
+    def __init__(self, response: "Response") -> None:
+        self.response = response
+        super().__init__(f"proxy rejected the CONNECT request: HTTP {response.status} {response.reason}".rstrip())
+
+    @property
+    def status(self) -> int:
+        return self.response.status
 
 
 class ProtocolError(WebSocketError):

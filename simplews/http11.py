@@ -150,8 +150,9 @@ class Response:
 
 _REASONS = {
     101: "Switching Protocols", 200: "OK", 301: "Moved Permanently", 302: "Found",
+    303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 426: "Upgrade Required",
+    405: "Method Not Allowed", 407: "Proxy Authentication Required", 426: "Upgrade Required",
     431: "Request Header Fields Too Large", 500: "Internal Server Error",
     503: "Service Unavailable",
 }
@@ -200,14 +201,16 @@ def parse_request(buffer: Union[bytes, bytearray]) -> Optional[Tuple[Request, in
     return Request(path, _parse_headers(lines[1:]), method, version), size
 
 
-def parse_response(buffer: Union[bytes, bytearray]) -> Optional[Tuple[Response, int]]:
-    """Parse a response head from the start of ``buffer``: (response, bytes used) or None."""
+def parse_response(buffer: Union[bytes, bytearray],
+                   versions: Tuple[bytes, ...] = (b"HTTP/1.1",)) -> Optional[Tuple[Response, int]]:
+    """Parse a response head from the start of ``buffer``: (response, bytes used) or None.
+    RFC 6455 §4.1 wants HTTP/1.1; a proxy may answer CONNECT in HTTP/1.0."""
     head = _split_head(buffer)
     if head is None:
         return None
     lines, size = head
     parts = lines[0].split(b" ", 2)
-    if len(parts) < 2 or parts[0] != b"HTTP/1.1" or not parts[1].isdigit() or len(parts[1]) != 3:
+    if len(parts) < 2 or parts[0] not in versions or not parts[1].isdigit() or len(parts[1]) != 3:
         raise InvalidHandshake(f"invalid status line {lines[0][:80]!r}")
     reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
     return Response(int(parts[1]), reason, _parse_headers(lines[1:])), size

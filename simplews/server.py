@@ -2,14 +2,16 @@
 from __future__ import annotations
 
 import logging
+import os
 import selectors
 import socket
 import ssl as ssl_module
+import stat
 import threading
 from time import monotonic
-from typing import Any, Callable, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Callable, Optional, Sequence, Set, Union
 
-from ._io import read_head, set_nodelay
+from ._io import open_unix_socket, read_head, set_nodelay
 from .client import _codec_settings, compression_config
 from .connection import Connection
 from .exceptions import ConnectionClosed, InvalidHandshake, ProtocolError
@@ -53,6 +55,7 @@ class Server:
                  max_size: Optional[int] = 2 ** 20, max_queue: Optional[int] = 16,
                  max_connections: Optional[int] = None, backlog: int = 128,
                  reuse_port: bool = False, sock: Optional[socket.socket] = None,
+                 unix_socket: Optional[str] = None,
                  server_header: Optional[str] = USER_AGENT,
                  logger: logging.Logger = logger) -> None:
         self.handler = handler
@@ -70,8 +73,12 @@ class Server:
         self._handshake = ServerHandshake(subprotocols=subprotocols,
                                           select_subprotocol=select_subprotocol, origins=origins,
                                           compression=self._compression, server_header=server_header)
-        self.socket = sock if sock is not None else _listen(host, port, backlog, reuse_port)
-        self.port: int = self.socket.getsockname()[1]
+        if sock is None:
+            sock = (_listen_unix(unix_socket, backlog) if unix_socket is not None
+                    else _listen(host, port, backlog, reuse_port))
+        self.socket = sock
+        self.unix_socket = unix_socket
+        self.port: Optional[int] = None if sock.family == socket.AF_UNIX else sock.getsockname()[1]
         self._lock = threading.Lock()
         self._active: Set[Connection] = set()
         self._handshaking = 0
@@ -254,9 +261,15 @@ class Server:
         self.close()
 
     def close(self) -> None:
-        """Close the listening socket (shutdown() does it too)."""
+        """Close the listening socket (shutdown() does it too); remove the Unix socket's file."""
         for sock in (self.socket, self._wakeup_r, self._wakeup_w):
             sock.close()
+        if self.unix_socket is not None:
+            try:
+                os.unlink(self.unix_socket)
+            except OSError:
+                pass
+            self.unix_socket = None
 
     def __enter__(self) -> "Server":
         return self
@@ -266,11 +279,12 @@ class Server:
 
 
 def format_address(address: Any) -> str:
-    """``host:port`` (``[host]:port`` for IPv6) for logs; other addresses as they are."""
+    """``host:port`` (``[host]:port`` for IPv6) for logs; a Unix socket's path (a client's
+    is empty: "unix socket")."""
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(address)
+    return str(address) or "unix socket"
 
 
 def _listen(host: Optional[str], port: int, backlog: int, reuse_port: bool) -> socket.socket:
@@ -284,7 +298,24 @@ def _listen(host: Optional[str], port: int, backlog: int, reuse_port: bool) -> s
     return socket.create_server((host, port), family=family, backlog=backlog, reuse_port=reuse_port)
 
 
+def _listen_unix(path: str, backlog: int) -> socket.socket:
+    """A listening Unix socket at ``path``; a stale socket file (nobody listening) is replaced."""
+    try:
+        stale = stat.S_ISSOCK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        stale = False
+    if stale:
+        try:
+            open_unix_socket(path, timeout=1).close()  # someone listens: bind() below fails
+        except ConnectionRefusedError:
+            os.unlink(path)
+        except OSError:
+            pass
+    return open_unix_socket(path, listen_backlog=backlog)
+
+
 def serve(handler: Handler, host: Optional[str] = "127.0.0.1", port: int = 0, **kwargs: Any) -> Server:
-    """Listen on ``host``:``port`` (port 0: any free port, see ``server.port``) and
-    return the Server; call serve_forever() to accept. Options: see DESIGN §3."""
+    """Listen on ``host``:``port`` (port 0: any free port, see ``server.port``), or on the
+    Unix socket ``unix_socket=PATH``, and return the Server; call serve_forever() to
+    accept. Options: see DESIGN §3."""
     return Server(handler, host, port, **kwargs)

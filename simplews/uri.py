@@ -17,6 +17,11 @@ class WebSocketURI(NamedTuple):
     user_info: Optional[Tuple[str, str]] = None
 
     @property
+    def url(self) -> str:
+        """The URI again, without credentials."""
+        return f"{'wss' if self.secure else 'ws'}://{self.host_header}{self.resource_name}"
+
+    @property
     def host_header(self) -> str:
         """The Host header (RFC 7230 §5.4): the port only when it is not the default."""
         host = f"[{self.host}]" if ":" in self.host else self.host

@@ -419,7 +419,8 @@ class ServeProcess:
         self.reader.start()
         try:
             line = self.wait_for("simplews.cli: listening on")
-            self.port = int(line.rsplit(":", 1)[1].split("/")[0])
+            if "://" in line:
+                self.port = int(line.rsplit(":", 1)[1].split("/")[0])
         except BaseException:
             self.stop()
             raise
@@ -491,6 +492,24 @@ def test_serve_tls_and_cli_client(serve_process):
     assert result.stdout == b"from the cli\n"
     os.kill(server.proc.pid, signal.SIGINT)
     assert server.proc.wait(timeout=TIMEOUT) == 0
+
+
+def test_serve_and_client_over_a_unix_socket(serve_process, tmp_path):
+    path = str(tmp_path / "echo.sock")
+    server = serve_process("--unix-socket", path)
+    assert any("listening on the Unix socket " + path in line for line in server.log)
+    result = run_cli("--unix-socket", path, "ws://localhost/chat", input=b"over unix\n")
+    assert result.returncode == 0, stderr_of(result)
+    assert result.stdout == b"over unix\n"
+    server.wait_for("unix socket connected: /chat")
+    os.kill(server.proc.pid, signal.SIGINT)
+    assert server.proc.wait(timeout=TIMEOUT) == 0
+    assert not os.path.exists(path), "the server removes its socket file when it stops"
+
+
+def test_client_unix_socket_nobody_listening(tmp_path):
+    result = run_cli("--unix-socket", str(tmp_path / "none.sock"), "ws://localhost/")
+    assert_one_line_error(result, 4, "cannot connect to ws://localhost/")
 
 
 def test_serve_port_in_use():

@@ -1,4 +1,6 @@
 """connect(): errors a user can act on (issue 3, item 12) and the TLS defaults."""
+import base64
+import os
 import socket
 import ssl
 import threading
@@ -6,7 +8,6 @@ import threading
 import pytest
 
 import simplews
-from simplews.handshake import ServerHandshake
 
 from conftest import TIMEOUT, RawServer, client_ssl_context, server_ssl_context
 
@@ -106,3 +107,141 @@ def test_handshake_details_exposed(start_server, connect):
         assert ws.response.status == 101
         assert ws.local_address[0] == "127.0.0.1" and ws.remote_address[1] == server.port
         assert ws.state is simplews.State.OPEN
+
+
+# -- redirects (301, 302, 303, 307, 308) --------------------------------------
+
+
+class Seen:
+    """A process_request that records each request's path and Authorization header."""
+
+    def __init__(self, redirect=None):
+        self.redirect = redirect  # (status, location) answered to every request, or None
+        self.requests = []
+
+    def __call__(self, info, request):
+        self.requests.append((request.path, request.headers.get("Authorization")))
+        if self.redirect is not None:
+            status, location = self.redirect
+            return simplews.Response(status, headers=[("Location", location)])
+        return None
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_redirect_is_followed(start_server, connect, scheme, status):
+    target_log = Seen()
+    target = start_server(process_request=target_log)
+    source = start_server(process_request=Seen((status, target.uri + "there?x=1")))
+    ws = connect(source.uri + "here")
+    ws.send("after a redirect")
+    assert ws.recv(timeout=TIMEOUT) == "after a redirect"
+    assert target_log.requests == [("/there?x=1", None)]
+    assert ws.request.path == "/there?x=1"
+
+
+def test_relative_redirect_keeps_credentials_on_the_same_origin(start_server, connect, scheme):
+    log = Seen()
+
+    def process_request(info, request):
+        log(info, request)
+        if request.path == "/old":
+            return simplews.Response(302, headers=[("Location", "/new")])
+        return None
+
+    server = start_server(process_request=process_request)
+    uri = server.uri.replace("://", "://al:pw@") + "old"
+    with connect(uri) as ws:
+        assert ws.request.path == "/new"
+    basic = "Basic " + base64.b64encode(b"al:pw").decode()
+    assert log.requests == [("/old", basic), ("/new", basic)]
+
+
+def test_credentials_are_dropped_across_origins(start_server, connect, scheme):
+    target_log = Seen()
+    target = start_server(process_request=target_log)
+    source_log = Seen((307, target.uri))
+    source = start_server(process_request=source_log)
+    uri = source.uri.replace("://", "://al:pw@")
+    with connect(uri, additional_headers={"Authorization": "Bearer secret", "X-Other": "kept"}) as ws:
+        assert ws.request.headers.get("X-Other") == "kept"
+    assert source_log.requests == [("/", "Bearer secret")]
+    assert target_log.requests == [("/", None)]
+
+
+def test_http_location_becomes_ws(start_server, connect):
+    target = start_server()
+    source = start_server(process_request=Seen((301, target.uri.replace("ws", "http", 1))))
+    with connect(source.uri) as ws:
+        assert ws.remote_address[1] == target.port
+
+
+def test_no_redirect_from_wss_to_ws(start_server, connect):
+    source = start_server(process_request=Seen((302, "ws://127.0.0.1:9/")),
+                          ssl=server_ssl_context())
+    with pytest.raises(simplews.InvalidHandshake, match="wss:// to ws://"):
+        connect("wss://" + source.uri.split("://", 1)[1])
+
+
+@pytest.mark.parametrize("scheme", ["ws"])
+def test_redirect_loop_stops_after_max_redirects(start_server, connect):
+    log = Seen((302, "/again"))
+    server = start_server(process_request=log)
+    with pytest.raises(simplews.InvalidHandshake, match="more than 10 redirects"):
+        connect(server.uri)
+    assert len(log.requests) == 11
+    with pytest.raises(simplews.InvalidStatus) as info:  # max_redirects=0: the 302 itself
+        connect(server.uri, max_redirects=0)
+    assert info.value.status == 302
+
+
+@pytest.mark.parametrize("scheme", ["ws"])
+def test_redirect_without_location_is_a_refusal(start_server, connect):
+    server = start_server(process_request=lambda info, request: simplews.Response(302))
+    with pytest.raises(simplews.InvalidStatus) as info:
+        connect(server.uri)
+    assert info.value.status == 302
+
+
+# -- Unix sockets ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_unix_socket_client_and_server(tmp_path, scheme):
+    path = str(tmp_path / "s.sock")
+    kwargs = {"ssl": server_ssl_context()} if scheme == "wss" else {}
+    server = simplews.serve(lambda ws: ws.send(ws.request.headers["Host"]), unix_socket=path,
+                            close_timeout=2, **kwargs)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        assert server.port is None
+        client_kwargs = {"ssl": client_ssl_context()} if scheme == "wss" else {}
+        with simplews.connect(f"{scheme}://localhost/", unix_socket=path, open_timeout=TIMEOUT,
+                              close_timeout=2, **client_kwargs) as ws:
+            assert ws.recv(timeout=TIMEOUT) == "localhost"
+            ws.send(b"x" * 100000)
+            assert ws.remote_address == path
+    finally:
+        server.shutdown()
+        thread.join(TIMEOUT)
+    assert not os.path.exists(path)
+
+
+def test_unix_socket_nobody_listening(tmp_path):
+    with pytest.raises((ConnectionRefusedError, FileNotFoundError)):
+        simplews.connect("ws://localhost/", unix_socket=str(tmp_path / "none.sock"),
+                         open_timeout=TIMEOUT)
+
+
+def test_unix_socket_stale_file_is_replaced_but_a_live_one_is_not(tmp_path):
+    path = str(tmp_path / "s.sock")
+    stale = socket.socket(socket.AF_UNIX)
+    stale.bind(path)  # bound, never listening: what a crashed server leaves behind
+    stale.close()
+    server = simplews.serve(lambda ws: None, unix_socket=path)
+    try:
+        with pytest.raises(OSError):  # a server is listening there now: not stolen
+            simplews.serve(lambda ws: None, unix_socket=path)
+    finally:
+        server.close()
+    assert not os.path.exists(path)

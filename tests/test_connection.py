@@ -8,8 +8,8 @@ import pytest
 
 import simplews
 from simplews.extensions import DeflateConfig
-from simplews.frames import Opcode, serialize_close
-from simplews.protocol import Close, Fragment, Message, Ping, Pong
+from simplews.frames import Opcode
+from simplews.protocol import Close, Fragment, Message
 
 from conftest import TIMEOUT, raw_client
 from pair import deflate_bomb

@@ -1,0 +1,66 @@
+"""reconnect(): a new connection after each abnormal close, with exponential backoff."""
+from __future__ import annotations
+
+import logging
+import random
+import time
+from typing import Any, Iterator, Optional
+
+from .client import connect
+from .connection import Connection
+from .exceptions import InvalidStatus, ProxyError
+from .frames import CloseCode
+
+__all__ = ["reconnect"]
+
+logger = logging.getLogger("simplews.client")
+
+# Answers worth trying again later; any other refusal is final (raised to the caller).
+RETRY_STATUSES = frozenset((500, 502, 503, 504))
+# Close codes after which we stop: the peer ended the conversation on purpose.
+FINAL_CLOSE_CODES = frozenset((CloseCode.NORMAL_CLOSURE, CloseCode.NO_STATUS_RCVD))
+
+
+def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
+              factor: float = 1.618, jitter: float = 0.5, max_attempts: Optional[int] = None,
+              **connect_options: Any) -> Iterator[Connection]:
+    """Yield a connection to ``uri``, and a new one each time the loop asks for the next
+    after the previous one closed abnormally (any code but 1000 and 1005, 1001 "going
+    away" included: a restarting server) or could not be opened (OSError, TimeoutError,
+    HTTP 500/502/503/504). Between attempts it waits ``initial_delay`` seconds, times
+    ``factor`` after each failure up to ``max_delay``, each wait drawn at random from
+    ``[delay * (1 - jitter), delay]``. The loop ends after a normal close (1000 or no
+    code) or when the caller breaks out; ``max_attempts`` failed attempts in a row raise
+    the last error. Options: those of connect()::
+
+        for ws in simplews.reconnect("ws://127.0.0.1:8765/"):
+            try:
+                for message in ws:
+                    handle(message)
+            except simplews.ConnectionClosedError:
+                continue  # reconnect
+    """
+    delay = initial_delay
+    failures = 0
+    while True:
+        try:
+            ws = connect(uri, **connect_options)
+        except (OSError, TimeoutError, InvalidStatus, ProxyError) as exc:
+            if isinstance(exc, InvalidStatus) and exc.status not in RETRY_STATUSES:
+                raise
+            failures += 1
+            if max_attempts is not None and failures >= max_attempts:
+                raise
+            wait = delay * (1 - jitter * random.random())
+            logger.info("cannot connect to %s (%s); next attempt in %.2f s", uri, exc, wait)
+            time.sleep(wait)
+            delay = min(delay * factor, max_delay)
+            continue
+        failures, delay = 0, initial_delay
+        yield ws
+        if ws.close_code is None:  # the caller asked for another one while this one is open
+            ws.close()
+        elif ws.close_code in FINAL_CLOSE_CODES:
+            return
+        else:
+            logger.info("connection to %s closed with code %d; reconnecting", uri, ws.close_code)

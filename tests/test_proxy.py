@@ -1,0 +1,210 @@
+"""Proxies (simplews/proxy.py): the environment as urllib reads it, and CONNECT tunnels
+for ws:// and wss:// through a real tinyproxy (Debian's package) on loopback."""
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import socket
+import subprocess
+import threading
+import time
+
+import pytest
+
+import simplews
+from simplews.proxy import proxy_for
+from simplews.uri import parse_uri
+from conftest import TIMEOUT, client_ssl_context, echo, server_ssl_context
+from test_cli import assert_one_line_error, run_cli, stderr_of
+
+USER, PASSWORD = "alice", "pa55word"  # tinyproxy takes letters and digits only
+
+PROXY_VARIABLES = ("http_proxy", "https_proxy", "all_proxy", "no_proxy",
+                   "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
+
+
+@pytest.fixture
+def environ(monkeypatch):
+    """A clean proxy environment for the test."""
+    for name in PROXY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    return monkeypatch
+
+
+def test_proxy_for_reads_the_environment_like_urllib(environ):
+    ws, wss = parse_uri("ws://example.com/"), parse_uri("wss://example.com/")
+    assert proxy_for(ws, True) is None
+    environ.setenv("HTTP_PROXY", "http://plain:3128")
+    environ.setenv("HTTPS_PROXY", "http://secure:3128")
+    assert proxy_for(ws, True) == "http://plain:3128"
+    assert proxy_for(wss, True) == "http://secure:3128"
+    assert proxy_for(ws, None) is None and proxy_for(ws, False) is None
+    assert proxy_for(ws, "http://given:1") == "http://given:1"
+    environ.setenv("NO_PROXY", "localhost,.example.com")
+    assert proxy_for(ws, True) is None
+    assert proxy_for(parse_uri("ws://other.org/"), True) == "http://plain:3128"
+
+
+def test_all_proxy_is_the_fallback(environ):
+    environ.setenv("ALL_PROXY", "http://every:3128")
+    assert proxy_for(parse_uri("wss://example.com/"), True) == "http://every:3128"
+
+
+def test_unsupported_proxy_scheme_is_a_clear_error():
+    with pytest.raises(simplews.ProxyError, match="only http://"):
+        simplews.connect("ws://127.0.0.1:9/", proxy="socks5://127.0.0.1:1080", open_timeout=TIMEOUT)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen) -> None:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"tinyproxy exited with {process.returncode}: see its log")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
+            return
+        except ConnectionRefusedError:
+            time.sleep(0.02)
+    raise TimeoutError(f"tinyproxy did not listen on {port}")
+
+
+def find_tinyproxy() -> str:
+    path = shutil.which("tinyproxy") or ("/usr/bin/tinyproxy" if os.path.exists("/usr/bin/tinyproxy") else None)
+    if path is None:
+        if os.environ.get("SIMPLEWS_REQUIRE_PEERS"):
+            pytest.fail("tinyproxy is missing (apt-get install tinyproxy); required in CI")
+        pytest.skip("tinyproxy is not installed (apt-get install tinyproxy)")
+    return path
+
+
+class Tinyproxy:
+    """tinyproxy in the foreground with its own config: Basic auth, and CONNECT allowed
+    only to the given ports (others get 403, as with the usual ``ConnectPort 443``)."""
+
+    def __init__(self, directory: pathlib.Path, allowed_ports) -> None:
+        self.port = free_port()
+        config = directory / "tinyproxy.conf"
+        lines = [f"Port {self.port}", "Listen 127.0.0.1", "Timeout 30", "Allow 127.0.0.1",
+                 "MaxClients 50", "LogLevel Info", f"BasicAuth {USER} {PASSWORD}"]
+        lines += [f"ConnectPort {port}" for port in allowed_ports]
+        config.write_text("\n".join(lines) + "\n")
+        self.log = directory / "tinyproxy.log"
+        with open(self.log, "wb") as log:
+            self.process = subprocess.Popen([find_tinyproxy(), "-d", "-c", str(config)],
+                                            stdout=log, stderr=subprocess.STDOUT)
+        try:
+            wait_for_port(self.port, self.process)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}\n{self.log.read_text(errors='replace')}") from None
+
+    def url(self, credentials: bool = True) -> str:
+        # "%70" is "p": the client must percent-decode the userinfo (RFC 3986 §2.1)
+        auth = f"{USER}:%70{PASSWORD[1:]}@" if credentials else ""
+        return f"http://{auth}127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def servers():
+    """A ws:// and a wss:// echo server that the proxy lets through, and one it refuses."""
+    started = {
+        "ws": simplews.serve(echo, "127.0.0.1", 0, close_timeout=2),
+        "wss": simplews.serve(echo, "127.0.0.1", 0, close_timeout=2, ssl=server_ssl_context()),
+        "refused": simplews.serve(echo, "127.0.0.1", 0, close_timeout=2),
+    }
+    threads = [threading.Thread(target=server.serve_forever) for server in started.values()]
+    for thread in threads:
+        thread.start()
+    yield {name: server.port for name, server in started.items()}
+    for server in started.values():
+        server.shutdown()
+    for thread in threads:
+        thread.join(TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def tinyproxy(servers, tmp_path_factory):
+    proxy = Tinyproxy(tmp_path_factory.mktemp("tinyproxy"), [servers["ws"], servers["wss"]])
+    yield proxy
+    proxy.stop()
+
+
+def proxied_peer(ws: simplews.Connection, proxy_port: int) -> bool:
+    """Did the client's TCP connection go to the proxy rather than to the server?"""
+    return ws.remote_address[1] == proxy_port
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_tunnel_through_tinyproxy_with_basic_auth(scheme, servers, tinyproxy):
+    kwargs = {"ssl": client_ssl_context()} if scheme == "wss" else {}
+    uri = f"{scheme}://localhost:{servers[scheme]}/chat"
+    with simplews.connect(uri, proxy=tinyproxy.url(), open_timeout=TIMEOUT, **kwargs) as ws:
+        assert proxied_peer(ws, tinyproxy.port)
+        ws.send("through the tunnel")
+        assert ws.recv(timeout=TIMEOUT) == "through the tunnel"
+        ws.send(b"\x00" * 70000)
+        assert ws.recv(timeout=TIMEOUT) == b"\x00" * 70000
+    assert ws.close_code == 1000
+    assert f"localhost:{servers[scheme]}" in tinyproxy.log.read_text(errors="replace")
+
+
+def test_proxy_from_the_environment_and_no_proxy(servers, tinyproxy, environ):
+    uri = f"ws://127.0.0.1:{servers['ws']}/"
+    environ.setenv("HTTP_PROXY", tinyproxy.url())
+    with simplews.connect(uri, open_timeout=TIMEOUT) as ws:
+        assert proxied_peer(ws, tinyproxy.port)
+        ws.send("via HTTP_PROXY")
+        assert ws.recv(timeout=TIMEOUT) == "via HTTP_PROXY"
+    with simplews.connect(uri, proxy=None, open_timeout=TIMEOUT) as ws:  # proxy=None: never
+        assert ws.remote_address[1] == servers["ws"]
+    environ.setenv("NO_PROXY", "127.0.0.1")
+    with simplews.connect(uri, open_timeout=TIMEOUT) as ws:
+        assert ws.remote_address[1] == servers["ws"]
+
+
+def test_missing_proxy_credentials_raise_407(servers, tinyproxy):
+    with pytest.raises(simplews.InvalidProxyStatus) as info:
+        simplews.connect(f"ws://127.0.0.1:{servers['ws']}/", proxy=tinyproxy.url(credentials=False),
+                         open_timeout=TIMEOUT)
+    assert info.value.status == 407
+    assert "407" in str(info.value)
+
+
+def test_refused_connect_port_raises_403(servers, tinyproxy):
+    with pytest.raises(simplews.InvalidProxyStatus) as info:
+        simplews.connect(f"ws://127.0.0.1:{servers['refused']}/", proxy=tinyproxy.url(),
+                         open_timeout=TIMEOUT)
+    assert info.value.status == 403
+    assert isinstance(info.value, simplews.InvalidHandshake)
+
+
+def test_proxy_that_is_not_listening_raises_connection_refused():
+    with pytest.raises(ConnectionRefusedError):
+        simplews.connect("ws://127.0.0.1:9/", proxy=f"http://127.0.0.1:{free_port()}",
+                         open_timeout=TIMEOUT)
+
+
+def test_cli_through_the_proxy(servers, tinyproxy, environ):
+    result = run_cli("--proxy", tinyproxy.url(), f"ws://127.0.0.1:{servers['ws']}/", input=b"via cli\n")
+    assert result.returncode == 0, stderr_of(result)
+    assert result.stdout == b"via cli\n"
+    environ.setenv("HTTP_PROXY", tinyproxy.url())  # inherited by the subprocess
+    refused = run_cli(f"ws://127.0.0.1:{servers['refused']}/", input=b"x\n")
+    assert_one_line_error(refused, 4, "the proxy refused the tunnel", "HTTP 403")
+    direct = run_cli("--no-proxy", f"ws://127.0.0.1:{servers['refused']}/", input=b"direct\n")
+    assert direct.returncode == 0 and direct.stdout == b"direct\n", stderr_of(direct)
