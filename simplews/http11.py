@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from collections import abc
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .exceptions import InvalidHandshake
@@ -42,7 +43,8 @@ class Headers:
         self._items: List[Tuple[str, str]] = []
         self._index: Optional[Dict[str, List[str]]] = None  # lower-cased name -> values
         if items is not None:
-            pairs = items.items() if isinstance(items, (Mapping, Headers)) else items
+            # collections.abc's Mapping: typing's costs a generic-alias check per call
+            pairs = items.items() if isinstance(items, (dict, Headers, abc.Mapping)) else items
             for name, value in pairs:
                 self.add(name, value)
 

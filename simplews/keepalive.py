@@ -97,7 +97,10 @@ def _watch(selector: selectors.BaseSelector, watched: Dict["Connection", int],
     stale = selector.get_map().get(fd)
     if stale is not None:  # a closed connection's descriptor, now reused
         _unwatch(selector, watched, stale.data)
-    selector.register(fd, selectors.EVENT_READ, connection)
+    try:
+        selector.register(fd, selectors.EVENT_READ, connection)
+    except OSError:  # EBADF: the connection closed its socket since fileno() above
+        return
     watched[connection] = fd
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import os
 import socket
 import urllib.parse
 import urllib.request
@@ -17,6 +18,7 @@ from .uri import WebSocketURI
 
 __all__ = ["proxy_for", "open_tunnel"]
 
+_VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 _parse_proxy_response = functools.partial(parse_response, versions=(b"HTTP/1.1", b"HTTP/1.0"))
 
 
@@ -26,8 +28,8 @@ def proxy_for(uri: WebSocketURI, proxy: Union[bool, str, None]) -> Optional[str]
     then ALL_PROXY; NO_PROXY exempts hosts); None or False: no proxy."""
     if isinstance(proxy, str):
         return proxy
-    if not proxy:
-        return None
+    if not proxy or not any(name in os.environ for name in _VARIABLES):
+        return None  # the usual case, checked first: getproxies() costs ~50 us a connect
     proxies = urllib.request.getproxies()
     if not proxies or urllib.request.proxy_bypass(uri.host):
         return None

@@ -1,4 +1,5 @@
 """The process-wide keepalive thread (DESIGN §2; issue 3, items 4 and 5)."""
+import selectors
 import threading
 import time
 
@@ -90,3 +91,23 @@ def test_keepalive_thread_is_one_per_process(start_server, connect):
     assert names == ["simplews-keepalive"]
     for ws in clients:
         ws.close()
+
+
+def test_watch_skips_a_socket_closed_since_its_fileno_was_read():
+    """A connection may close its socket between fileno() and the registration: the
+    keepalive thread must skip it quietly (it used to log EBADF with a traceback)."""
+    from simplews import keepalive
+
+    class ClosedMeanwhile:
+        class socket:
+            @staticmethod
+            def fileno():
+                return 999_999  # no such descriptor: epoll_ctl fails with EBADF
+
+    selector = selectors.DefaultSelector()
+    watched = {}
+    try:
+        keepalive._watch(selector, watched, ClosedMeanwhile())
+    finally:
+        selector.close()
+    assert watched == {}
