@@ -12,6 +12,7 @@ from time import monotonic
 from typing import Any, Callable, Optional, Sequence, Set, Union
 
 from ._io import open_unix_socket, read_head, set_nodelay
+from ._workers import Workers
 from .client import _codec_settings, compression_config
 from .connection import Connection
 from .exceptions import ConnectionClosed, InvalidHandshake, ProtocolError
@@ -83,7 +84,7 @@ class Server:
         self._active: Set[Connection] = set()
         self._handshaking = 0
         self._reserved = 0  # accepted handshakes whose connection is not in _active yet
-        self._threads: Set[threading.Thread] = set()
+        self._workers = Workers(self._serve_connection)
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
@@ -116,11 +117,8 @@ class Server:
                     except OSError as exc:  # e.g. EMFILE: log and keep serving
                         self.logger.error("accept failed: %s", exc)
                         continue
-                    thread = threading.Thread(target=self._serve_connection, args=(sock,),
-                                              name=f"simplews-{address}", daemon=True)
-                    with self._lock:
-                        self._threads.add(thread)
-                    thread.start()
+                    if not self._workers.submit(sock, f"simplews-{address}"):
+                        sock.close()  # shutdown() has begun
         finally:
             selector.close()
             self._stopped.set()
@@ -142,9 +140,6 @@ class Server:
                 self._active.discard(connection)
         except Exception:  # never let a connection's thread die with a traceback on stderr
             self.logger.exception("unexpected error")
-        finally:
-            with self._lock:
-                self._threads.discard(threading.current_thread())
 
     def _open(self, sock: socket.socket) -> Optional[Connection]:
         """The TLS and opening handshakes, within open_timeout; None if refused."""
@@ -250,11 +245,10 @@ class Server:
         timeout = self.close_timeout if self.close_timeout is not None else 10
         deadline = monotonic() + timeout
         self._stopped.wait(timeout)
+        self._workers.stop()
         for connection in self.connections:
             connection._send_close(CloseCode.GOING_AWAY, "server shutting down", 0.1)
-        with self._lock:
-            threads = list(self._threads)
-        for thread in threads:
+        for thread in self._workers.threads():
             thread.join(max(0.0, deadline - monotonic()))
         for connection in self.connections:
             connection._abort(CloseCode.GOING_AWAY, "server shutting down")
