@@ -9,7 +9,7 @@ import ssl as ssl_module
 import stat
 import threading
 from time import monotonic
-from typing import Any, Callable, Optional, Sequence, Set, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Set, Union
 
 from ._io import open_unix_socket, read_head, set_nodelay
 from ._workers import Workers
@@ -82,7 +82,7 @@ class Server:
         self.port: Optional[int] = None if sock.family == socket.AF_UNIX else sock.getsockname()[1]
         self._lock = threading.Lock()
         self._active: Set[Connection] = set()
-        self._handshaking = 0
+        self._opening: Dict[int, socket.socket] = {}  # thread id -> socket in its handshakes
         self._reserved = 0  # accepted handshakes whose connection is not in _active yet
         self._workers = Workers(self._serve_connection)
         self._stopping = threading.Event()
@@ -144,31 +144,37 @@ class Server:
     def _open(self, sock: socket.socket) -> Optional[Connection]:
         """The TLS and opening handshakes, within open_timeout; None if refused."""
         deadline = monotonic() + (self.open_timeout if self.open_timeout is not None else 1e9)
-        with self._lock:
-            self._handshaking += 1
+        me = threading.get_ident()
+        connection = None
         try:
-            return self._handshake_socket(sock, deadline)
-        except EOFError:  # a port probe or a client that gave up: nothing worth a log line
+            self._set_opening(me, sock)
+            connection = self._handshake_socket(sock, deadline)
+        except EOFError:  # a port probe, a client that gave up, or shutdown()
             self.logger.debug("connection closed before the opening handshake")
-            sock.close()
-            return None
         except (OSError, TimeoutError, ssl_module.SSLError, InvalidHandshake) as exc:
             self.logger.info("opening handshake failed: %s", exc)
-            sock.close()
-            return None
-        except BaseException:
-            sock.close()
-            raise
         finally:
             with self._lock:
-                self._handshaking -= 1
+                opening = self._opening.pop(me, None)  # the TLS socket once it is wrapped
+            if opening is not None:  # refused or failed before the upgrade
+                opening.close()
+        return connection
+
+    def _set_opening(self, me: int, sock: socket.socket) -> None:
+        """Record the socket that thread ``me`` is opening, for shutdown() to wake it."""
+        with self._lock:
+            self._opening[me] = sock
+        if self._stopping.is_set():  # shutdown() may have looked before we got here
+            raise EOFError("server shutting down")
 
     def _handshake_socket(self, sock: socket.socket, deadline: float) -> Optional[Connection]:
         set_nodelay(sock)
         if self.ssl is not None:
+            sock = self.ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+            self._set_opening(threading.get_ident(), sock)
             sock.settimeout(max(0.001, deadline - monotonic()))
             try:
-                sock = self.ssl.wrap_socket(sock, server_side=True)
+                sock.do_handshake()
             except socket.timeout:
                 raise TimeoutError("timed out during the TLS handshake") from None
         info = HandshakeInfo(self, sock)
@@ -192,6 +198,8 @@ class Server:
         if response.status != 101:
             self._refuse(sock, response)
             return None
+        with self._lock:  # the socket is the connection's now: shutdown() closes it with 1001
+            del self._opening[threading.get_ident()]
         try:  # the slot counts from before the 101 leaves: a client never sees room that isn't
             sock.sendall(response.serialize())
             sock.settimeout(None)
@@ -204,6 +212,7 @@ class Server:
         except BaseException:
             with self._lock:
                 self._reserved -= 1
+            sock.close()
             raise
         with self._lock:
             self._reserved -= 1
@@ -242,6 +251,12 @@ class Server:
             self._wakeup_w.send(b"x")
         except OSError:
             pass
+        with self._lock:  # wake the threads still reading an opening handshake
+            for sock in self._opening.values():
+                try:  # socket.socket's: SSLSocket.shutdown() would drop the TLS state under them
+                    socket.socket.shutdown(sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass
         timeout = self.close_timeout if self.close_timeout is not None else 10
         deadline = monotonic() + timeout
         self._stopped.wait(timeout)

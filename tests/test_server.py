@@ -1,5 +1,6 @@
 """serve() and Server over real sockets (issue 3, item 8 and the idle-thread bound)."""
 import logging
+import socket
 import threading
 import time
 import urllib.request
@@ -9,7 +10,7 @@ import pytest
 import simplews
 from simplews.protocol import Close
 
-from conftest import TIMEOUT, raw_client
+from conftest import TIMEOUT, client_ssl_context, raw_client
 
 
 def test_handler_that_returns_closes_1000(start_server, connect):
@@ -149,3 +150,24 @@ def test_addresses_in_logs_read_as_host_and_port():
     assert format_address(("127.0.0.1", 8765)) == "127.0.0.1:8765"
     assert format_address(("::1", 8765, 0, 0)) == "[::1]:8765"
     assert format_address("/run/ws.sock") == "/run/ws.sock"
+
+
+def test_shutdown_ends_connections_still_in_their_opening_handshake(start_server, scheme):
+    """A client that connected and sent nothing yet (browsers open such connections ahead
+    of time) must not keep shutdown() waiting for open_timeout, nor outlive it."""
+    server = start_server(open_timeout=TIMEOUT, close_timeout=1)
+    silent = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    try:
+        if scheme == "wss":  # a TLS client that stops after the TLS handshake
+            silent = client_ssl_context().wrap_socket(silent, server_hostname="localhost")
+        deadline = time.monotonic() + TIMEOUT
+        while not server._opening and time.monotonic() < deadline:  # its thread is reading
+            time.sleep(0.005)
+        assert server._opening
+        started = time.monotonic()
+        server.shutdown()
+        assert time.monotonic() - started < 1 + 0.5
+        assert silent.recv(1) == b""  # the server closed it: EOF, not open_timeout later
+        assert server._workers.threads() == []
+    finally:
+        silent.close()
