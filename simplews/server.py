@@ -1,7 +1,6 @@
 """serve() and Server: a thread per connection, the handler in that thread (DESIGN §2-§3)."""
 from __future__ import annotations
 
-import logging
 import os
 import selectors
 import socket
@@ -9,24 +8,18 @@ import ssl as ssl_module
 import stat
 import threading
 from time import monotonic
-from typing import Any, Callable, Dict, Optional, Sequence, Set, Union
+from typing import Any, Callable, Dict, Optional
 
 from ._io import open_unix_socket, read_head, set_nodelay
 from ._workers import Workers
-from .client import _codec_settings, compression_config
 from .connection import Connection
-from .exceptions import ConnectionClosed, InvalidHandshake, ProtocolError
-from .extensions import DeflateConfig
+from .endpoint import Endpoint, Handler
+from .exceptions import InvalidHandshake
 from .frames import CloseCode
-from .handshake import USER_AGENT, SelectSubprotocol, ServerHandshake
 from .http11 import HeaderBlockTooLarge, Request, Response, parse_request
-from .protocol import Protocol, Side
 
 __all__ = ["serve", "Server", "HandshakeInfo"]
 
-logger = logging.getLogger("simplews.server")
-
-Handler = Callable[[Connection], Any]
 ProcessRequest = Callable[["HandshakeInfo", Request], Optional[Response]]
 
 
@@ -34,67 +27,36 @@ class HandshakeInfo:
     """What ``process_request`` and ``select_subprotocol`` get as their connection:
     the request and the addresses, before the upgrade."""
 
-    def __init__(self, server: "Server", sock: socket.socket, request: Optional[Request] = None) -> None:
+    def __init__(self, server: Any, sock: socket.socket, request: Optional[Request] = None) -> None:
         self.server = server
         self.request = request
         self.local_address = sock.getsockname()
         self.remote_address = sock.getpeername()
 
 
-class Server:
+class Server(Endpoint):
     """A listening WebSocket server; see serve()."""
 
     def __init__(self, handler: Handler, host: Optional[str] = "127.0.0.1", port: int = 0, *,
                  ssl: Optional[ssl_module.SSLContext] = None,
-                 subprotocols: Optional[Sequence[str]] = None,
-                 select_subprotocol: Optional[SelectSubprotocol] = None,
-                 process_request: Optional[ProcessRequest] = None,
-                 origins: Optional[Sequence[Optional[str]]] = None,
-                 compression: Union[str, DeflateConfig, None] = "deflate",
-                 open_timeout: Optional[float] = 10, close_timeout: Optional[float] = 10,
-                 ping_interval: Optional[float] = 20, ping_timeout: Optional[float] = 20,
-                 max_size: Optional[int] = 2 ** 20, max_queue: Optional[int] = 16,
-                 max_connections: Optional[int] = None, backlog: int = 128,
+                 process_request: Optional[ProcessRequest] = None, backlog: int = 128,
                  reuse_port: bool = False, sock: Optional[socket.socket] = None,
-                 unix_socket: Optional[str] = None,
-                 server_header: Optional[str] = USER_AGENT,
-                 logger: logging.Logger = logger) -> None:
-        self.handler = handler
+                 unix_socket: Optional[str] = None, **options: Any) -> None:
+        super().__init__(handler, **options)
         self.ssl = ssl
         self.process_request = process_request
-        self.open_timeout = open_timeout
-        self.close_timeout = close_timeout
-        self.ping_interval = ping_interval
-        self.ping_timeout = ping_timeout
-        self.max_size = max_size
-        self.max_queue = max_queue
-        self.max_connections = max_connections
-        self.logger = logger
-        self._compression = compression_config(compression)
-        self._handshake = ServerHandshake(subprotocols=subprotocols,
-                                          select_subprotocol=select_subprotocol, origins=origins,
-                                          compression=self._compression, server_header=server_header)
         if sock is None:
             sock = (_listen_unix(unix_socket, backlog) if unix_socket is not None
                     else _listen(host, port, backlog, reuse_port))
         self.socket = sock
         self.unix_socket = unix_socket
         self.port: Optional[int] = None if sock.family == socket.AF_UNIX else sock.getsockname()[1]
-        self._lock = threading.Lock()
-        self._active: Set[Connection] = set()
         self._opening: Dict[int, socket.socket] = {}  # thread id -> socket in its handshakes
-        self._reserved = 0  # accepted handshakes whose connection is not in _active yet
         self._workers = Workers(self._serve_connection)
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
         self._wakeup_r, self._wakeup_w = socket.socketpair()
-
-    @property
-    def connections(self) -> Set[Connection]:
-        """The open connections (a copy)."""
-        with self._lock:
-            return set(self._active)
 
     # ------------------------------------------------------------- accepting
 
@@ -128,16 +90,7 @@ class Server:
             connection = self._open(sock)
             if connection is None:
                 return
-            try:
-                self.handler(connection)
-            except (ConnectionClosed, ProtocolError) as exc:
-                self.logger.info("connection ended in the handler: %s", exc)
-            except Exception:
-                self.logger.exception("handler failed")
-                connection.close(CloseCode.INTERNAL_ERROR, "internal error")
-            connection.close()
-            with self._lock:
-                self._active.discard(connection)
+            self._run_handler(connection)
         except Exception:  # never let a connection's thread die with a traceback on stderr
             self.logger.exception("unexpected error")
 
@@ -200,36 +153,15 @@ class Server:
             return None
         with self._lock:  # the socket is the connection's now: shutdown() closes it with 1001
             del self._opening[threading.get_ident()]
-        try:  # the slot counts from before the 101 leaves: a client never sees room that isn't
-            sock.sendall(response.serialize())
-            sock.settimeout(None)
-            protocol = Protocol(Side.SERVER, max_size=self.max_size, deflate=accepted.deflate,
-                                **_codec_settings(self._compression))
-            connection = Connection(sock, protocol, request=request, response=response,
-                                    subprotocol=accepted.subprotocol, close_timeout=self.close_timeout,
-                                    ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
-                                    max_queue=self.max_queue, logger=self.logger, leftover=leftover)
+        try:
+            connection = self._upgrade(sock, request, response, accepted, leftover)
         except BaseException:
-            with self._lock:
-                self._reserved -= 1
             sock.close()
             raise
-        with self._lock:
-            self._reserved -= 1
-            self._active.add(connection)
         if self._stopping.is_set():  # shutdown() raced with this handshake
             connection.close(CloseCode.GOING_AWAY, "server shutting down")
         self.logger.info("connection open from %s", format_address(connection.remote_address))
         return connection
-
-    def _reserve_slot(self) -> bool:
-        """Count one more connection unless max_connections is reached."""
-        with self._lock:
-            if self.max_connections is not None and \
-                    len(self._active) + self._reserved >= self.max_connections:
-                return False
-            self._reserved += 1
-            return True
 
     def _refuse(self, sock: socket.socket, response: Response) -> None:
         self.logger.info("refused %s: %d %s", format_address(sock.getpeername()), response.status,

@@ -1,0 +1,164 @@
+"""WebSockets inside a WSGI application: take over the WSGI server's own socket.
+
+A :class:`WebSocketApp` is a WSGI application. Mount it as the whole app, or
+return it from a Flask view (Flask calls a returned WSGI application)::
+
+    echo = WebSocketApp(handler, subprotocols=["chat"], max_connections=8)
+
+    @app.route("/ws", websocket=True)
+    def ws():
+        return echo
+
+It works under the servers that hand the application their client socket:
+Werkzeug's development server (``environ["werkzeug.socket"]``) and gunicorn's
+``gthread`` worker (``environ["gunicorn.socket"]``), in plain HTTP (terminate
+TLS in front of them). Each WebSocket holds the server thread that serves it
+until it closes.
+
+How the server is kept off the stream:
+
+1. The handshake is checked and the ``101`` is written by simplews itself, on a
+   duplicate of the server's socket (RFC 6455 §4.2.2), then the handler runs to
+   the end in the server's thread, and the closing handshake completes.
+2. Before control goes back to the server, TCP is shut down in both directions.
+   From then on the kernel refuses every write on that connection: whatever the
+   server tries to write (its status line, a ``Connection: close``) fails with
+   ``EPIPE``, which Werkzeug and gunicorn treat as a client that went away.
+   Nothing can follow the close frame on the wire.
+3. What the server gets back is a ``101`` with no body, so that its access log
+   says what happened; its own file descriptor is left for it to close.
+"""
+from __future__ import annotations
+
+import socket
+import ssl
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from urllib.parse import quote
+
+from .endpoint import Endpoint
+from .frames import CloseCode
+from .handshake import Accepted
+from .http11 import Headers, Request, Response
+from .server import HandshakeInfo, format_address
+
+__all__ = ["WebSocketApp", "request_from_environ"]
+
+StartResponse = Callable[..., Any]
+
+#: The environ keys under which WSGI servers expose the client's socket.
+SOCKET_KEYS = ("werkzeug.socket", "gunicorn.socket")
+# Headers that the WSGI server owns in a refusal (PEP 3333 forbids hop-by-hop
+# headers; the server writes its own Server header). Upgrade stays: a 426 must
+# carry it (RFC 7231 §6.5.15), and both servers pass it through.
+_SERVER_OWNED = {"connection", "server", "content-length"}
+
+
+class WebSocketApp(Endpoint):
+    """A WSGI application that upgrades each request to a WebSocket and runs
+    ``handler(ws)`` on it, in the WSGI server's thread, like ``serve()`` does.
+
+    Options are those of ``serve()``; ``max_connections`` answers 503 before the
+    upgrade once that many WebSockets are open (in this process). The handler's
+    ``ws.environ`` is the WSGI environ (under Flask, ``flask.request`` works too);
+    ``select_subprotocol(info, offered)`` gets ``info.request``, ``info.environ``,
+    the addresses, and this app as ``info.server``.
+    """
+
+    def __call__(self, environ: Dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """The WSGI entry point: refuse with an HTTP error, or upgrade, run the handler
+        and return once the connection is closed."""
+        request = request_from_environ(environ)
+        sock = next((environ[key] for key in SOCKET_KEYS if environ.get(key) is not None), None)
+        if sock is None or isinstance(sock, ssl.SSLSocket):
+            self.logger.error("cannot take over this request's socket: %s", "TLS in the WSGI server "
+                              "is not supported" if sock is not None else "the WSGI server does not "
+                              "expose it (Werkzeug or gunicorn gthread needed)")
+            return _respond(start_response, self._handshake.reject(500, "WebSocket not available"))
+        try:
+            info = HandshakeInfo(self, sock, request)
+        except OSError as exc:  # the client is gone already
+            self.logger.info("opening handshake failed: %s", exc)
+            return _respond(start_response, self._handshake.reject(400, "connection lost"))
+        info.environ = environ  # type: ignore[attr-defined]
+        response, accepted = self._handshake.accept(request, info)
+        if response.status == 101 and not self._reserve_slot():
+            response = self._handshake.reject(503, "too many connections, try again later")
+        if response.status != 101:
+            self.logger.info("refused %s: %d %s", format_address(info.remote_address),
+                             response.status, response.reason)
+            return _respond(start_response, response)
+        self._run(sock, request, response, accepted, environ)
+        # The connection is shut down: the server can no longer write this response.
+        start_response("101 Switching Protocols", [])
+        return []
+
+    def _run(self, sock: socket.socket, request: Request, response: Response,
+             accepted: Accepted, environ: Dict[str, Any]) -> None:
+        """Upgrade, run the handler, close; TCP is shut down when this returns."""
+        # A duplicate descriptor: Connection closes its own, the server closes its.
+        # Nothing can be left in the server's read buffer: the client must wait
+        # for the 101 before it sends anything else (RFC 6455 §4.1).
+        dup: Optional[socket.socket] = None
+        try:
+            dup = sock.dup()
+            connection = self._upgrade(dup, request, response, accepted, timeout=self.open_timeout)
+        except BaseException as exc:
+            if dup is None:
+                self._release_slot()  # _upgrade() releases it itself
+            else:
+                dup.close()
+            _shutdown(sock)
+            if not isinstance(exc, OSError):  # socket.timeout included
+                raise
+            self.logger.info("opening handshake failed: %s", exc)
+            return
+        connection.environ = environ  # type: ignore[attr-defined]
+        self.logger.info("connection open from %s", format_address(connection.remote_address))
+        try:
+            self._run_handler(connection)
+        except Exception:  # never a traceback through the WSGI server
+            self.logger.exception("unexpected error")
+            connection.close(CloseCode.INTERNAL_ERROR, "internal error")
+        finally:
+            # The connection shut TCP down as it closed; again here, so that no path
+            # (a close timeout, an error above) lets the server write after the close.
+            _shutdown(sock)
+
+
+def request_from_environ(environ: Dict[str, Any]) -> Request:
+    """The HTTP request as the client sent it, rebuilt from a WSGI environ (header
+    names in title case; a header the client repeated comes as one joined value)."""
+    headers = Headers()
+    for key, value in environ.items():
+        if key.startswith("HTTP_"):
+            name = key[5:]
+        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
+            name = key
+        else:
+            continue
+        headers.add(name.replace("_", "-").title(), str(value))
+    target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
+    if not target:
+        path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
+        target = quote(path.encode("latin-1"), safe="/;=,:@!$&'()*+~")  # PEP 3333: latin-1
+        if environ.get("QUERY_STRING"):
+            target += "?" + environ["QUERY_STRING"]
+    return Request(target, headers, environ.get("REQUEST_METHOD", "GET"),
+                   environ.get("SERVER_PROTOCOL", "HTTP/1.1"))
+
+
+def _respond(start_response: StartResponse, response: Response) -> List[bytes]:
+    """Send a refusal through the WSGI server."""
+    headers: List[Tuple[str, str]] = [(name, value) for name, value in response.headers.items()
+                                      if name.lower() not in _SERVER_OWNED]
+    headers.append(("Content-Length", str(len(response.body))))
+    start_response(f"{response.status} {response.reason}", headers)
+    return [response.body]
+
+
+def _shutdown(sock: socket.socket) -> None:
+    """End the TCP connection both ways (RFC 6455 §7.1.1: the server closes first)."""
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
