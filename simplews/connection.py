@@ -301,13 +301,15 @@ class Connection:
             self._read_view = memoryview(self._read_buffer)
         return True
 
-    def _handle_control(self, event: Event) -> None:
-        """Ping, Pong, Close: answer, acknowledge, close (read lock held)."""
+    def _handle_control(self, event: Event, blocking: bool = True) -> None:
+        """Ping, Pong, Close: answer, acknowledge, close (read lock held). With
+        ``blocking=False`` (the keepalive thread) a reply that cannot go out at once
+        waits for a later tick."""
         if self._debug:
             self.logger.debug("< %r", event)
         cls = type(event)
         if cls is Ping:
-            self._send_replies()
+            self._send_replies(blocking)
         elif cls is Pong:
             now = monotonic()
             for payload in event.acknowledged:  # type: ignore[attr-defined]
@@ -316,7 +318,7 @@ class Connection:
                     self.latency = now - waiter[1]
                     waiter[0].set()
         elif cls is Close:
-            self._send_replies()  # the echo (RFC 6455 §5.5.1)
+            self._send_replies(blocking)  # the echo (RFC 6455 §5.5.1)
             self._start_tcp_close()
 
     def _on_failure(self, exc: ProtocolError) -> None:
@@ -335,10 +337,11 @@ class Connection:
     def _start_tcp_close(self) -> None:
         """The closing handshake is over (or failed): RFC 6455 §7.1.1, the server closes
         TCP first; the client waits for it (both bounded by close_timeout)."""
-        if self._close_deadline is not None:
-            return
-        self._close_deadline = monotonic() + (self.close_timeout or 0)
-        if self.protocol.side is Side.SERVER:
+        if self._close_deadline is None:
+            self._close_deadline = monotonic() + (self.close_timeout or 0)
+        # Not before our close frame is out: the keepalive thread may have had to leave
+        # the echo for a later tick (a full send buffer); it calls this again then.
+        if self.protocol.side is Side.SERVER and not self.protocol.has_replies:
             try:
                 self.socket.shutdown(socket.SHUT_WR)
             except OSError:
@@ -488,11 +491,17 @@ class Connection:
             self._cut(CloseCode.ABNORMAL_CLOSURE, "connection lost while writing")
             raise self._closing_exception() from None
 
-    def _send_replies(self) -> None:
-        """Write the pongs and close frames the protocol queued, one per lock hold."""
+    def _send_replies(self, blocking: bool = True) -> None:
+        """Write the pongs and close frames the protocol queued, one per lock hold;
+        with ``blocking=False`` (the keepalive thread) leave them while a writer is busy
+        or the socket's buffer is full."""
         protocol = self.protocol
         while True:
-            with self._write_lock:
+            if not blocking and not _wait_writable(self.socket, 0):
+                return
+            if not self._write_lock.acquire(blocking):
+                return
+            try:
                 frame = protocol.next_reply()
                 if frame is None:
                     return
@@ -502,6 +511,8 @@ class Connection:
                     self.socket.sendall(frame)
                 except OSError:
                     return  # the reader sees the connection end
+            finally:
+                self._write_lock.release()
 
     def ping(self, data: Union[str, bytes, None] = None) -> threading.Event:
         """Send a ping; the returned Event is set when its pong arrives (RFC 6455 §5.5.2)."""
@@ -603,8 +614,10 @@ class Connection:
                 finally:
                     self._read_lock.release()
             return
-        if self.protocol.has_replies and _wait_writable(self.socket, 0):
-            self._send_replies()
+        if self.protocol.has_replies:
+            self._send_replies(blocking=False)
+            if self._close_deadline is not None:
+                self._start_tcp_close()  # the echo is out: now the server may close TCP
         if self._close_deadline is not None:
             return
         sent = self._keepalive_ping
@@ -660,11 +673,9 @@ class Connection:
                 return True
             if type(event) is Message or type(event) is Fragment:
                 queue.append(event)
-            elif type(event) is Pong or _wait_writable(self.socket, 0):
-                self._handle_control(event)
-            elif type(event) is Close:  # the echo waits for the next tick
-                self._start_tcp_close()
-                if self._close_deadline is not None:
+            else:
+                self._handle_control(event, blocking=False)
+                if type(event) is Close:
                     return True
         return False
 

@@ -1,5 +1,6 @@
 """The threaded Connection over real loopback sockets, plain and TLS (issue 3)."""
 import hashlib
+import select
 import threading
 import time
 import tracemalloc
@@ -218,6 +219,46 @@ def test_server_closes_tcp_first(start_server, scheme):
     assert peer.next_event() == Close(1000, "")
     assert peer.at_eof(), "the server did not close the TCP connection"
     peer.close()
+
+
+def test_close_echo_waits_for_a_full_send_buffer(start_server, scheme):
+    """The peer's close arrives while the server's send buffer is full and nobody reads:
+    the keepalive thread must not shut TCP down before the rest of the message and the
+    echo of the close are out (RFC 6455 §5.5.1, §7.1.1)."""
+    size = 8 << 20
+    opened, done = [], threading.Event()
+
+    def handler(ws):
+        opened.append(ws)
+        try:
+            ws.send(b"x" * size)  # blocks: the client does not read yet
+        finally:
+            done.set()
+
+    server = start_server(handler, compression=None)
+    peer = raw_client(server.uri)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while not opened or _writable(opened[0].socket):  # until the buffer is full
+            assert time.monotonic() < deadline, "the server's send buffer never filled"
+            time.sleep(0.005)
+        peer.send(peer.protocol.send_close(1000))
+        for ws in opened:  # the keepalive thread reads the close while the buffer is full
+            deadline = time.monotonic() + TIMEOUT
+            while ws.protocol.close_rcvd is None:
+                assert time.monotonic() < deadline, "the close was not read"
+                time.sleep(0.005)
+        event = peer.next_event()
+        assert isinstance(event, Message) and len(event.data) == size
+        assert peer.next_event() == Close(1000, "")
+        assert peer.at_eof()
+        assert done.wait(TIMEOUT)
+    finally:
+        peer.close()
+
+
+def _writable(sock) -> bool:
+    return bool(select.select([], [sock], [], 0)[1])
 
 
 def test_client_waits_for_the_server_to_close_tcp(connect, raw_server):
