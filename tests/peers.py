@@ -1,0 +1,729 @@
+"""Real peers for the interop tests (pytest -m interop): find or install them, start
+and stop them on loopback.
+
+- Chromium + chromedriver + nginx: Debian packages (``apt-get install -y``; one
+  ``apt-get update`` and a retry if the first install fails).
+- Node's ``ws``: ``npm install ws`` into ``.cache/node`` in the repository (git-ignored).
+- Python's ``websockets``: its own virtualenv, ``.cache/websockets-venv`` in the
+  repository (git-ignored; ``python -m venv`` + ``pip install websockets>=13``), whose
+  python runs tests/interop/websockets_peer.py; never imported by the tests.
+
+A test that cannot get its peer skips with the reason, unless ``CI``,
+``SIMPLEWS_REQUIRE_INTEROP=1`` or ``SIMPLEWS_REQUIRE_PEERS=1`` (.ci/run) is set: then
+it fails. Every process is started in
+its own session and stopped by its pid with bounded waits; temporary directories
+are removed.
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import pathlib
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+
+import pytest
+
+HERE = pathlib.Path(__file__).resolve().parent
+REPO = HERE.parent
+CERTS = HERE / "certs"
+INTEROP = HERE / "interop"
+CACHE = REPO / ".cache"
+NODE_DIR = CACHE / "node"
+WS_NPM_SPEC = "ws@8"
+WEBSOCKETS_PIP_SPEC = "websockets>=13"  # websockets.sync since 11; 12 drops wss closes (1006) now and then
+WEBSOCKETS_VENV = CACHE / "websockets-venv"
+INSTALL_TIMEOUT = 900  # seconds, for one apt-get / npm / pip run
+WAIT = 20  # the bound on waiting for a peer to start or stop
+
+
+# ------------------------------------------------------------------ policy
+
+def interop_required() -> bool:
+    """True in CI (``CI`` set), with ``SIMPLEWS_REQUIRE_INTEROP=1`` or with .ci/run's
+    ``SIMPLEWS_REQUIRE_PEERS=1``: no skipping."""
+    ci = os.environ.get("CI", "").strip().lower()
+    return ci not in ("", "0", "false", "no") or "1" in (
+        os.environ.get("SIMPLEWS_REQUIRE_INTEROP"), os.environ.get("SIMPLEWS_REQUIRE_PEERS"))
+
+
+def unavailable(reason: str) -> None:
+    """Skip the test with ``reason``, or fail it where interop is required."""
+    if interop_required():
+        pytest.fail(f"interop peer unavailable (CI / SIMPLEWS_REQUIRE_INTEROP): {reason}",
+                    pytrace=False)
+    pytest.skip(reason)
+
+
+class Unavailable(Exception):
+    """A peer could not be found or installed."""
+
+
+def _memo(function):
+    """Cache a finder's result or its Unavailable error for the whole session."""
+    cache: Dict[Tuple[Any, ...], Any] = {}
+    lock = threading.Lock()
+
+    @functools.wraps(function)
+    def wrapper(*args: Any) -> Any:
+        with lock:
+            if args not in cache:
+                try:
+                    cache[args] = (True, function(*args))
+                except Unavailable as exc:
+                    cache[args] = (False, str(exc))
+            ok, value = cache[args]
+        if not ok:
+            unavailable(value)
+        return value
+
+    return wrapper
+
+
+@contextlib.contextmanager
+def _install_lock(name: str) -> Iterator[None]:
+    """Serialize installs between concurrent test runs on this machine."""
+    CACHE.mkdir(exist_ok=True)
+    with open(CACHE / f"install-{name}.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _run(args: Sequence[str], cwd: Optional[pathlib.Path] = None) -> Tuple[int, str]:
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    try:
+        done = subprocess.run(list(args), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=INSTALL_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return -1, str(exc)
+    return done.returncode, done.stdout.decode(errors="replace")
+
+
+def _tail(text: str, lines: int = 5) -> str:
+    return " | ".join(text.strip().splitlines()[-lines:])
+
+
+def apt_install(packages: Sequence[str]) -> None:
+    """``apt-get install -y PACKAGES``; on failure ``apt-get update`` and once more."""
+    if shutil.which("apt-get") is None:
+        raise Unavailable(f"{' '.join(packages)} not found and apt-get is not available")
+    if os.geteuid() != 0:
+        raise Unavailable(f"{' '.join(packages)} not found; installing needs root "
+                          f"(apt-get install -y {' '.join(packages)})")
+    install = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", *packages]
+    with _install_lock("apt"):
+        code, output = _run(install)
+        if code != 0:
+            _run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-q"])
+            code, output = _run(install)
+    if code != 0:
+        raise Unavailable(f"apt-get install -y {' '.join(packages)} failed: {_tail(output)}")
+
+
+# ------------------------------------------------------------------ finders
+
+def _which(*names: str, extra: Sequence[str] = ()) -> Optional[str]:
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    for path in extra:
+        if os.access(path, os.X_OK):
+            return path
+    return None
+
+
+def _chromium_binary() -> Optional[str]:
+    # The real binary, not Debian's /usr/bin/chromium wrapper script (which sources
+    # /etc/chromium.d and adds its own flags and extensions).
+    return _which(extra=["/usr/lib/chromium/chromium"]) or \
+        _which("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+@_memo
+def chromium() -> Tuple[str, str]:
+    """(chromium binary, chromedriver), installed from Debian if missing."""
+    browser, driver = _chromium_binary(), _which("chromedriver", extra=["/usr/lib/chromium/chromedriver"])
+    if browser is None or driver is None:
+        apt_install(["chromium", "chromium-driver"])
+        browser, driver = _chromium_binary(), _which("chromedriver",
+                                                     extra=["/usr/lib/chromium/chromedriver"])
+    if browser is None or driver is None:
+        raise Unavailable("chromium / chromedriver not found after apt-get install")
+    return browser, driver
+
+
+@_memo
+def nginx() -> str:
+    """The nginx binary, installed from Debian if missing."""
+    path = _which("nginx", extra=["/usr/sbin/nginx"])
+    if path is None:
+        apt_install(["nginx"])
+        path = _which("nginx", extra=["/usr/sbin/nginx"])
+    if path is None:
+        raise Unavailable("nginx not found after apt-get install")
+    return path
+
+
+@_memo
+def node_ws() -> Tuple[str, pathlib.Path]:
+    """(node binary, NODE_PATH holding the ``ws`` package), npm-installing it if missing."""
+    node, npm = _which("node", "nodejs"), _which("npm")
+    if node is None or npm is None:
+        apt_install(["nodejs", "npm"])
+        node, npm = _which("node", "nodejs"), _which("npm")
+    if node is None or npm is None:
+        raise Unavailable("node / npm not found after apt-get install nodejs npm")
+    modules = NODE_DIR / "node_modules"
+    with _install_lock("npm"):
+        if not (modules / "ws" / "package.json").exists():
+            NODE_DIR.mkdir(parents=True, exist_ok=True)
+            code, output = _run([npm, "install", "--prefix", str(NODE_DIR), "--no-audit",
+                                 "--no-fund", "--no-save", "--loglevel=error", WS_NPM_SPEC],
+                                cwd=NODE_DIR)
+            if code != 0 or not (modules / "ws" / "package.json").exists():
+                raise Unavailable(f"npm install {WS_NPM_SPEC} failed: {_tail(output)}")
+    return node, modules
+
+
+@_memo
+def websockets_python() -> str:
+    """The python of ``.cache/websockets-venv``, a virtualenv holding ``websockets>=13``
+    (made once: ``python -m venv`` + ``pip install``; remade if it does not import)."""
+    python = WEBSOCKETS_VENV / "bin" / "python"
+    # -I: no PYTHONPATH, no user site, not the current directory: only the venv.
+    check = [str(python), "-I", "-c", "import websockets.sync.client, websockets.sync.server"]
+    with _install_lock("websockets-venv"):
+        if python.exists() and _run(check)[0] == 0:
+            return str(python)
+        shutil.rmtree(WEBSOCKETS_VENV, ignore_errors=True)
+        code, output = _run([sys.executable, "-m", "venv", str(WEBSOCKETS_VENV)])
+        if code != 0:
+            shutil.rmtree(WEBSOCKETS_VENV, ignore_errors=True)
+            raise Unavailable(f"python -m venv {WEBSOCKETS_VENV} failed: {_tail(output)}")
+        code, output = _run([str(python), "-I", "-m", "pip", "install", "-q",
+                             "--disable-pip-version-check", WEBSOCKETS_PIP_SPEC])
+        if code == 0:
+            code, output = _run(check)
+        if code != 0:
+            shutil.rmtree(WEBSOCKETS_VENV, ignore_errors=True)
+            raise Unavailable(f"pip install {WEBSOCKETS_PIP_SPEC} into {WEBSOCKETS_VENV} "
+                              f"failed: {_tail(output)}")
+    return str(python)
+
+
+# ------------------------------------------------------------------ sockets and processes
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port that was free a moment ago (for peers that cannot report their own)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = WAIT,
+                  process: Optional["Process"] = None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection((host, port), timeout=1).close()
+            return
+        except OSError:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"{process.name} exited with {process.poll()}: "
+                                   f"{process.output()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s")
+            time.sleep(0.05)
+
+
+class Process:
+    """A child process in its own session; output to a log file; stopped by its pid."""
+
+    def __init__(self, name: str, args: Sequence[str], log_dir: pathlib.Path,
+                 stdin: Any = subprocess.DEVNULL, stdout_pipe: bool = False,
+                 env: Optional[Dict[str, str]] = None, cwd: Optional[pathlib.Path] = None) -> None:
+        self.name = name
+        self.log_path = log_dir / f"{name}.log"
+        self._log = open(self.log_path, "wb")
+        self.popen = subprocess.Popen(list(args), stdin=stdin,
+                                      stdout=subprocess.PIPE if stdout_pipe else self._log,
+                                      stderr=self._log, start_new_session=True, env=env, cwd=cwd)
+        self.pid = self.popen.pid
+
+    def poll(self) -> Optional[int]:
+        return self.popen.poll()
+
+    def output(self) -> str:
+        self._log.flush()
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def readline(self, timeout: float = WAIT) -> str:
+        """The next line of stdout (stdout_pipe=True), within ``timeout``."""
+        assert self.popen.stdout is not None
+        result: List[bytes] = []
+        reader = threading.Thread(target=lambda: result.append(self.popen.stdout.readline()),
+                                  name=f"readline-{self.name}", daemon=True)
+        reader.start()
+        reader.join(timeout)
+        if not result:
+            raise TimeoutError(f"{self.name}: no output line within {timeout} s; "
+                               f"log: {self.output()[-2000:]}")
+        return result[0].decode(errors="replace").rstrip("\n")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10) -> Optional[int]:
+        """Signal the process (if still running), wait, SIGKILL it after ``timeout``."""
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                self.popen.wait(timeout)
+        for stream in (self.popen.stdin, self.popen.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self._log.close()
+        return self.popen.returncode
+
+
+def pids_using(marker: str) -> List[int]:
+    """Our processes whose command line contains ``marker`` (e.g. a temp dir path)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().decode(errors="replace")
+        except OSError:
+            continue
+        if marker in cmdline:
+            found.append(int(entry))
+    return found
+
+
+def wait_gone(marker: str, timeout: float = WAIT) -> List[int]:
+    """Wait until no process mentions ``marker``; SIGKILL the stragglers by pid at the
+    deadline. Returns the pids that had to be killed."""
+    deadline = time.monotonic() + timeout
+    while pids_using(marker):
+        if time.monotonic() > deadline:
+            killed = pids_using(marker)
+            for pid in killed:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
+            return killed
+        time.sleep(0.05)
+    return []
+
+
+# ------------------------------------------------------------------ a simplews server
+
+class RecordingServer:
+    """A simplews server in a thread that records each connection as it saw it (the
+    handshake, the messages, the close) in ``seen``. ``respond(ws, message, info)``
+    answers one message (echo here); it returns False to stop reading."""
+
+    def __init__(self, scheme: str = "ws", path: str = "/", url_host: str = "127.0.0.1",
+                 **kwargs: Any) -> None:
+        import simplews  # here, not at import: peers.py also runs where simplews is not needed
+
+        self.seen: List[Dict[str, Any]] = []
+        self.done = threading.Event()  # set when a connection ends
+        if scheme == "wss":
+            kwargs.setdefault("ssl", server_ssl_context())
+        kwargs.setdefault("close_timeout", 5)
+        self.server = simplews.serve(self.handler, "127.0.0.1", 0, **kwargs)
+        self.url = f"{scheme}://{url_host}:{self.server.port}{path}"
+        self.thread = threading.Thread(target=self.server.serve_forever, name="test-serve-forever")
+        self.thread.start()
+
+    def handler(self, ws: Any) -> None:
+        headers = ws.request.headers
+        info: Dict[str, Any] = {
+            "offer": headers.get("Sec-WebSocket-Extensions"),
+            "accepted": ws.response.headers.get("Sec-WebSocket-Extensions"),
+            "user_agent": headers.get("User-Agent"), "subprotocol": ws.subprotocol,
+            "path": ws.request.path, "remote": ws.remote_address[0],
+            "forwarded_for": headers.get("X-Forwarded-For"),
+            "proto": headers.get("X-Forwarded-Proto"), "messages": []}
+        self.seen.append(info)
+        try:  # iterating ends on 1000/1001 and raises ConnectionClosedError on other codes
+            for message in ws:
+                if not self.respond(ws, message, info):
+                    break
+        finally:
+            info["close"] = (ws.close_code, ws.close_reason)
+            self.done.set()
+
+    def respond(self, ws: Any, message: Any, info: Dict[str, Any]) -> bool:
+        info["messages"].append(message)
+        ws.send(message)
+        return True
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.thread.join(WAIT)
+
+
+# ------------------------------------------------------------------ certificates
+
+def server_ssl_context() -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(CERTS / "server.pem", CERTS / "server.key")
+    return context
+
+
+def client_ssl_context() -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
+
+
+def _der_item(data: bytes, offset: int) -> Tuple[int, int, int]:
+    """(tag, start of contents, end of contents) of the DER item at ``offset``."""
+    tag, length = data[offset], data[offset + 1]
+    start = offset + 2
+    if length & 0x80:
+        count = length & 0x7F
+        length = int.from_bytes(data[start:start + count], "big")
+        start += count
+    return tag, start, start + length
+
+
+def spki_sha256(cert_path: pathlib.Path) -> str:
+    """base64(SHA-256(SubjectPublicKeyInfo)) of a PEM certificate: the value that
+    Chromium's --ignore-certificate-errors-spki-list takes."""
+    der = ssl.PEM_cert_to_DER_cert(cert_path.read_text())
+    _, cert_start, _ = _der_item(der, 0)  # Certificate ::= SEQUENCE
+    _, position, _ = _der_item(der, cert_start)  # tbsCertificate ::= SEQUENCE
+    fields = []
+    while len(fields) < 7:
+        tag, start, end = _der_item(der, position)
+        fields.append((tag, position, end))
+        position = end
+    if fields[0][0] != 0xA0:  # no explicit [0] version: v1 certificate
+        fields.insert(0, (0xA0, 0, 0))
+    # version, serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
+    tag, start, end = fields[6]
+    assert tag == 0x30, "subjectPublicKeyInfo is not a SEQUENCE"
+    return base64.b64encode(hashlib.sha256(der[start:end]).digest()).decode()
+
+
+# ------------------------------------------------------------------ Chromium
+
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage",
+                  "--no-default-browser-check", "--mute-audio"]
+
+
+class WebDriverError(Exception):
+    pass
+
+
+class Browser:
+    """Headless Chromium driven through chromedriver's W3C HTTP API (plain urllib)."""
+
+    def __init__(self, spki_hashes: Sequence[str] = ()) -> None:
+        binary, driver = chromium()
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="simplews-chromium-"))
+        self.profile = self.tmp / "profile"
+        self.profile.mkdir()
+        self.session: Optional[str] = None
+        self.driver: Optional[Process] = None
+        try:
+            self.port = free_port()
+            # Chromium's crash handler keeps its database under XDG_CONFIG_HOME, not in
+            # the profile: keep that in our temp dir too.
+            env = dict(os.environ, XDG_CONFIG_HOME=str(self.tmp / "config"),
+                       XDG_CACHE_HOME=str(self.tmp / "cache"))
+            self.driver = Process("chromedriver", [driver, f"--port={self.port}",
+                                                   "--allowed-ips=127.0.0.1"], self.tmp, env=env)
+            self._wait_ready()
+            args = [*CHROMIUM_FLAGS, f"--user-data-dir={self.profile}"]
+            if spki_hashes:
+                args.append("--ignore-certificate-errors-spki-list=" + ",".join(spki_hashes))
+            capabilities = {"alwaysMatch": {
+                "goog:chromeOptions": {"binary": binary, "args": args},
+                "timeouts": {"script": 30000, "pageLoad": 30000},
+                "acceptInsecureCerts": False,
+            }}
+            answer = self._call("POST", "/session", {"capabilities": capabilities}, timeout=60)
+            self.session = answer["sessionId"]
+            self.capabilities = answer["capabilities"]
+        except BaseException:
+            self.quit()
+            raise
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                if self._call("GET", "/status", timeout=2).get("ready"):
+                    return
+            except (OSError, WebDriverError):
+                pass
+            assert self.driver is not None
+            if self.driver.poll() is not None:
+                raise RuntimeError(f"chromedriver exited: {self.driver.output()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("chromedriver did not become ready")
+            time.sleep(0.05)
+
+    def _call(self, method: str, path: str, body: Optional[dict] = None,
+              timeout: float = 40) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data,
+                                         method=method,
+                                         headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                answer = json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            answer = json.loads(exc.read() or b"{}")
+            value = answer.get("value", {})
+            raise WebDriverError(f"{method} {path}: {exc.code} {value.get('error')}: "
+                                 f"{str(value.get('message'))[:500]}") from None
+        return answer.get("value")
+
+    def get(self, url: str) -> None:
+        self._call("POST", f"/session/{self.session}/url", {"url": url})
+
+    def run_async(self, script: str, *args: Any) -> Any:
+        """Run ``script`` in the page; it calls ``arguments[arguments.length - 1](result)``."""
+        return self._call("POST", f"/session/{self.session}/execute/async",
+                          {"script": script, "args": list(args)})
+
+    def quit(self) -> None:
+        """End the session, stop chromedriver, wait for every Chromium process that
+        uses our temp dir to end, then remove it (the profile is in it)."""
+        try:
+            if self.session is not None:
+                with contextlib.suppress(OSError, WebDriverError, ValueError):
+                    self._call("DELETE", f"/session/{self.session}", timeout=WAIT)
+                self.session = None
+            if self.driver is not None:
+                self.driver.stop()
+        finally:
+            wait_gone(str(self.tmp))  # the browser, its helpers and its crash handler
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ nginx
+
+NGINX_CONF = """\
+# simplews behind nginx: ws and wss (TLS terminated here) to one upstream address,
+# which may be several simplews processes sharing the port (serve(..., reuse_port=True)).
+worker_processes 1;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log warn;
+events {{ worker_connections 1024; }}
+
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp/body;
+    proxy_temp_path {prefix}/tmp/proxy;
+    fastcgi_temp_path {prefix}/tmp/fastcgi;
+    uwsgi_temp_path {prefix}/tmp/uwsgi;
+    scgi_temp_path {prefix}/tmp/scgi;
+
+    # "Connection: upgrade" for WebSocket requests, "close" for the others.
+    map $http_upgrade $connection_upgrade {{
+        default upgrade;
+        ''      close;
+    }}
+
+    upstream simplews {{
+        server {upstream};
+    }}
+
+    server {{
+        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {certs}/server.pem;
+        ssl_certificate_key {certs}/server.key;
+
+        location / {{
+            proxy_pass http://simplews;
+            proxy_http_version 1.1;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            # An idle WebSocket is closed after proxy_read_timeout without traffic:
+            # keep it above simplews' ping_interval (20 s by default).
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    """nginx in the foreground with its own prefix, config and temp paths."""
+
+    def __init__(self, upstream: str) -> None:
+        binary = nginx()
+        self.tmp = pathlib.Path(tempfile.mkdtemp(prefix="simplews-nginx-"))
+        # nginx workers run as "nobody" when started by root: let them reach the prefix.
+        os.chmod(self.tmp, 0o755)
+        (self.tmp / "tmp").mkdir()
+        self.port, self.tls_port = free_port(), free_port()
+        self.conf = self.tmp / "nginx.conf"
+        self.conf.write_text(NGINX_CONF.format(prefix=self.tmp, upstream=upstream, port=self.port,
+                                               tls_port=self.tls_port, certs=CERTS))
+        self.process: Optional[Process] = None
+        try:
+            self.process = Process("nginx", [binary, "-p", str(self.tmp), "-c", str(self.conf),
+                                             "-e", str(self.tmp / "error.log"),
+                                             "-g", "daemon off;"], self.tmp)
+            wait_for_port(self.port, process=self.process)
+            wait_for_port(self.tls_port, process=self.process)
+        except BaseException:
+            self.stop()
+            raise
+
+    def error_log(self) -> str:
+        try:
+            return (self.tmp / "error.log").read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        try:
+            if self.process is not None:
+                self.process.stop(signal.SIGTERM)  # fast shutdown: the master stops its workers
+        finally:
+            wait_gone(str(self.conf))
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ helper children
+
+class LineChild(Process):
+    """A helper child that prints JSON lines on stdout and stops when its stdin closes
+    (tests/interop/*.js, tests/interop/reuseport_server.py)."""
+
+    def __init__(self, name: str, args: Sequence[str], log_dir: pathlib.Path,
+                 env: Optional[Dict[str, str]] = None) -> None:
+        super().__init__(name, args, log_dir, stdin=subprocess.PIPE, stdout_pipe=True, env=env)
+
+    def read_json(self, timeout: float = WAIT) -> Any:
+        line = self.readline(timeout)
+        if not line:
+            raise EOFError(f"{self.name} ended (exit {self.popen.wait(5)}): "
+                           f"{self.output()[-2000:]}")
+        return json.loads(line)
+
+    def close(self, timeout: float = 10) -> Optional[int]:
+        """Close stdin (the child's cue to shut down), wait, then signal if needed."""
+        if self.popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.popen.stdin.close()
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        return self.stop()
+
+
+class TcpRelay:
+    """A loopback TCP relay that counts the bytes going each way (to see on the wire
+    whether permessage-deflate is in use, TLS or not)."""
+
+    def __init__(self, target: Tuple[str, int]) -> None:
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.upstream_bytes = 0  # client -> server
+        self.downstream_bytes = 0  # server -> client
+        self._lock = threading.Lock()
+        self._sockets: List[socket.socket] = []
+        self._threads: List[threading.Thread] = []
+        self._accepting = threading.Thread(target=self._accept, name="relay-accept", daemon=True)
+        self._accepting.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=WAIT)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, server]
+                for source, sink, up in ((client, server, True), (server, client, False)):
+                    thread = threading.Thread(target=self._pump, args=(source, sink, up),
+                                              name="relay-pump", daemon=True)
+                    self._threads.append(thread)
+                    thread.start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket, up: bool) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+                with self._lock:
+                    if up:
+                        self.upstream_bytes += len(data)
+                    else:
+                        self.downstream_bytes += len(data)
+        except OSError:
+            pass
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.upstream_bytes = self.downstream_bytes = 0
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        self._accepting.join(WAIT)
+        with self._lock:
+            sockets, threads = list(self._sockets), list(self._threads)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        for thread in threads:
+            thread.join(WAIT)
+        for sock in sockets:
+            sock.close()
