@@ -68,6 +68,8 @@ def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
     wsuri = parse_uri(uri)
     if ssl is not None and not wsuri.secure:
         raise ValueError("ssl= was given for a ws:// URI: use wss://")
+    if max_redirects < 0:
+        raise ValueError("max_redirects must be 0 or more")
     deadline = monotonic() + (open_timeout if open_timeout is not None else 1e9)
     config = compression_config(compression)
     headers = Headers(additional_headers)

@@ -28,6 +28,8 @@ def test_invalid_uri():
         simplews.connect("http://127.0.0.1/")
     with pytest.raises(ValueError):
         simplews.connect("ws://127.0.0.1:1/", ssl=client_ssl_context())
+    with pytest.raises(ValueError):
+        simplews.connect("ws://127.0.0.1:1/", max_redirects=-1)
 
 
 def test_non_101_answer_carries_status_and_headers(start_server, connect):
