@@ -1,6 +1,7 @@
 """serve() and Server: a thread per connection, the handler in that thread (DESIGN §2-§3)."""
 from __future__ import annotations
 
+import logging
 import os
 import selectors
 import socket
@@ -97,34 +98,37 @@ class Server(Endpoint):
     def _open(self, sock: socket.socket) -> Optional[Connection]:
         """The TLS and opening handshakes, within open_timeout; None if refused."""
         deadline = monotonic() + (self.open_timeout if self.open_timeout is not None else 1e9)
-        me = threading.get_ident()
         connection = None
         try:
-            self._set_opening(me, sock)
+            self._set_opening(sock)
             connection = self._handshake_socket(sock, deadline)
         except EOFError:  # a port probe, a client that gave up, or shutdown()
             self.logger.debug("connection closed before the opening handshake")
         except (OSError, TimeoutError, ssl_module.SSLError, InvalidHandshake) as exc:
             self.logger.info("opening handshake failed: %s", exc)
         finally:
-            with self._lock:
-                opening = self._opening.pop(me, None)  # the TLS socket once it is wrapped
+            opening = self._end_opening()  # the TLS socket once it is wrapped
             if opening is not None:  # refused or failed before the upgrade
                 opening.close()
         return connection
 
-    def _set_opening(self, me: int, sock: socket.socket) -> None:
-        """Record the socket that thread ``me`` is opening, for shutdown() to wake it."""
+    def _set_opening(self, sock: socket.socket) -> None:
+        """Record the socket this thread is opening, for shutdown() to wake it."""
         with self._lock:
-            self._opening[me] = sock
+            self._opening[threading.get_ident()] = sock
         if self._stopping.is_set():  # shutdown() may have looked before we got here
             raise EOFError("server shutting down")
+
+    def _end_opening(self) -> Optional[socket.socket]:
+        """Forget this thread's opening socket (the upgrade owns it now); return it."""
+        with self._lock:
+            return self._opening.pop(threading.get_ident(), None)
 
     def _handshake_socket(self, sock: socket.socket, deadline: float) -> Optional[Connection]:
         set_nodelay(sock)
         if self.ssl is not None:
             sock = self.ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
-            self._set_opening(threading.get_ident(), sock)
+            self._set_opening(sock)
             sock.settimeout(max(0.001, deadline - monotonic()))
             try:
                 sock.do_handshake()
@@ -151,8 +155,7 @@ class Server(Endpoint):
         if response.status != 101:
             self._refuse(sock, response)
             return None
-        with self._lock:  # the socket is the connection's now: shutdown() closes it with 1001
-            del self._opening[threading.get_ident()]
+        self._end_opening()  # the socket is the connection's now: shutdown() closes it with 1001
         try:
             connection = self._upgrade(sock, request, response, accepted, leftover)
         except BaseException:
@@ -160,7 +163,8 @@ class Server(Endpoint):
             raise
         if self._stopping.is_set():  # shutdown() raced with this handshake
             connection.close(CloseCode.GOING_AWAY, "server shutting down")
-        self.logger.info("connection open from %s", format_address(connection.remote_address))
+        if self.logger.isEnabledFor(logging.INFO):  # formatting costs on every handshake
+            self.logger.info("connection open from %s", format_address(connection.remote_address))
         return connection
 
     def _refuse(self, sock: socket.socket, response: Response) -> None:
