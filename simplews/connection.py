@@ -178,9 +178,12 @@ class Connection:
         return self._close_exc.reason if self._close_exc is not None else None
 
     def _closing_exception(self) -> ConnectionClosed:
-        """What a closed connection raises, derived from the closing handshake."""
+        """What a closed connection raises, derived from the closing handshake: a new
+        instance each time, since a raised exception keeps its traceback, whose frames
+        keep this connection (a stored one raised would tie them into a cycle that only
+        the garbage collector frees)."""
         if self._close_exc is not None:
-            return self._close_exc
+            return type(self._close_exc)(self._close_exc.code, self._close_exc.reason)
         protocol = self.protocol
         received, sent = protocol.close_rcvd, protocol.close_sent
         if received is not None and sent is not None and received[0] in _OK_CODES \

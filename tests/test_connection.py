@@ -1,9 +1,11 @@
 """The threaded Connection over real loopback sockets, plain and TLS (issue 3)."""
+import gc
 import hashlib
 import select
 import threading
 import time
 import tracemalloc
+import weakref
 
 import pytest
 
@@ -361,6 +363,38 @@ def test_no_leaks_after_500_cycles(start_server, connect, scheme):
     while (threading.active_count() > threads or count_fds() > fds) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert threading.active_count() <= threads and count_fds() <= fds
+
+
+def test_closed_connections_are_freed_without_the_garbage_collector(start_server, scheme):
+    """No reference cycle keeps a closed connection alive on either side (a closed
+    connection used to raise one stored exception, whose traceback's frames held it)."""
+    server_side = []
+
+    def handler(ws):
+        server_side.append(weakref.ref(ws))
+        for message in ws:  # ends with the ConnectionClosedOK that recv() raises
+            ws.send(message)
+
+    server = start_server(handler)
+    gc.collect()
+    gc.disable()
+    try:
+        ws = simplews.connect(server.uri, ssl=_ssl(scheme), close_timeout=2)
+        ws.send("hello")
+        assert ws.recv(timeout=TIMEOUT) == "hello"
+        ws.close()
+        with pytest.raises(simplews.ConnectionClosedOK):
+            ws.recv()  # raised again, from a closed connection
+        client_side = weakref.ref(ws)
+        del ws
+        deadline = time.monotonic() + TIMEOUT
+        # the keepalive thread lets go of its references at its next tick
+        while (client_side() is not None or not server_side or server_side[0]() is not None) \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert client_side() is None and server_side[0]() is None
+    finally:
+        gc.enable()
 
 
 def _ssl(scheme):
