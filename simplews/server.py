@@ -9,7 +9,7 @@ import ssl as ssl_module
 import stat
 import threading
 from time import monotonic
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from ._io import open_unix_socket, read_head, set_nodelay
 from ._workers import Workers
@@ -53,38 +53,50 @@ class Server(Endpoint):
         self.unix_socket = unix_socket
         self.port: Optional[int] = None if sock.family == socket.AF_UNIX else sock.getsockname()[1]
         self._opening: Dict[int, socket.socket] = {}  # thread id -> socket in its handshakes
-        self._workers = Workers(self._serve_connection)
+        self._workers = Workers(self._accept, self._serve_connection)
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
         self._wakeup_r, self._wakeup_w = socket.socketpair()
+        self._selector: Optional[selectors.BaseSelector] = None  # serve_forever()'s
 
     # ------------------------------------------------------------- accepting
 
     def serve_forever(self) -> None:
-        """Accept connections until shutdown() is called from another thread."""
+        """Accept connections until shutdown() is called from another thread (or this
+        one is interrupted, e.g. by KeyboardInterrupt). The worker threads accept in
+        turn (simplews/_workers.py); this one waits."""
         self._stopped.clear()
-        selector = selectors.DefaultSelector()
-        selector.register(self.socket, selectors.EVENT_READ)
-        selector.register(self._wakeup_r, selectors.EVENT_READ)
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self.socket, selectors.EVENT_READ)
+        self._selector.register(self._wakeup_r, selectors.EVENT_READ)
         self.logger.info("listening on %s", format_address(self.socket.getsockname()))
         try:
-            while not self._stopping.is_set():
-                for key, _ in selector.select():
-                    if key.fileobj is self._wakeup_r or self._stopping.is_set():
-                        break
-                    try:
-                        sock, address = self.socket.accept()
-                    except (BlockingIOError, InterruptedError):
-                        continue
-                    except OSError as exc:  # e.g. EMFILE: log and keep serving
-                        self.logger.error("accept failed: %s", exc)
-                        continue
-                    if not self._workers.submit(sock, f"simplews-{address}"):
-                        sock.close()  # shutdown() has begun
+            self._workers.start()
+            self._stopping.wait()
         finally:
-            selector.close()
+            self._stop_accepting()
+            self._workers.stop(self.close_timeout if self.close_timeout is not None else 10)
+            self._selector.close()
             self._stopped.set()
+
+    def _accept(self) -> Optional[Tuple[socket.socket, str]]:
+        """The next connection and its thread's name, None once shutdown() began: in
+        the worker thread whose turn it is (simplews/_workers.py)."""
+        assert self._selector is not None
+        while not self._stopping.is_set():
+            for key, _ in self._selector.select():
+                if key.fileobj is self._wakeup_r or self._stopping.is_set():
+                    return None
+                try:
+                    sock, address = self.socket.accept()
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError as exc:  # e.g. EMFILE: log and keep serving
+                    self.logger.error("accept failed: %s", exc)
+                    continue
+                return sock, f"simplews-{address}"
+        return None
 
     def _serve_connection(self, sock: socket.socket) -> None:
         try:
@@ -182,11 +194,7 @@ class Server(Endpoint):
     def shutdown(self) -> None:
         """Stop accepting, close every connection with 1001 and join their threads,
         all within close_timeout."""
-        self._stopping.set()
-        try:
-            self._wakeup_w.send(b"x")
-        except OSError:
-            pass
+        self._stop_accepting()
         with self._lock:  # wake the threads still reading an opening handshake
             for sock in self._opening.values():
                 try:  # socket.socket's: SSLSocket.shutdown() would drop the TLS state under them
@@ -196,7 +204,7 @@ class Server(Endpoint):
         timeout = self.close_timeout if self.close_timeout is not None else 10
         deadline = monotonic() + timeout
         self._stopped.wait(timeout)
-        self._workers.stop()
+        self._workers.stop(max(0.0, deadline - monotonic()))
         for connection in self.connections:
             connection._send_close(CloseCode.GOING_AWAY, "server shutting down", 0.1)
         for thread in self._workers.threads():
@@ -204,6 +212,14 @@ class Server(Endpoint):
         for connection in self.connections:
             connection._abort(CloseCode.GOING_AWAY, "server shutting down")
         self.close()
+
+    def _stop_accepting(self) -> None:
+        """No more connections: wake the worker in _accept()."""
+        self._stopping.set()
+        try:
+            self._wakeup_w.send(b"x")
+        except OSError:
+            pass
 
     def close(self) -> None:
         """Close the listening socket (shutdown() does it too); remove the Unix socket's file."""

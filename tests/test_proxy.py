@@ -120,12 +120,20 @@ class Tinyproxy:
 
 
 @pytest.fixture(scope="module")
-def servers():
-    """A ws:// and a wss:// echo server that the proxy lets through, and one it refuses."""
+def ports():
+    """The ports of the servers below, fixed for the module: tinyproxy's config names them."""
+    return {name: free_port() for name in ("ws", "wss", "refused")}
+
+
+@pytest.fixture
+def servers(ports):
+    """A ws:// and a wss:// echo server that the proxy lets through, and one it refuses;
+    started for each test, so that no server thread outlives it."""
     started = {
-        "ws": simplews.serve(echo, "127.0.0.1", 0, close_timeout=2),
-        "wss": simplews.serve(echo, "127.0.0.1", 0, close_timeout=2, ssl=server_ssl_context()),
-        "refused": simplews.serve(echo, "127.0.0.1", 0, close_timeout=2),
+        "ws": simplews.serve(echo, "127.0.0.1", ports["ws"], close_timeout=2),
+        "wss": simplews.serve(echo, "127.0.0.1", ports["wss"], close_timeout=2,
+                              ssl=server_ssl_context()),
+        "refused": simplews.serve(echo, "127.0.0.1", ports["refused"], close_timeout=2),
     }
     threads = [threading.Thread(target=server.serve_forever) for server in started.values()]
     for thread in threads:
@@ -138,8 +146,8 @@ def servers():
 
 
 @pytest.fixture(scope="module")
-def tinyproxy(servers, tmp_path_factory):
-    proxy = Tinyproxy(tmp_path_factory.mktemp("tinyproxy"), [servers["ws"], servers["wss"]])
+def tinyproxy(ports, tmp_path_factory):
+    proxy = Tinyproxy(tmp_path_factory.mktemp("tinyproxy"), [ports["ws"], ports["wss"]])
     yield proxy
     proxy.stop()
 
