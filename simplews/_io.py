@@ -1,34 +1,89 @@
-"""Socket helpers shared by connect() and serve(): the handshake's bounded reads."""
+"""Socket helpers shared by connect(), serve() and Connection: the handshake's bounded
+reads and writes, waits on a socket."""
 from __future__ import annotations
 
+import select
 import socket
+import ssl
 from time import monotonic
 from typing import Callable, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
+_HAS_POLL = hasattr(select, "poll")
 
 
 def read_head(sock: socket.socket, parse: Callable[[bytearray], Optional[Tuple[T, int]]],
               deadline: float) -> Tuple[T, bytes]:
     """Read until ``parse`` finds a complete HTTP head; return it and the bytes after it.
-    The socket is not shared yet, so a per-call timeout is safe here."""
+    The socket is not shared yet: a plain one is waited for with poll and read without
+    blocking, a TLS one (whose records may come in parts) read under a timeout."""
+    tls = isinstance(sock, ssl.SSLSocket)
     buffer = bytearray()
     while True:
+        remaining = deadline - monotonic()
+        try:
+            if remaining <= 0:
+                raise socket.timeout
+            if tls:
+                sock.settimeout(remaining)
+                data = sock.recv(65536)
+            elif wait_readable(sock, remaining):
+                data = sock.recv(65536, socket.MSG_DONTWAIT)
+            else:
+                raise socket.timeout
+        except socket.timeout:  # not a TimeoutError subclass before Python 3.10
+            raise TimeoutError("timed out during the opening handshake") from None
+        except (BlockingIOError, InterruptedError):
+            continue
+        if not data:
+            raise EOFError("connection closed during the opening handshake")
+        buffer += data
         parsed = parse(buffer)
         if parsed is not None:
             head, size = parsed
             return head, bytes(buffer[size:])
-        remaining = deadline - monotonic()
-        if remaining <= 0:
-            raise TimeoutError("timed out during the opening handshake")
-        sock.settimeout(remaining)
-        try:
-            data = sock.recv(65536)
-        except socket.timeout:  # not a TimeoutError subclass before Python 3.10
-            raise TimeoutError("timed out during the opening handshake") from None
-        if not data:
-            raise EOFError("connection closed during the opening handshake")
-        buffer += data
+
+
+def send_head(sock: socket.socket, data: bytes, deadline: Optional[float]) -> None:
+    """Write an HTTP head before ``deadline`` (None: no limit), like read_head(): a plain
+    socket without blocking, waiting with poll only if its buffer is full (one syscall
+    in the usual case), a TLS one under a timeout."""
+    remaining = None if deadline is None else deadline - monotonic()
+    try:
+        if remaining is not None and remaining <= 0:
+            raise socket.timeout
+        if isinstance(sock, ssl.SSLSocket):
+            sock.settimeout(remaining)
+            sock.sendall(data)
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[sock.send(view, socket.MSG_DONTWAIT):]
+            except (BlockingIOError, InterruptedError):
+                remaining = None if deadline is None else deadline - monotonic()
+                if not wait_writable(sock, 1e9 if remaining is None else remaining):
+                    raise socket.timeout from None
+    except socket.timeout:
+        raise TimeoutError("timed out during the opening handshake") from None
+
+
+def wait_readable(sock: socket.socket, timeout: float) -> bool:
+    """Wait up to ``timeout`` seconds for ``sock`` to be readable (no fd limit with poll)."""
+    if _HAS_POLL:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLPRI)
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    return bool(select.select([sock], [], [], max(0.0, timeout))[0])  # pragma: no cover
+
+
+def wait_writable(sock: socket.socket, timeout: float) -> bool:
+    """Could ``sock`` take a small write within ``timeout`` seconds without blocking?"""
+    if _HAS_POLL:
+        poller = select.poll()
+        poller.register(sock, select.POLLOUT)
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    return bool(select.select([], [sock], [], max(0.0, timeout))[1])  # pragma: no cover
 
 
 def set_nodelay(sock: socket.socket) -> None:

@@ -10,7 +10,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import certifi
 
-from ._io import open_unix_socket, read_head, set_nodelay
+from ._io import open_unix_socket, read_head, send_head, set_nodelay
 from .connection import Connection
 from .exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from .extensions import DeflateConfig
@@ -134,8 +134,9 @@ def _handshake(sock: socket.socket, wsuri: WebSocketURI, handshake: ClientHandsh
                 sock = context.wrap_socket(sock, server_hostname=server_hostname or wsuri.host)
             except socket.timeout:
                 raise TimeoutError("timed out during the TLS handshake") from None
-        sock.settimeout(max(0.001, deadline - monotonic()))
-        sock.sendall(handshake.request.serialize())
+        else:
+            sock.settimeout(None)  # blocking from now on: the handshake waits with poll
+        send_head(sock, handshake.request.serialize(), deadline)
         try:
             response, leftover = read_head(sock, parse_response, deadline)
         except EOFError:
@@ -144,7 +145,8 @@ def _handshake(sock: socket.socket, wsuri: WebSocketURI, handshake: ClientHandsh
             response.body = _read_body(sock, response.headers.get("Content-Length"), leftover, deadline)
             raise InvalidStatus(response)
         accepted = handshake.check_response(response)
-        sock.settimeout(None)
+        if sock.gettimeout() is not None:
+            sock.settimeout(None)
     except BaseException:
         sock.close()
         raise

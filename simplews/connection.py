@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import mmap
 import os
-import select
 import socket
 import ssl
 import threading
@@ -21,6 +20,7 @@ from time import monotonic
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import keepalive
+from ._io import wait_readable, wait_writable
 from .exceptions import (ConcurrencyError, ConnectionClosed, ConnectionClosedError,
                          ConnectionClosedOK, ProtocolError)
 from .frames import CloseCode, Opcode
@@ -35,25 +35,6 @@ _TEXT, _BINARY, _CONT = Opcode.TEXT.value, Opcode.BINARY.value, Opcode.CONT.valu
 _OK_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
 READ_SIZE = 256 * 1024
 SMALL_READ_SIZE = 1024
-_HAS_POLL = hasattr(select, "poll")
-
-
-def _wait_readable(sock: socket.socket, timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds for ``sock`` to be readable (no fd limit with poll)."""
-    if _HAS_POLL:
-        poller = select.poll()
-        poller.register(sock, select.POLLIN | select.POLLPRI)
-        return bool(poller.poll(max(0.0, timeout) * 1000))
-    return bool(select.select([sock], [], [], max(0.0, timeout))[0])  # pragma: no cover
-
-
-def _wait_writable(sock: socket.socket, timeout: float) -> bool:
-    """Could ``sock`` take a small write within ``timeout`` seconds without blocking?"""
-    if _HAS_POLL:
-        poller = select.poll()
-        poller.register(sock, select.POLLOUT)
-        return bool(poller.poll(max(0.0, timeout) * 1000))
-    return bool(select.select([], [sock], [], max(0.0, timeout))[1])  # pragma: no cover
 
 
 def _tls_record_ready(sock: ssl.SSLSocket) -> bool:
@@ -112,7 +93,7 @@ class Connection:
         "ping_interval", "ping_timeout", "max_queue", "logger", "local_address",
         "remote_address", "latency", "_debug", "_tls", "_read_lock", "_write_lock",
         "_message_lock", "_state_lock", "_queue", "_read_buffer", "_read_view", "_pings",
-        "_closed", "_tcp_closed", "_close_exc", "_close_deadline", "_abort_code",
+        "_closed", "_tcp_closed", "_shut_wr", "_close_exc", "_close_deadline", "_abort_code",
         "_failure_reported", "_next_ping", "_keepalive_ping", "__dict__", "__weakref__",
     )
 
@@ -150,6 +131,7 @@ class Connection:
         self._pings: Dict[bytes, Tuple[threading.Event, float]] = {}
         self._closed = _Flag()  # set once the TCP connection is closed
         self._tcp_closed = False  # the same, as a plain attribute for the hot path
+        self._shut_wr = False  # we shut our sending side down (a server's close, §7.1.1)
         self._close_exc: Optional[ConnectionClosed] = None
         self._close_deadline: Optional[float] = None  # set when we wait for the TCP close
         self._abort_code: Optional[Tuple[int, str]] = None
@@ -275,7 +257,7 @@ class Connection:
                 # Read once from the socket into the protocol.
                 sock = self.socket
                 if deadline is not None and not (self._tls and sock.pending()):
-                    if not _wait_readable(sock, deadline - monotonic()):
+                    if not wait_readable(sock, deadline - monotonic()):
                         raise TimeoutError("timed out waiting for a message")
                 if not self._receive_once():
                     raise self._closing_exception()
@@ -347,6 +329,7 @@ class Connection:
         if self.protocol.side is Side.SERVER and not self.protocol.has_replies:
             try:
                 self.socket.shutdown(socket.SHUT_WR)
+                self._shut_wr = True
             except OSError:
                 pass
 
@@ -356,7 +339,7 @@ class Connection:
         deadline = self._close_deadline or monotonic()
         sock, buffer = self.socket, self._read_buffer
         while not self._closed.is_set():
-            if not (self._tls and sock.pending()) and not _wait_readable(sock, deadline - monotonic()):
+            if not (self._tls and sock.pending()) and not wait_readable(sock, deadline - monotonic()):
                 break
             try:
                 if not sock.recv_into(buffer):
@@ -370,7 +353,7 @@ class Connection:
         on EOF or after the deadline, never wait (read lock held)."""
         sock = self.socket
         try:
-            while (self._tls and _tls_record_ready(sock)) or (not self._tls and _wait_readable(sock, 0)):
+            while (self._tls and _tls_record_ready(sock)) or (not self._tls and wait_readable(sock, 0)):
                 if not sock.recv_into(self._read_buffer):
                     self._finish()
                     return
@@ -389,10 +372,11 @@ class Connection:
             self._tcp_closed = True
             self._closed.set()
         keepalive.unregister(self)
-        try:
-            self.socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
+        if not self._shut_wr:  # after SHUT_WR, no writer can be blocked
+            try:
+                self.socket.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         # No sendall may be using the descriptor when it is closed; shutdown made any
         # blocked writer fail, so the lock comes free at once.
         locked = self._write_lock.acquire(timeout=self.close_timeout or 1)
@@ -427,7 +411,7 @@ class Connection:
             return
         if self._write_lock.acquire(blocking=False):
             try:
-                if code != CloseCode.ABNORMAL_CLOSURE and _wait_writable(self.socket, 0):
+                if code != CloseCode.ABNORMAL_CLOSURE and wait_writable(self.socket, 0):
                     frame = self.protocol.send_close(code, reason)
                     if frame:
                         self.socket.sendall(frame)
@@ -500,7 +484,7 @@ class Connection:
         or the socket's buffer is full."""
         protocol = self.protocol
         while True:
-            if not blocking and not _wait_writable(self.socket, 0):
+            if not blocking and not wait_writable(self.socket, 0):
                 return
             if not self._write_lock.acquire(blocking):
                 return
@@ -534,7 +518,7 @@ class Connection:
                 raise ConcurrencyError("a ping with the same payload is waiting for its pong")
             if self.protocol.close_sent is not None or self._closed.is_set():
                 raise self._closing_exception()
-            if not blocking and not _wait_writable(self.socket, 0):
+            if not blocking and not wait_writable(self.socket, 0):
                 return None
             waiter = threading.Event()
             self._pings[payload] = (waiter, monotonic())
@@ -655,7 +639,7 @@ class Connection:
                 self._poll_tcp_close()
                 return not self._closed.is_set()
             sock = self.socket
-            ready = _tls_record_ready(sock) if self._tls else _wait_readable(sock, 0)
+            ready = _tls_record_ready(sock) if self._tls else wait_readable(sock, 0)
             if not ready:
                 return not self._tls  # half a TLS record: look again next tick
             return self._receive_once() and self._queue_events()

@@ -7,6 +7,7 @@ import socket
 import threading
 from typing import Any, Callable, Optional, Sequence, Set, Union
 
+from ._io import send_head
 from .client import _codec_settings, compression_config
 from .connection import Connection
 from .exceptions import ConnectionClosed, ProtocolError
@@ -73,14 +74,13 @@ class Endpoint:
 
     def _upgrade(self, sock: socket.socket, request: Request, response: Response,
                  accepted: Accepted, leftover: bytes = b"",
-                 timeout: Optional[float] = None) -> Connection:
-        """On a slot from _reserve_slot(): write the 101 (RFC 6455 §4.2.2), within
-        ``timeout`` if given, and make the server-side Connection, now counted as open."""
+                 deadline: Optional[float] = None) -> Connection:
+        """On a slot from _reserve_slot(): write the 101 (RFC 6455 §4.2.2) before
+        ``deadline`` if given, and make the server-side Connection, now counted as open."""
         try:
-            if timeout is not None:
-                sock.settimeout(timeout)
-            sock.sendall(response.serialize())
-            sock.settimeout(None)
+            send_head(sock, response.serialize(), deadline)
+            if sock.gettimeout() is not None:
+                sock.settimeout(None)  # Connection waits with poll, never with a timeout
             protocol = Protocol(Side.SERVER, max_size=self.max_size, deflate=accepted.deflate,
                                 **_codec_settings(self._compression))
             connection = Connection(sock, protocol, request=request, response=response,

@@ -1,6 +1,7 @@
 """serve() and Server: a thread per connection, the handler in that thread (DESIGN §2-§3)."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import selectors
@@ -11,7 +12,7 @@ import threading
 from time import monotonic
 from typing import Any, Callable, Dict, Optional, Tuple
 
-from ._io import open_unix_socket, read_head, set_nodelay
+from ._io import open_unix_socket, read_head, send_head, set_nodelay
 from ._workers import Workers
 from .connection import Connection
 from .endpoint import Endpoint, Handler
@@ -31,8 +32,16 @@ class HandshakeInfo:
     def __init__(self, server: Any, sock: socket.socket, request: Optional[Request] = None) -> None:
         self.server = server
         self.request = request
-        self.local_address = sock.getsockname()
-        self.remote_address = sock.getpeername()
+        self._socket = sock
+
+    # Looked up when first read, during the handshake: most servers never ask.
+    @functools.cached_property
+    def local_address(self) -> Any:
+        return self._socket.getsockname()
+
+    @functools.cached_property
+    def remote_address(self) -> Any:
+        return self._socket.getpeername()
 
 
 class Server(Endpoint):
@@ -150,26 +159,26 @@ class Server(Endpoint):
         try:
             request, leftover = read_head(sock, parse_request, deadline)
         except HeaderBlockTooLarge as exc:
-            self._refuse(sock, self._handshake.reject(431, str(exc)))
+            self._refuse(sock, self._handshake.reject(431, str(exc)), deadline)
             return None
         except InvalidHandshake as exc:
-            self._refuse(sock, self._handshake.reject(400, str(exc)))
+            self._refuse(sock, self._handshake.reject(400, str(exc)), deadline)
             return None
         info.request = request
         if self.process_request is not None:
             answer = self.process_request(info, request)
             if answer is not None:
-                self._refuse(sock, answer)
+                self._refuse(sock, answer, deadline)
                 return None
         response, accepted = self._handshake.accept(request, info)
         if response.status == 101 and not self._reserve_slot():
             response = self._handshake.reject(503, "too many connections, try again later")
         if response.status != 101:
-            self._refuse(sock, response)
+            self._refuse(sock, response, deadline)
             return None
         self._end_opening()  # the socket is the connection's now: shutdown() closes it with 1001
         try:
-            connection = self._upgrade(sock, request, response, accepted, leftover)
+            connection = self._upgrade(sock, request, response, accepted, leftover, deadline)
         except BaseException:
             sock.close()
             raise
@@ -179,13 +188,13 @@ class Server(Endpoint):
             self.logger.info("connection open from %s", format_address(connection.remote_address))
         return connection
 
-    def _refuse(self, sock: socket.socket, response: Response) -> None:
+    def _refuse(self, sock: socket.socket, response: Response, deadline: float) -> None:
         self.logger.info("refused %s: %d %s", format_address(sock.getpeername()), response.status,
                          response.reason)
         try:
-            sock.sendall(response.serialize())
+            send_head(sock, response.serialize(), deadline)
             sock.shutdown(socket.SHUT_WR)
-        except OSError:
+        except OSError:  # TimeoutError included
             pass
         sock.close()
 

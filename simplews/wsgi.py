@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+from time import monotonic
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 from urllib.parse import quote
 
@@ -101,7 +102,8 @@ class WebSocketApp(Endpoint):
         dup: Optional[socket.socket] = None
         try:
             dup = sock.dup()
-            connection = self._upgrade(dup, request, response, accepted, timeout=self.open_timeout)
+            deadline = None if self.open_timeout is None else monotonic() + self.open_timeout
+            connection = self._upgrade(dup, request, response, accepted, deadline=deadline)
         except BaseException as exc:
             if dup is None:
                 self._release_slot()  # _upgrade() releases it itself

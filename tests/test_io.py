@@ -1,0 +1,89 @@
+"""The handshake's socket helpers (simplews/_io.py), over real socket pairs."""
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from simplews._io import read_head, send_head, wait_readable, wait_writable
+from simplews.http11 import parse_request
+
+from conftest import TIMEOUT
+
+REQUEST = b"GET /chat HTTP/1.1\r\nHost: example.com\r\n\r\n"
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_read_head_gathers_a_head_sent_in_pieces_and_returns_what_follows(pair):
+    reader, writer = pair
+
+    def trickle():
+        for i in range(0, len(REQUEST), 7):
+            writer.sendall(REQUEST[i:i + 7])
+            time.sleep(0.001)  # separate reads on the other side
+        writer.sendall(b"\x81\x00")
+
+    thread = threading.Thread(target=trickle)
+    thread.start()
+    try:
+        request, leftover = read_head(reader, parse_request, time.monotonic() + TIMEOUT)
+    finally:
+        thread.join(TIMEOUT)
+    assert request.path == "/chat" and request.headers["Host"] == "example.com"
+    rest = leftover + (reader.recv(16) if len(leftover) < 2 else b"")
+    assert rest == b"\x81\x00"
+    assert reader.gettimeout() is None  # a plain socket is never put in timeout mode
+
+
+def test_read_head_times_out_and_reports_eof(pair):
+    reader, writer = pair
+    writer.sendall(REQUEST[:10])
+    started = time.monotonic()
+    with pytest.raises(TimeoutError):
+        read_head(reader, parse_request, time.monotonic() + 0.05)
+    assert time.monotonic() - started < TIMEOUT
+    writer.close()
+    with pytest.raises(EOFError):
+        read_head(reader, parse_request, time.monotonic() + TIMEOUT)
+
+
+def test_send_head_waits_for_room_and_times_out_when_none_comes(pair):
+    writer, reader = pair
+    writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    big = b"x" * (1 << 20)  # far more than both buffers hold
+    received = bytearray()
+
+    def drain():
+        while len(received) < len(big):
+            data = reader.recv(65536)
+            if not data:
+                break
+            received.extend(data)
+
+    thread = threading.Thread(target=drain)
+    thread.start()
+    try:
+        send_head(writer, big, time.monotonic() + TIMEOUT)  # waits with poll while full
+    finally:
+        thread.join(TIMEOUT)
+    assert bytes(received) == big
+    assert writer.gettimeout() is None
+    with pytest.raises(TimeoutError):  # nobody reads now
+        send_head(writer, big, time.monotonic() + 0.05)
+
+
+def test_waits_report_readiness(pair):
+    a, b = pair
+    assert wait_writable(a, 0)
+    assert not wait_readable(a, 0)
+    b.sendall(b"x")
+    assert wait_readable(a, TIMEOUT)
