@@ -333,9 +333,27 @@ class Connection:
             except OSError:
                 pass
 
+    def _server_may_close_now(self) -> bool:
+        """RFC 6455 §7.1.1: after sending and receiving a close frame, "the server MUST
+        close the underlying TCP connection immediately". True once it may: the closing
+        handshake completed, our side is shut down and nothing the client sent is left
+        unread (closing over unread bytes would reset the connection). A peek, no wait."""
+        protocol = self.protocol
+        if not self._shut_wr or protocol.close_rcvd is None or protocol.failure is not None:
+            return False
+        try:
+            return not socket.socket.recv(self.socket, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return True  # nothing pending
+        except OSError:
+            return True  # reset by the peer: nothing left to wait for
+
     def _wait_tcp_close(self) -> None:
         """Discard what the peer still sends until it closes TCP or time is up, then
-        close our end (read lock held)."""
+        close our end (read lock held). A server closes at once when it may."""
+        if self._server_may_close_now():
+            self._finish()
+            return
         deadline = self._close_deadline or monotonic()
         sock, buffer = self.socket, self._read_buffer
         while not self._closed.is_set():
@@ -351,6 +369,9 @@ class Connection:
     def _poll_tcp_close(self) -> None:
         """The keepalive thread's version of _wait_tcp_close: read what is there, finish
         on EOF or after the deadline, never wait (read lock held)."""
+        if self._server_may_close_now():
+            self._finish()
+            return
         sock = self.socket
         try:
             while (self._tls and _tls_record_ready(sock)) or (not self._tls and wait_readable(sock, 0)):

@@ -223,6 +223,33 @@ def test_server_closes_tcp_first(start_server, scheme):
     peer.close()
 
 
+def test_server_closes_at_once_without_waiting_for_the_clients_fin(start_server, scheme):
+    """RFC 6455 §7.1.1: "The server MUST close the underlying TCP connection immediately"
+    after the closing handshake; its thread is free although the client keeps TCP open."""
+    finished = threading.Event()
+    server_side = []
+
+    def handler(ws):
+        server_side.append(ws)
+        for _ in ws:
+            pass
+
+    def serve_connection(sock):
+        serve(sock)
+        finished.set()
+
+    server = start_server(handler, close_timeout=60)  # the old wait for the FIN: 60 s
+    serve = server._serve_connection
+    server._workers._serve = serve_connection
+    peer = raw_client(server.uri)
+    peer.send(peer.protocol.send_close(1000))
+    assert peer.next_event() == Close(1000, "")
+    assert peer.at_eof()
+    assert finished.wait(TIMEOUT), "the server still waits for the client to close TCP"
+    assert server_side[0].state is simplews.State.CLOSED and server_side[0].close_code == 1000
+    peer.close()
+
+
 def test_close_echo_waits_for_a_full_send_buffer(start_server, scheme):
     """The peer's close arrives while the server's send buffer is full and nobody reads:
     the keepalive thread must not shut TCP down before the rest of the message and the
