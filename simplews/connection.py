@@ -481,7 +481,8 @@ class Connection:
                 raise exc
 
     def _send_frame(self, opcode: int, data: Union[bytes, bytearray, memoryview], fin: bool) -> None:
-        with self._write_lock:
+        self._write_lock.acquire()
+        try:
             protocol = self.protocol
             if protocol.close_sent is not None or protocol.close_rcvd is not None or self._tcp_closed:
                 raise self._closing_exception()
@@ -489,6 +490,18 @@ class Connection:
             if self._debug:
                 self.logger.debug("> %s %d bytes%s", Opcode(opcode).name, len(data), "" if fin else " (fin=0)")
             self._write(buffers)
+        finally:
+            self._release_writer()
+
+    def _release_writer(self) -> None:
+        """Release the writer lock, then send what the keepalive thread read but could
+        not answer while the lock was taken (a pong, a close echo): now, not at its next
+        tick."""
+        self._write_lock.release()
+        if self.protocol.has_replies:
+            self._send_replies()
+            if self._close_deadline is not None:
+                self._start_tcp_close()  # the echo is out: now the server may close TCP
 
     def _write(self, buffers: List[Any]) -> None:
         """Write buffers (writer lock held); a failed write aborts the connection."""

@@ -290,6 +290,28 @@ def _writable(sock) -> bool:
     return bool(select.select([], [sock], [], 0)[1])
 
 
+def test_a_writer_sends_the_close_echo_the_keepalive_thread_had_to_leave(start_server, connect):
+    """The keepalive thread reads a close while the handler is writing: it cannot take
+    the writer lock, so the echo waits; the writer sends it as it lets go of the lock,
+    not the keepalive thread at its next tick."""
+    left_for_the_writer = []
+
+    def handler(ws):
+        ws._write_lock.acquire()  # as if in the middle of a frame
+        deadline = time.monotonic() + TIMEOUT
+        while ws.protocol.close_rcvd is None and time.monotonic() < deadline:
+            time.sleep(0.005)  # the keepalive thread reads it (nobody else reads)
+        left_for_the_writer.append(ws.protocol.has_replies)
+        ws._release_writer()
+        left_for_the_writer.append(ws.protocol.has_replies)
+
+    server = start_server(handler)
+    ws = connect(server)
+    ws.close()
+    assert ws.close_code == 1000
+    assert left_for_the_writer == [True, False]
+
+
 def test_client_waits_for_the_server_to_close_tcp(connect, raw_server):
     ws, peer = raw_server.pair(connect)
     closer = threading.Thread(target=ws.close)
