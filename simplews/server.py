@@ -4,16 +4,18 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import select
 import selectors
 import socket
 import ssl as ssl_module
 import stat
+import sys
 import threading
 from time import monotonic
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
-from ._io import open_unix_socket, read_head, send_head, set_nodelay
-from ._workers import Workers
+from ._io import open_unix_socket, read_head, send_head, set_nodelay, wait_readable
+from ._workers import STOP, Workers
 from .connection import Connection
 from .endpoint import Endpoint, Handler
 from .exceptions import InvalidHandshake
@@ -59,53 +61,30 @@ class Server(Endpoint):
             sock = (_listen_unix(unix_socket, backlog) if unix_socket is not None
                     else _listen(host, port, backlog, reuse_port))
         self.socket = sock
+        sock.setblocking(False)  # several idle threads may try to accept one connection
         self.unix_socket = unix_socket
         self.port: Optional[int] = None if sock.family == socket.AF_UNIX else sock.getsockname()[1]
         self._opening: Dict[int, socket.socket] = {}  # thread id -> socket in its handshakes
-        self._workers = Workers(self._accept, self._serve_connection)
+        self._workers = Workers(lambda: _Waiter(self), self._serve_connection)
         self._stopping = threading.Event()
         self._stopped = threading.Event()
         self._stopped.set()
         self._wakeup_r, self._wakeup_w = socket.socketpair()
-        self._selector: Optional[selectors.BaseSelector] = None  # serve_forever()'s
 
     # ------------------------------------------------------------- accepting
 
     def serve_forever(self) -> None:
         """Accept connections until shutdown() is called from another thread (or this
-        one is interrupted, e.g. by KeyboardInterrupt). The worker threads accept in
-        turn (simplews/_workers.py); this one waits."""
+        one is interrupted, e.g. by KeyboardInterrupt). The idle worker threads accept
+        (see _Waiter); this one waits."""
         self._stopped.clear()
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(self.socket, selectors.EVENT_READ)
-        self._selector.register(self._wakeup_r, selectors.EVENT_READ)
         self.logger.info("listening on %s", format_address(self.socket.getsockname()))
         try:
             self._workers.start()
             self._stopping.wait()
         finally:
             self._stop_accepting()
-            self._workers.stop(self.close_timeout if self.close_timeout is not None else 10)
-            self._selector.close()
             self._stopped.set()
-
-    def _accept(self) -> Optional[Tuple[socket.socket, str]]:
-        """The next connection and its thread's name, None once shutdown() began: in
-        the worker thread whose turn it is (simplews/_workers.py)."""
-        assert self._selector is not None
-        while not self._stopping.is_set():
-            for key, _ in self._selector.select():
-                if key.fileobj is self._wakeup_r or self._stopping.is_set():
-                    return None
-                try:
-                    sock, address = self.socket.accept()
-                except (BlockingIOError, InterruptedError):
-                    continue
-                except OSError as exc:  # e.g. EMFILE: log and keep serving
-                    self.logger.error("accept failed: %s", exc)
-                    continue
-                return sock, f"simplews-{address}"
-        return None
 
     def _serve_connection(self, sock: socket.socket) -> None:
         try:
@@ -213,7 +192,6 @@ class Server(Endpoint):
         timeout = self.close_timeout if self.close_timeout is not None else 10
         deadline = monotonic() + timeout
         self._stopped.wait(timeout)
-        self._workers.stop(max(0.0, deadline - monotonic()))
         for connection in self.connections:
             connection._send_close(CloseCode.GOING_AWAY, "server shutting down", 0.1)
         for thread in self._workers.threads():
@@ -223,8 +201,9 @@ class Server(Endpoint):
         self.close()
 
     def _stop_accepting(self) -> None:
-        """No more connections: wake the worker in _accept()."""
+        """No more connections: wake the idle workers (their waiters return STOP)."""
         self._stopping.set()
+        self._workers.stop()
         try:
             self._wakeup_w.send(b"x")
         except OSError:
@@ -246,6 +225,59 @@ class Server(Endpoint):
 
     def __exit__(self, *exc_info: Any) -> None:
         self.shutdown()
+
+
+class _Waiter:
+    """An idle worker thread's wait for the next connection (simplews/_workers.py): its
+    own epoll on the listening socket, registered with EPOLLEXCLUSIVE so that a new
+    connection wakes one waiting thread, not all of them, and on the wake-up socket,
+    which wakes them all at shutdown. Without EPOLLEXCLUSIVE (not Linux), a selector:
+    the idle threads all wake, one accepts."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        listening, wakeup = server.socket.fileno(), server._wakeup_r.fileno()
+        self._poller: Any
+        if _EPOLLEXCLUSIVE:
+            self._poller = select.epoll()
+            self._poller.register(listening, select.EPOLLIN | _EPOLLEXCLUSIVE)
+            self._poller.register(wakeup, select.EPOLLIN)
+            self._wait: Callable[[float], list] = self._poller.poll
+        else:  # pragma: no cover (Linux has EPOLLEXCLUSIVE since 4.5)
+            self._poller = selectors.DefaultSelector()
+            self._poller.register(listening, selectors.EVENT_READ)
+            self._poller.register(wakeup, selectors.EVENT_READ)
+            self._wait = self._poller.select
+
+    def __call__(self, timeout: float) -> Union[Tuple[socket.socket, str], None, str]:
+        server = self._server
+        deadline = monotonic() + timeout
+        while not server._stopping.is_set():
+            remaining = deadline - monotonic()
+            if remaining <= 0 or not self._wait(remaining):
+                return None
+            if server._stopping.is_set():
+                break
+            try:
+                sock, address = server.socket.accept()
+            except (BlockingIOError, InterruptedError):  # another thread took it
+                continue
+            except OSError as exc:  # e.g. EMFILE: log, pause (the connection still waits)
+                server.logger.error("accept failed: %s", exc)
+                wait_readable(server._wakeup_r, 0.1)
+                continue
+            if _ACCEPTED_INHERIT_NONBLOCKING:
+                sock.setblocking(True)
+            return sock, f"simplews-{address}"
+        return STOP
+
+    def close(self) -> None:
+        self._poller.close()
+
+
+_EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)  # Linux 4.5+
+# BSD and macOS sockets take O_NONBLOCK from the listening socket; Linux's do not.
+_ACCEPTED_INHERIT_NONBLOCKING = not sys.platform.startswith("linux")
 
 
 def format_address(address: Any) -> str:

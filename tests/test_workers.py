@@ -1,36 +1,49 @@
-"""Workers (simplews/_workers.py): threads take turns accepting and serve what they
-accepted themselves; one thread per item at a time, threads reused."""
+"""Workers (simplews/_workers.py): idle threads wait together, the one that gets an
+item serves it itself; one thread per item at a time, threads reused."""
 from __future__ import annotations
 
 import queue
 import threading
 import time
 
-from simplews._workers import Workers
+from simplews._workers import STOP, Workers
 from conftest import TIMEOUT
-
-STOP = object()
 
 
 class Pool:
-    """Workers fed from a queue (the "listening socket"), recording who served what."""
+    """Workers whose waiters share a queue (the "listening socket"), recording who
+    served what."""
 
     def __init__(self, **options) -> None:
         self.items: "queue.Queue" = queue.Queue()
         self.done = threading.Semaphore(0)
         self.served = []  # (item, thread ident, thread name)
-        self.accepted_by = []  # thread ident of each accept() that returned an item
+        self.taken_by = []  # the thread whose waiter returned each item
+        self.waiters_closed = 0
         self.release = threading.Event()
         self.release.set()
-        self.workers = Workers(self.accept, self.serve, **options)
+        self.workers = Workers(self.open_waiter, self.serve, **options)
         self.workers.start()
 
-    def accept(self):
-        item = self.items.get()
-        if item is STOP:
-            return None
-        self.accepted_by.append(threading.get_ident())
-        return item, f"simplews-{item}"
+    def open_waiter(self):
+        pool = self
+
+        class QueueWaiter:
+            def __call__(self, timeout):
+                try:
+                    item = pool.items.get(timeout=timeout)
+                except queue.Empty:
+                    return None
+                if item is STOP:
+                    pool.items.put(STOP)  # for the other waiters too
+                    return STOP
+                pool.taken_by.append(threading.get_ident())
+                return item, f"simplews-{item}"
+
+            def close(self):
+                pool.waiters_closed += 1
+
+        return QueueWaiter()
 
     def serve(self, item) -> None:
         self.served.append((item, threading.get_ident(), threading.current_thread().name))
@@ -54,8 +67,8 @@ class Pool:
         self.wait_done(len(items))
 
     def stop_and_join(self) -> None:
-        self.items.put(STOP)  # what the server's wake-up socket does for its accept()
-        self.workers.stop(TIMEOUT)
+        self.workers.stop()
+        self.items.put(STOP)  # what the server's wake-up socket does for its waiters
         for thread in self.workers.threads():
             thread.join(TIMEOUT)
         assert self.workers.threads() == []
@@ -69,23 +82,24 @@ def wait_until(predicate) -> None:
         time.sleep(0.002)
 
 
-def waiting(workers: Workers) -> int:
+def idle(workers: Workers) -> int:
     with workers._lock:
-        return workers._waiting
+        return workers._idle
 
 
-def test_the_thread_that_accepts_serves_and_a_finished_thread_is_reused():
+def test_the_thread_that_gets_an_item_serves_it_and_threads_are_reused():
     pool = Pool(idle_timeout=TIMEOUT)
     pool.feed("a")
     pool.wait_done(1)
-    wait_until(lambda: waiting(pool.workers) == 1)  # the other thread holds the turn
+    wait_until(lambda: idle(pool.workers) == 2)  # a's thread, and the one it started
     pool.feed("b")
     pool.wait_done(1)
     (_, first, name_a), (_, second, name_b) = pool.served
-    assert pool.accepted_by == [first, second]  # no hand-off between accept and serve
+    assert pool.taken_by == [first, second]  # no hand-off between waiting and serving
     assert (name_a, name_b) == ("simplews-a", "simplews-b")
-    assert len(pool.workers.threads()) == 2  # a took the turn back after b's accept
+    assert len(pool.workers.threads()) == 2  # b found a waiting thread: none started
     pool.stop_and_join()
+    assert pool.waiters_closed == 2
 
 
 def test_concurrent_items_each_get_their_own_thread():
@@ -93,27 +107,26 @@ def test_concurrent_items_each_get_their_own_thread():
     pool.release.clear()
     pool.feed(*range(5))
     wait_until(lambda: len(pool.served) == 5)
-    assert len(pool.workers.threads()) == 6  # five serving, one accepting
+    assert len(pool.workers.threads()) == 6  # five serving, one waiting
     pool.release.set()
     pool.wait_done(5)
     assert len({ident for _, ident, _ in pool.served}) == 5
     pool.stop_and_join()
 
 
-def test_at_most_max_idle_threads_wait_for_a_turn():
+def test_at_most_max_idle_threads_stay():
     pool = Pool(max_idle=2, idle_timeout=TIMEOUT)
     pool.serve_at_once(*range(5))
-    # two wait for the turn, one holds it; the three others exit at once
-    wait_until(lambda: len(pool.workers.threads()) == 3)
-    assert waiting(pool.workers) == 2
+    wait_until(lambda: len(pool.workers.threads()) == 2)  # the four others exit at once
+    assert idle(pool.workers) == 2
     pool.stop_and_join()
 
 
-def test_idle_threads_leave_after_idle_timeout_but_one_always_accepts():
+def test_idle_threads_leave_after_idle_timeout_but_one_always_waits():
     pool = Pool(idle_timeout=0.05)
     pool.serve_at_once(1, 2, 3)
-    wait_until(lambda: len(pool.workers.threads()) == 1)  # the one in accept()
-    assert waiting(pool.workers) == 0
+    wait_until(lambda: len(pool.workers.threads()) == 1)
+    assert idle(pool.workers) == 1
     pool.feed("late")
     pool.wait_done(1)
     assert pool.served[-1][0] == "late"
@@ -123,7 +136,7 @@ def test_idle_threads_leave_after_idle_timeout_but_one_always_accepts():
 def test_stop_ends_waiting_threads_at_once():
     pool = Pool(idle_timeout=60)
     pool.serve_at_once(1, 2, 3)
-    wait_until(lambda: waiting(pool.workers) == 3)
+    wait_until(lambda: idle(pool.workers) == 4)
     started = time.monotonic()
     pool.stop_and_join()  # would take 60 s if the waiting threads did not get the stop
     assert time.monotonic() - started < TIMEOUT
