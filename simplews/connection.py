@@ -393,14 +393,15 @@ class Connection:
             self._tcp_closed = True
             self._closed.set()
         keepalive.unregister(self)
-        if not self._shut_wr:  # after SHUT_WR, no writer can be blocked
+        # No sendall may be using the descriptor when it is closed. A writer blocked
+        # in one fails once TCP is shut down, and the lock comes free at once.
+        locked = self._write_lock.acquire(blocking=False)
+        if not locked:
             try:
                 self.socket.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        # No sendall may be using the descriptor when it is closed; shutdown made any
-        # blocked writer fail, so the lock comes free at once.
-        locked = self._write_lock.acquire(timeout=self.close_timeout or 1)
+            locked = self._write_lock.acquire(timeout=self.close_timeout or 1)
         try:
             self.socket.close()
         finally:
