@@ -1,7 +1,7 @@
 """The server's threads. Idle threads all wait for the next connection; the one that
 gets it serves it itself, so that the handshake starts in the thread the kernel woke,
 with no hand-off between threads in its way. If no other thread is then left waiting,
-it starts one first. A thread whose connection ended waits for the next one instead of
+run() starts one. A thread whose connection ended waits for the next one instead of
 exiting (starting a thread costs more than a handshake); each connection still has one
 thread of its own while it lives."""
 from __future__ import annotations
@@ -38,12 +38,20 @@ class Workers:
         self._idle = 0  # threads waiting for work, or about to
         self._threads: Set[threading.Thread] = set()
         self._stopping = False
+        self._wanted = threading.Event()  # run() should start a thread
 
-    def start(self) -> None:
-        """Start the first thread."""
-        with self._lock:
-            if not self._stopping:
-                self._spawn()
+    def run(self) -> None:
+        """Start the first thread, then a new one whenever no thread is left waiting,
+        until stop(). Threads are started here, from one long-lived thread (serve_forever's):
+        a thread started from another short-lived one costs ~4 KiB more memory."""
+        while True:
+            with self._lock:
+                if self._stopping:
+                    return
+                if self._idle == 0:
+                    self._spawn()
+            self._wanted.wait()
+            self._wanted.clear()
 
     def threads(self) -> List[threading.Thread]:
         """The live threads, serving or waiting."""
@@ -51,10 +59,11 @@ class Workers:
             return list(self._threads)
 
     def stop(self) -> None:
-        """No new threads; each thread exits once its waiter returns STOP (the caller
-        makes them do so) or its item is served."""
+        """No new threads, run() returns; each thread exits once its waiter returns STOP
+        (the caller makes them do so) or its item is served."""
         with self._lock:
             self._stopping = True
+        self._wanted.set()
 
     def _spawn(self) -> None:
         """A new thread, counted as idle from now on (``_lock`` held)."""
@@ -79,8 +88,8 @@ class Workers:
                             return
                         continue
                     self._idle -= 1
-                    if self._idle == 0 and not self._stopping:
-                        self._spawn()  # the next connection needs a waiting thread
+                    if self._idle == 0:
+                        self._wanted.set()  # the next connection needs a waiting thread
                 item, me.name = task  # type: ignore[misc]
                 self._serve(item)
                 me.name = "simplews-worker"

@@ -76,12 +76,11 @@ class Server(Endpoint):
     def serve_forever(self) -> None:
         """Accept connections until shutdown() is called from another thread (or this
         one is interrupted, e.g. by KeyboardInterrupt). The idle worker threads accept
-        (see _Waiter); this one waits."""
+        (see _Waiter); this one starts them."""
         self._stopped.clear()
         self.logger.info("listening on %s", format_address(self.socket.getsockname()))
         try:
-            self._workers.start()
-            self._stopping.wait()
+            self._workers.run()  # until shutdown()
         finally:
             self._stop_accepting()
             self._stopped.set()
@@ -242,7 +241,7 @@ class _Waiter:
             self._poller = select.epoll()
             self._poller.register(listening, select.EPOLLIN | _EPOLLEXCLUSIVE)
             self._poller.register(wakeup, select.EPOLLIN)
-            self._wait: Callable[[float], list] = self._poller.poll
+            self._wait: Callable[[float], list] = lambda timeout: self._poller.poll(timeout, 2)
         else:  # pragma: no cover (Linux has EPOLLEXCLUSIVE since 4.5)
             self._poller = selectors.DefaultSelector()
             self._poller.register(listening, selectors.EVENT_READ)

@@ -23,7 +23,16 @@ class Pool:
         self.release = threading.Event()
         self.release.set()
         self.workers = Workers(self.open_waiter, self.serve, **options)
-        self.workers.start()
+        self.spawned_from = []  # the thread that started each worker thread
+        spawn = self.workers._spawn
+
+        def recording_spawn():
+            self.spawned_from.append(threading.get_ident())
+            spawn()
+
+        self.workers._spawn = recording_spawn
+        self.runner = threading.Thread(target=self.workers.run)  # serve_forever()'s part
+        self.runner.start()
 
     def open_waiter(self):
         pool = self
@@ -69,6 +78,8 @@ class Pool:
     def stop_and_join(self) -> None:
         self.workers.stop()
         self.items.put(STOP)  # what the server's wake-up socket does for its waiters
+        self.runner.join(TIMEOUT)
+        assert not self.runner.is_alive()
         for thread in self.workers.threads():
             thread.join(TIMEOUT)
         assert self.workers.threads() == []
@@ -89,15 +100,19 @@ def idle(workers: Workers) -> int:
 
 def test_the_thread_that_gets_an_item_serves_it_and_threads_are_reused():
     pool = Pool(idle_timeout=TIMEOUT)
+    pool.release.clear()
     pool.feed("a")
+    # while a is served, run() starts a thread to wait instead
+    wait_until(lambda: pool.served and idle(pool.workers) == 1)
+    pool.release.set()
     pool.wait_done(1)
-    wait_until(lambda: idle(pool.workers) == 2)  # a's thread, and the one it started
+    wait_until(lambda: idle(pool.workers) == 2)  # a's thread waits again
     pool.feed("b")
     pool.wait_done(1)
     (_, first, name_a), (_, second, name_b) = pool.served
     assert pool.taken_by == [first, second]  # no hand-off between waiting and serving
     assert (name_a, name_b) == ("simplews-a", "simplews-b")
-    assert len(pool.workers.threads()) == 2  # b found a waiting thread: none started
+    assert len(pool.workers.threads()) == 2  # b found another waiting thread: none started
     pool.stop_and_join()
     assert pool.waiters_closed == 2
 
@@ -107,7 +122,8 @@ def test_concurrent_items_each_get_their_own_thread():
     pool.release.clear()
     pool.feed(*range(5))
     wait_until(lambda: len(pool.served) == 5)
-    assert len(pool.workers.threads()) == 6  # five serving, one waiting
+    wait_until(lambda: idle(pool.workers) == 1)  # and run() started one more to wait
+    assert len(pool.workers.threads()) == 6
     pool.release.set()
     pool.wait_done(5)
     assert len({ident for _, ident, _ in pool.served}) == 5
@@ -136,7 +152,7 @@ def test_idle_threads_leave_after_idle_timeout_but_one_always_waits():
 def test_stop_ends_waiting_threads_at_once():
     pool = Pool(idle_timeout=60)
     pool.serve_at_once(1, 2, 3)
-    wait_until(lambda: idle(pool.workers) == 4)
+    wait_until(lambda: idle(pool.workers) >= 3)  # all waiting (a fourth, if run() was quick)
     started = time.monotonic()
     pool.stop_and_join()  # would take 60 s if the waiting threads did not get the stop
     assert time.monotonic() - started < TIMEOUT
@@ -145,5 +161,13 @@ def test_stop_ends_waiting_threads_at_once():
 def test_a_stopped_pool_starts_nothing():
     pool = Pool(idle_timeout=TIMEOUT)
     pool.stop_and_join()
-    pool.workers.start()
+    pool.workers.run()  # returns at once
     assert pool.workers.threads() == []
+
+
+def test_threads_are_started_by_the_thread_in_run():
+    pool = Pool(idle_timeout=TIMEOUT)
+    pool.serve_at_once(1, 2, 3)
+    wait_until(lambda: len(pool.spawned_from) == 4)  # three served, one more to wait
+    assert set(pool.spawned_from) == {pool.runner.ident}
+    pool.stop_and_join()
