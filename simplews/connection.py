@@ -234,7 +234,7 @@ class Connection:
         protocol = self.protocol
         if streaming and protocol.in_message:
             partial = protocol.take_partial()
-            if partial is not None:
+            if partial:  # else the message's bytes are still in the buffer: parsed below
                 return Fragment(partial, False)
         while True:
             if self._close_deadline is not None:

@@ -298,9 +298,13 @@ class Protocol:
             # fails fast even in the middle of a frame (RFC 6455 §8.1).
             if available >= remaining:
                 take, done = remaining, True
-            elif available:
+            elif available and (self._msg_opcode != _BINARY or self._msg_compressed
+                                or self._msg_streamed or self.streaming):
                 take, done = available, False
             else:
+                # Nothing yet, or a plain binary frame still arriving: there is nothing to
+                # check in it, so it is taken whole once complete, in one copy out of the
+                # buffer instead of one per read and a join (max_size was checked).
                 self._frame = frame
                 return None
             # One copy out of the buffer: masking reads straight from it.

@@ -241,6 +241,28 @@ def test_take_partial_switches_to_streaming():
     assert feed(p, client_frame(CONT, b"cd")) == [Fragment(b"cd", True)]
 
 
+def test_binary_frame_arriving_in_pieces_comes_out_whole_and_streaming_gets_pieces():
+    payload = bytes(range(256)) * 64
+    frame = client_frame(BINARY, payload)
+    p = server()
+    for i in range(0, len(frame) - 1, 1000):
+        assert feed(p, frame[i:min(i + 1000, len(frame) - 1)]) == []
+    assert not p._parts and len(p._buf) == len(payload) - 1  # kept whole, not copied out
+    assert feed(p, frame[len(frame) - 1:]) == [Message(payload)]
+    # a text frame is decoded as it arrives (invalid UTF-8 fails fast, §8.1): see above
+    p = server()
+    p.streaming = True  # recv_streaming(): each piece as it arrives
+    pieces = feed(p, frame[:5000]) + feed(p, frame[5000:])
+    assert [type(e) for e in pieces] == [Fragment, Fragment] and pieces[-1].last
+    assert b"".join(e.data for e in pieces) == payload
+    p = server()  # switched to streaming in the middle of the frame: nothing is lost
+    assert feed(p, frame[:5000]) == []
+    assert not p.take_partial()
+    p.streaming = True
+    pieces = feed(p, b"") + feed(p, frame[5000:])
+    assert b"".join(e.data for e in pieces) == payload and pieces[-1].last
+
+
 def test_eof_closes():
     p = server()
     p.receive_eof()
