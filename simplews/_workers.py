@@ -76,7 +76,12 @@ class Workers:
         me = threading.current_thread()
         waiter: Optional[Waiter] = None
         try:
-            waiter = self._open_waiter()
+            try:
+                waiter = self._open_waiter()
+            except (OSError, ValueError):  # the listening socket is closed already
+                with self._lock:
+                    self._idle -= 1
+                return
             while True:
                 task = waiter(self.idle_timeout)
                 if task is STOP:

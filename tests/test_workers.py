@@ -171,3 +171,23 @@ def test_threads_are_started_by_the_thread_in_run():
     wait_until(lambda: len(pool.spawned_from) == 4)  # three served, one more to wait
     assert set(pool.spawned_from) == {pool.runner.ident}
     pool.stop_and_join()
+
+
+def test_a_thread_whose_waiter_cannot_open_leaves_quietly(monkeypatch):
+    failures = []
+    monkeypatch.setattr(threading, "excepthook", failures.append)
+
+    opened = []
+
+    def open_waiter():
+        opened.append(threading.current_thread())
+        raise OSError(9, "Bad file descriptor")  # the server closed its socket meanwhile
+
+    workers = Workers(open_waiter, lambda item: None)
+    runner = threading.Thread(target=workers.run)
+    runner.start()
+    wait_until(lambda: opened and not workers.threads())
+    assert idle(workers) == 0
+    workers.stop()
+    runner.join(TIMEOUT)
+    assert not runner.is_alive() and failures == []
