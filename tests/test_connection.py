@@ -295,6 +295,7 @@ def test_a_writer_sends_the_close_echo_the_keepalive_thread_had_to_leave(start_s
     the writer lock, so the echo waits; the writer sends it as it lets go of the lock,
     not the keepalive thread at its next tick."""
     left_for_the_writer = []
+    handler_done = threading.Event()
 
     def handler(ws):
         ws._write_lock.acquire()  # as if in the middle of a frame
@@ -304,11 +305,13 @@ def test_a_writer_sends_the_close_echo_the_keepalive_thread_had_to_leave(start_s
         left_for_the_writer.append(ws.protocol.has_replies)
         ws._release_writer()
         left_for_the_writer.append(ws.protocol.has_replies)
+        handler_done.set()
 
     server = start_server(handler)
     ws = connect(server)
-    ws.close()
+    ws.close()  # returns with the echo, maybe before the handler's last line
     assert ws.close_code == 1000
+    assert handler_done.wait(TIMEOUT)
     assert left_for_the_writer == [True, False]
 
 
