@@ -358,6 +358,7 @@ class RecordingServer:
 
         self.seen: List[Dict[str, Any]] = []
         self.done = threading.Event()  # set when a connection ends
+        self._ended = threading.Condition()
         if scheme == "wss":
             kwargs.setdefault("ssl", server_ssl_context())
         kwargs.setdefault("close_timeout", 5)
@@ -381,8 +382,18 @@ class RecordingServer:
                 if not self.respond(ws, message, info):
                     break
         finally:
-            info["close"] = (ws.close_code, ws.close_reason)
+            with self._ended:
+                info["close"] = (ws.close_code, ws.close_reason)
+                self._ended.notify_all()
             self.done.set()
+
+    def wait_closed(self, count: int = 1) -> List[Dict[str, Any]]:
+        """``seen`` once ``count`` connections have ended on the server's side too (the
+        peer may report its close before the handler is done)."""
+        with self._ended:
+            assert self._ended.wait_for(
+                lambda: sum("close" in info for info in self.seen) >= count, WAIT), self.seen
+        return self.seen
 
     def respond(self, ws: Any, message: Any, info: Dict[str, Any]) -> bool:
         info["messages"].append(message)

@@ -114,7 +114,7 @@ def test_echo_text_binary_and_1_mib(browser, servers, scheme):
     assert [m["length"] for m in report["messages"]][-2:] == [MiB, MiB]
     # simplews echoes the code of the page's close (RFC 6455 §5.5.1), not its reason
     assert report["close"]["code"] == 1000 and report["close"]["wasClean"]
-    [seen] = server.seen
+    [seen] = server.wait_closed()
     assert len(seen["messages"]) == len(plan)
     assert seen["close"] == (1000, "done")
     assert "Chrome/" in seen["user_agent"]
@@ -181,7 +181,7 @@ def test_close_4000_started_by_server(browser, servers, scheme):
     assert report["messages"][0]["equal"]
     assert report["close"] == {"code": 4000, "reason": "server says bye \N{WAVING HAND SIGN}",
                                "wasClean": True}
-    assert server.seen[0]["close"] == (4000, "server says bye \N{WAVING HAND SIGN}")
+    assert server.wait_closed()[0]["close"] == (4000, "server says bye \N{WAVING HAND SIGN}")
 
 
 def test_wss_with_another_certificate_is_refused(browser, servers):
