@@ -337,7 +337,8 @@ class Connection:
         """RFC 6455 §7.1.1: after sending and receiving a close frame, "the server MUST
         close the underlying TCP connection immediately". True once it may: the closing
         handshake completed, our side is shut down and nothing the client sent is left
-        unread (closing over unread bytes would reset the connection). A peek, no wait."""
+        unread (closing over unread bytes would reset the connection: what came after
+        the close, e.g. a TLS alert, is read and dropped first). A peek, no wait."""
         protocol = self.protocol
         if not self._shut_wr or protocol.close_rcvd is None or protocol.failure is not None:
             return False
@@ -350,13 +351,15 @@ class Connection:
 
     def _wait_tcp_close(self) -> None:
         """Discard what the peer still sends until it closes TCP or time is up, then
-        close our end (read lock held). A server closes at once when it may."""
-        if self._server_may_close_now():
-            self._finish()
-            return
+        close our end (read lock held). A server closes as soon as it may."""
+        if self.protocol.side is Side.SERVER and not self._shut_wr:
+            # The keepalive thread may have read the close and left the echo: send it
+            # (waiting for one another thread is writing), then shut our side down.
+            self._send_replies()
+            self._start_tcp_close()
         deadline = self._close_deadline or monotonic()
         sock, buffer = self.socket, self._read_buffer
-        while not self._closed.is_set():
+        while not self._closed.is_set() and not self._server_may_close_now():
             if not (self._tls and sock.pending()) and not wait_readable(sock, deadline - monotonic()):
                 break
             try:
@@ -368,21 +371,19 @@ class Connection:
 
     def _poll_tcp_close(self) -> None:
         """The keepalive thread's version of _wait_tcp_close: read what is there, finish
-        on EOF or after the deadline, never wait (read lock held)."""
-        if self._server_may_close_now():
-            self._finish()
-            return
+        on EOF, after the deadline or when a server may close, never wait (read lock held)."""
         sock = self.socket
         try:
-            while (self._tls and _tls_record_ready(sock)) or (not self._tls and wait_readable(sock, 0)):
+            while not self._server_may_close_now() and (
+                    (self._tls and _tls_record_ready(sock)) or (not self._tls and wait_readable(sock, 0))):
                 if not sock.recv_into(self._read_buffer):
-                    self._finish()
+                    break
+            else:
+                if not self._server_may_close_now() and monotonic() < (self._close_deadline or 0):
                     return
         except OSError:
-            self._finish()
-            return
-        if monotonic() >= (self._close_deadline or 0):
-            self._finish()
+            pass
+        self._finish()
 
     def _finish(self) -> None:
         """Close the socket and record how the connection ended (read lock held)."""
