@@ -355,8 +355,7 @@ class Connection:
         if self.protocol.side is Side.SERVER and not self._shut_wr:
             # The keepalive thread may have read the close and left the echo: send it
             # (waiting for one another thread is writing), then shut our side down.
-            self._send_replies()
-            self._start_tcp_close()
+            self._flush_replies()
         deadline = self._close_deadline or monotonic()
         sock, buffer = self.socket, self._read_buffer
         while not self._closed.is_set() and not self._server_may_close_now():
@@ -374,13 +373,13 @@ class Connection:
         on EOF, after the deadline or when a server may close, never wait (read lock held)."""
         sock = self.socket
         try:
-            while not self._server_may_close_now() and (
-                    (self._tls and _tls_record_ready(sock)) or (not self._tls and wait_readable(sock, 0))):
-                if not sock.recv_into(self._read_buffer):
+            while not self._server_may_close_now():
+                if not (_tls_record_ready(sock) if self._tls else wait_readable(sock, 0)):
+                    if monotonic() < (self._close_deadline or 0):
+                        return  # look again next tick
                     break
-            else:
-                if not self._server_may_close_now() and monotonic() < (self._close_deadline or 0):
-                    return
+                if not sock.recv_into(self._read_buffer):
+                    break  # EOF
         except OSError:
             pass
         self._finish()
@@ -501,9 +500,13 @@ class Connection:
         tick."""
         self._write_lock.release()
         if self.protocol.has_replies:
-            self._send_replies()
-            if self._close_deadline is not None:
-                self._start_tcp_close()  # the echo is out: now the server may close TCP
+            self._flush_replies()
+
+    def _flush_replies(self, blocking: bool = True) -> None:
+        """Send the queued replies; once a close echo is out, the server may close TCP."""
+        self._send_replies(blocking)
+        if self._close_deadline is not None:
+            self._start_tcp_close()
 
     def _write(self, buffers: List[Any]) -> None:
         """Write buffers (writer lock held); a failed write aborts the connection."""
@@ -638,9 +641,7 @@ class Connection:
                     self._read_lock.release()
             return
         if self.protocol.has_replies:
-            self._send_replies(blocking=False)
-            if self._close_deadline is not None:
-                self._start_tcp_close()  # the echo is out: now the server may close TCP
+            self._flush_replies(blocking=False)
         if self._close_deadline is not None:
             return
         sent = self._keepalive_ping
