@@ -42,6 +42,9 @@ _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 #: Payloads at least this large are returned apart from their header (no copy to join them).
 LARGE_PAYLOAD = 16 * 1024
 MASK_POOL_SIZE = 256  # bytes of os.urandom() per refill: 64 masking keys
+#: Each frame of a fragmented message counts at least this many bytes against max_size,
+#: so that tiny or empty fragments cannot keep a message (and its bookkeeping) growing.
+MIN_FRAGMENT_COST = 16
 
 # Opcodes as plain ints for the hot path.
 _CONT, _TEXT, _BINARY = Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value
@@ -50,6 +53,17 @@ _CLOSE, _PING, _PONG = Opcode.CLOSE.value, Opcode.PING.value, Opcode.PONG.value
 # indexed by opcode, then by the second byte (the length, plus 0x80 when masked).
 _SHORT_HEADERS = {opcode: [bytes((0x80 | opcode, second)) for second in range(256)]
                   for opcode in (_TEXT, _BINARY)}
+
+
+def _decode(data: Union[bytes, bytearray], decoder: Optional[codecs.IncrementalDecoder] = None,
+            last: bool = True) -> str:
+    """UTF-8 text, whole or through an incremental decoder; invalid UTF-8 fails the
+    connection with 1007 as soon as the bad byte is seen (RFC 6455 §8.1)."""
+    try:
+        return decoder.decode(data, last) if decoder is not None else data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}",
+                            CloseCode.INVALID_DATA) from None
 
 
 class Side(enum.Enum):
@@ -154,7 +168,7 @@ class Protocol:
         self._msg_compressed = False
         self._msg_size = 0
         self._msg_streamed = False
-        self._parts: List[Union[str, bytes]] = []
+        self._parts = bytearray()  # the payload so far (raw UTF-8 for text, validated)
         self._decoder: Optional[codecs.IncrementalDecoder] = None
         #: Set before next_event() to receive the next message as Fragment events.
         self.streaming = False
@@ -396,7 +410,13 @@ class Protocol:
             self._msg_size = 0
             self._msg_streamed = self.streaming
         max_size = self.max_size
-        if max_size is not None and not self._msg_compressed and self._msg_size + length > max_size:
+        if max_size is None:
+            return
+        if length < MIN_FRAGMENT_COST and (opcode == _CONT or not fin):
+            # A fragment's bookkeeping costs memory and time whatever its size: charge
+            # at least MIN_FRAGMENT_COST for it, so max_size bounds the frame count too.
+            self._msg_size += MIN_FRAGMENT_COST - length
+        if self._msg_size + (0 if self._msg_compressed else length) > max_size:
             raise PayloadTooBig(f"message over max_size ({max_size} bytes)")
 
     def _data(self, chunk: bytes, last: bool) -> Optional[Event]:
@@ -410,53 +430,59 @@ class Protocol:
         self._msg_size += len(data)
         if max_size is not None and self._msg_size > max_size:
             raise PayloadTooBig(f"message over max_size ({max_size} bytes)")
-        parts = self._parts
-        if self._msg_opcode == _TEXT:
+        parts, text = self._parts, self._msg_opcode == _TEXT
+        if last and not parts and not self._msg_streamed and self._decoder is None:
+            self._msg_opcode = 0  # a message in one piece: no assembly
+            return Message(_decode(data) if text else data)  # type: ignore[arg-type]
+        raw = data
+        if text:
             decoder = self._decoder
-            try:
-                if decoder is None:
-                    if last and not parts and not self._msg_streamed:
-                        self._msg_opcode = 0
-                        return Message(data.decode("utf-8"))  # type: ignore[union-attr]
-                    decoder = self._decoder = _utf8_decoder()
-                data = decoder.decode(data, last)
-            except UnicodeDecodeError as exc:
-                # §8.1: invalid UTF-8 fails the connection with 1007.
-                raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}",
-                                    CloseCode.INVALID_DATA) from None
-        elif last and not parts and not self._msg_streamed:
-            self._msg_opcode = 0
-            return Message(data)
+            if decoder is None:
+                decoder = self._decoder = _utf8_decoder()
+            data = _decode(data, decoder, last)  # type: ignore[arg-type]
         if self._msg_streamed:
             if last:
                 self._end_message()
                 return Fragment(data, True)
             return Fragment(data, False) if data else None
-        parts.append(data)
+        # One buffer of raw bytes, not a list of pieces: memory stays within max_size
+        # however the message is cut (text is validated above, decoded once at the end).
+        parts += raw
         if not last:
             return None
-        message = Message("".join(parts) if self._msg_opcode == _TEXT else b"".join(parts))  # type: ignore[arg-type]
+        message = Message(parts.decode("utf-8") if text else bytes(parts))
         self._end_message()
         return message
 
     def _end_message(self) -> None:
         self._msg_opcode = 0
-        self._parts = []
+        self._parts = bytearray()
         self._decoder = None
         self.streaming = False
 
     def take_partial(self) -> Optional[Union[str, bytes]]:
-        """Switch a message partly assembled to streaming: what was assembled so far."""
+        """Switch a message partly assembled to streaming: what was assembled so far
+        (for text, its complete characters: the decoder keeps an unfinished one)."""
         if not self._msg_opcode or self._msg_streamed:
             return None
         self._msg_streamed = True
-        parts, self._parts = self._parts, []
-        return ("".join(parts) if self._msg_opcode == _TEXT else b"".join(parts))  # type: ignore[arg-type]
+        parts, self._parts = self._parts, bytearray()
+        if self._msg_opcode == _TEXT:
+            return codecs.utf_8_decode(parts, "strict", False)[0]
+        return bytes(parts)
 
     def _control(self, opcode: int, payload: bytes) -> Event:
         if opcode == _PING:
-            # §5.5.2: answer with a pong carrying the same payload.
-            self._replies.append((_PONG, payload))
+            # §5.5.2: answer with a pong carrying the same payload. §5.5.3: "If an endpoint
+            # receives a Ping frame and has not yet sent Pong frame(s) in response to
+            # previous Ping frame(s), the endpoint MAY elect to send a Pong frame for only
+            # the most recently processed Ping frame": a peer that pings while our writer
+            # is stuck queues one pong, not one per ping.
+            replies = self._replies
+            if replies and replies[-1][0] == _PONG:
+                replies[-1] = (_PONG, payload)
+            else:
+                replies.append((_PONG, payload))
             return Ping(payload)
         if opcode == _PONG:
             # §5.5.3: a pong may answer a ping; it acknowledges the earlier ones too.

@@ -2,6 +2,8 @@ import ast
 import pathlib
 import random
 
+import tracemalloc
+
 import pytest
 
 from simplews.exceptions import PayloadTooBig, ProtocolError
@@ -201,11 +203,10 @@ def test_ping_answered_with_same_payload():
 
 def test_pongs_matched_to_outstanding_pings():
     client, srv = make_pair()
-    for payload in (b"1", b"2", b"3"):
+    feed(srv, client.send_ping(b"1"))
+    assert feed(client, replies(srv)) == [Pong(b"1", (b"1",))]
+    for payload in (b"2", b"3"):
         feed(srv, client.send_ping(payload))
-    answers = replies(srv)
-    events = feed(client, answers[:3])  # the pong for b"1"
-    assert events == [Pong(b"1", (b"1",))]
     # a pong for b"3" acknowledges b"2" too; an unsolicited pong acknowledges nothing
     assert feed(client, srv.send_pong(b"3")) == [Pong(b"3", (b"2", b"3"))]
     assert feed(client, srv.send_pong(b"zz")) == [Pong(b"zz", ())]
@@ -220,10 +221,57 @@ def test_max_size_checked_before_the_payload_arrives():
 
 
 def test_max_size_across_fragments():
-    p = Protocol(Side.SERVER, max_size=10)
-    feed(p, client_frame(BINARY, bytes(6), fin=False))
+    p = Protocol(Side.SERVER, max_size=40)
+    feed(p, client_frame(BINARY, bytes(20), fin=False))
     with pytest.raises(PayloadTooBig):
-        feed(p, client_frame(CONT, bytes(6)))
+        feed(p, client_frame(CONT, bytes(21)))
+
+
+def test_pings_queued_behind_a_busy_writer_get_one_pong():
+    # §5.5.3: a pong for the most recent ping only; the reply queue stays bounded.
+    client, srv = make_pair()
+    for i in range(1000):
+        feed(srv, client.send_ping(b"%d" % i))
+    assert feed(client, replies(srv)) == [Pong(b"999", tuple(b"%d" % i for i in range(1000)))]
+
+
+@pytest.mark.parametrize("size", [0, 1, 15])
+def test_tiny_fragments_count_against_max_size(size):
+    # Each fragment costs at least MIN_FRAGMENT_COST bytes: a message that never grows
+    # (empty continuation frames) cannot stay open forever.
+    p = Protocol(Side.SERVER, max_size=1024)
+    data = client_frame(TEXT, b"a" * size, fin=False)
+    data += b"".join(client_frame(CONT, b"a" * size, fin=False) for _ in range(1024 // 16))
+    with pytest.raises(PayloadTooBig) as info:
+        feed(p, data)
+    assert info.value.close_code == 1009
+
+
+def test_message_of_16_byte_fragments_up_to_max_size_is_accepted():
+    p = Protocol(Side.SERVER, max_size=1024)
+    frames = [client_frame(TEXT if i == 0 else CONT, b"\xc3\xa9" * 8, fin=i == 63) for i in range(64)]
+    assert feed(p, b"".join(frames)) == [Message("\xe9" * 512)]
+
+
+def test_fragmented_message_memory_is_bounded_by_max_size():
+    # The worst framing for bookkeeping (fragments of MIN_FRAGMENT_COST bytes, arriving
+    # one by one) costs about the message's size, not a multiple of it.
+    max_size = 1 << 20
+    for opcode in (TEXT, BINARY):
+        p = Protocol(Side.SERVER, max_size=max_size)
+        count = max_size // 16
+        frames = [client_frame(opcode if i == 0 else CONT, b"abcdefghijklmnop", fin=i == count - 1)
+                  for i in range(count)]
+        tracemalloc.start()
+        try:
+            events = []
+            for frame in frames:
+                events += feed(p, frame)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert len(events) == 1 and len(events[0].data) == max_size
+        assert peak < 3 * max_size, peak  # it was ~57x for 1-byte fragments
 
 
 def test_streaming_mode_gives_fragments():
