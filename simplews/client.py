@@ -157,12 +157,12 @@ def _follow_redirect(wsuri: WebSocketURI, location: str,
                      headers: Headers) -> Tuple[WebSocketURI, Headers]:
     """The URI a redirect points to (http and https become ws and wss), and the headers
     to send there: credentials are kept on the same origin only (RFC 6454 §4)."""
-    target = urllib.parse.urljoin(wsuri.url, location)
-    scheme, sep, rest = target.partition("://")
-    target = {"http": "ws", "https": "wss"}.get(scheme.lower(), scheme) + sep + rest
     try:
+        target = urllib.parse.urljoin(wsuri.url, location)  # ValueError: "ws://[::1/x"
+        scheme, sep, rest = target.partition("://")
+        target = {"http": "ws", "https": "wss"}.get(scheme.lower(), scheme) + sep + rest
         new = parse_uri(target)
-    except InvalidURI as exc:
+    except (ValueError, InvalidURI) as exc:
         raise InvalidHandshake(f"invalid redirect to {location!r}: {exc}") from None
     if wsuri.secure and not new.secure:
         raise InvalidHandshake(f"refused a redirect from wss:// to ws:// ({target})")
@@ -183,7 +183,7 @@ def _codec_settings(config: Optional[DeflateConfig]) -> dict:
 
 def _read_body(sock: socket.socket, length: Optional[str], start: bytes, deadline: float) -> bytes:
     """The body of a refusal, up to 64 KiB, for InvalidStatus (best effort)."""
-    if not length or not length.isdigit():
+    if not length or not (length.isascii() and length.isdigit()):  # "\xb2".isdigit() is true
         return start
     size = min(int(length), 65536)
     body = bytearray(start)

@@ -41,6 +41,10 @@ def parse_uri(uri: str) -> WebSocketURI:
         raise InvalidURI(f"{uri!r} is not a WebSocket URI: the scheme must be ws or wss")
     if not parts.hostname:
         raise InvalidURI(f"{uri!r} has no host")
+    try:  # what getaddrinfo() and TLS's SNI do with the name: "a..b" fails with UnicodeError
+        host = parts.hostname.encode("idna").decode("ascii")
+    except UnicodeError as exc:
+        raise InvalidURI(f"{uri!r} has an invalid host name: {exc}") from None
     if parts.fragment:
         raise InvalidURI(f"{uri!r} has a fragment, which WebSocket URIs must not have")
     secure = parts.scheme == "wss"
@@ -51,4 +55,4 @@ def parse_uri(uri: str) -> WebSocketURI:
     if parts.username is not None:
         user_info = (urllib.parse.unquote(parts.username),
                      urllib.parse.unquote(parts.password or ""))
-    return WebSocketURI(secure, parts.hostname, port or (443 if secure else 80), resource, user_info)
+    return WebSocketURI(secure, host, port or (443 if secure else 80), resource, user_info)

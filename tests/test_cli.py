@@ -655,3 +655,16 @@ def test_interactive_server_close_ends_the_prompt(tmux):
         ws.close(4000, "kicked")
         screen = term.wait_text("[exit 8]")
         assert "simplews: connection closed abnormally: code 4000, reason 'kicked'" in screen
+
+
+# -- broken handshake answers (issue 12, item 1) ----------------------------------------
+
+
+@pytest.mark.parametrize("answer", ["superscript length", "bad redirect"])
+def test_broken_handshake_answer_exits_7(answer):
+    from test_client import SUPERSCRIPT_LENGTH, answering, redirect
+    raw = SUPERSCRIPT_LENGTH if answer == "superscript length" else redirect(b"ws://[::1/x")
+    with answering(raw) as uri:
+        result = run_cli("--no-proxy", uri)
+    line = assert_one_line_error(result, 7, "handshake")
+    assert "unexpected error" not in line

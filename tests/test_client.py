@@ -1,5 +1,6 @@
 """connect(): errors a user can act on (issue 3, item 12) and the TLS defaults."""
 import base64
+import contextlib
 import os
 import socket
 import ssl
@@ -8,6 +9,7 @@ import threading
 import pytest
 
 import simplews
+from simplews.uri import parse_uri
 
 from conftest import TIMEOUT, RawServer, client_ssl_context, server_ssl_context
 
@@ -247,3 +249,82 @@ def test_unix_socket_stale_file_is_replaced_but_a_live_one_is_not(tmp_path):
     finally:
         server.close()
     assert not os.path.exists(path)
+
+
+# -- broken answers (issue 12, item 1): always an InvalidHandshake ------------------------
+
+
+@contextlib.contextmanager
+def answering(answer: bytes):
+    """A raw TCP server on 127.0.0.1 that reads one request head, sends ``answer`` and
+    closes: what a broken or hostile server does. Yields its ws:// URI."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+
+    def serve():
+        try:
+            sock, _ = listener.accept()
+        except OSError:  # nobody came: the test failed before connecting
+            return
+        with sock:
+            sock.settimeout(TIMEOUT)
+            head = b""
+            while b"\r\n\r\n" not in head:
+                data = sock.recv(65536)
+                if not data:
+                    return
+                head += data
+            sock.sendall(answer)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        yield f"ws://127.0.0.1:{listener.getsockname()[1]}/"
+    finally:
+        try:
+            listener.shutdown(socket.SHUT_RDWR)  # wakes accept() if nobody came
+        except OSError:
+            pass
+        thread.join(TIMEOUT)
+        listener.close()
+        assert not thread.is_alive()
+
+
+def redirect(location: bytes) -> bytes:
+    return b"HTTP/1.1 302 Found\r\nLocation: " + location + b"\r\nContent-Length: 0\r\n\r\n"
+
+
+SUPERSCRIPT_LENGTH = b"HTTP/1.1 400 Bad Request\r\nContent-Length: \xb2\r\n\r\n"  # '\xb2': str.isdigit()
+
+BROKEN_ANSWERS = [
+    SUPERSCRIPT_LENGTH,
+    redirect(b"ws://[::1/x"),  # urljoin: "Invalid IPv6 URL"
+    redirect(b"ws://[zz]/"),  # urljoin: "'zz' does not appear to be an IPv4 or IPv6 address"
+    redirect(b"ws://a..b/"),  # the host's IDNA encoding fails (an empty label)
+    redirect(b"wss://.example/"),
+    redirect(b"ws://" + b"x" * 64 + b"/"),  # a label over 63 characters
+    redirect(b"ws://127.0.0.1:99999/"),
+    redirect(b"ftp://127.0.0.1/"),
+]
+
+
+@pytest.mark.parametrize("answer", BROKEN_ANSWERS, ids=lambda answer: repr(answer[:60]))
+def test_broken_answers_raise_invalid_handshake(answer):
+    with answering(answer) as uri:
+        with pytest.raises(simplews.InvalidHandshake):
+            simplews.connect(uri, proxy=None, open_timeout=TIMEOUT)
+
+
+def test_refusal_with_a_non_ascii_digit_content_length_keeps_its_status():
+    with answering(SUPERSCRIPT_LENGTH) as uri:
+        with pytest.raises(simplews.InvalidStatus) as info:
+            simplews.connect(uri, proxy=None, open_timeout=TIMEOUT)
+    assert info.value.status == 400
+
+
+def test_host_names_are_checked_and_sent_in_their_idna_form():
+    for bad in ("ws://a..b/", "ws://.example/", "wss://" + "x" * 64 + "/"):
+        with pytest.raises(simplews.InvalidURI, match="invalid host"):
+            simplews.connect(bad, proxy=None)
+    uri = parse_uri("wss://b\u00fccher.\u4f8b\u3048/x")
+    assert uri.host == "xn--bcher-kva.xn--r8jz45g" and uri.url == "wss://xn--bcher-kva.xn--r8jz45g/x"
