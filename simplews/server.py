@@ -143,12 +143,19 @@ class Server(Endpoint):
             self._refuse(sock, self._handshake.reject(400, str(exc)), deadline)
             return None
         info.request = request
-        if self.process_request is not None:
-            answer = self.process_request(info, request)
-            if answer is not None:
-                self._refuse(sock, answer, deadline)
-                return None
-        response, accepted = self._handshake.accept(request, info)
+        try:  # the application's callbacks (select_subprotocol runs in accept())
+            answer = None if self.process_request is None else self.process_request(info, request)
+            if answer is None:
+                response, accepted = self._handshake.accept(request, info)
+            elif not isinstance(answer, Response):
+                raise TypeError(f"process_request returned {type(answer).__name__!r}, "
+                                "not a Response or None")
+        except Exception:
+            self.logger.exception("error while answering an opening handshake: HTTP 500")
+            answer = self._handshake.reject(500, "internal server error")
+        if answer is not None:
+            self._refuse(sock, answer, deadline)
+            return None
         if response.status == 101 and not self._reserve_slot():
             response = self._handshake.reject(503, "too many connections, try again later")
         if response.status != 101:
@@ -167,10 +174,16 @@ class Server(Endpoint):
         return connection
 
     def _refuse(self, sock: socket.socket, response: Response, deadline: float) -> None:
+        try:
+            data = response.serialize()
+        except Exception:  # process_request's Response: a header that is not latin-1, say
+            self.logger.exception("cannot send the answer of process_request: HTTP 500")
+            response = self._handshake.reject(500, "internal server error")
+            data = response.serialize()
         self.logger.info("refused %s: %d %s", format_address(sock.getpeername()), response.status,
                          response.reason)
         try:
-            send_head(sock, response.serialize(), deadline)
+            send_head(sock, data, deadline)
             sock.shutdown(socket.SHUT_WR)
         except OSError:  # TimeoutError included
             pass

@@ -171,3 +171,42 @@ def test_shutdown_ends_connections_still_in_their_opening_handshake(start_server
         assert server._workers.threads() == []
     finally:
         silent.close()
+
+
+@pytest.mark.parametrize("failure", ["process_request raises", "process_request returns junk",
+                                     "process_request returns an unsendable Response",
+                                     "select_subprotocol raises"])
+def test_failing_handshake_callback_answers_500_logs_and_keeps_serving(start_server, connect,
+                                                                      caplog, failure):
+    def process_request(conn, request):
+        if request.path != "/boom":
+            return None
+        if failure == "process_request returns junk":
+            return "not a Response"
+        if failure == "process_request returns an unsendable Response":
+            return simplews.Response(403, headers={"X-Why": "\N{SNOWMAN}"})  # not latin-1
+        raise RuntimeError("boom in process_request")
+
+    def select_subprotocol(conn, offered):
+        if conn.request.path == "/boom":
+            raise RuntimeError("boom in select_subprotocol")
+        return None
+
+    if failure == "select_subprotocol raises":
+        server = start_server(select_subprotocol=select_subprotocol)
+    else:
+        server = start_server(process_request=process_request)
+    with caplog.at_level(logging.ERROR, logger="simplews.server"):
+        with pytest.raises(simplews.InvalidStatus) as info:
+            connect(server, "boom")
+    assert info.value.status == 500
+    assert info.value.response.body == b"internal server error\n"  # no detail for the client
+    # Logged (before the answer went out) with its traceback.
+    record = next(r for r in caplog.records if r.name == "simplews.server" and r.exc_info)
+    assert record.levelno == logging.ERROR
+    expected = {"process_request returns junk": "'str'",
+                "process_request returns an unsendable Response": "latin-1"}.get(failure, "boom")
+    assert expected in str(record.exc_info[1])
+    with connect(server, "fine") as ws:
+        ws.send("still serving")
+        assert ws.recv(timeout=TIMEOUT) == "still serving"
