@@ -70,18 +70,24 @@ def send_head(sock: socket.socket, data: bytes, deadline: Optional[float]) -> No
 
 def wait_readable(sock: socket.socket, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for ``sock`` to be readable (no fd limit with poll)."""
+    fd = sock.fileno()
+    if fd < 0:
+        return True  # closed meanwhile: the I/O call that follows reports it
     if _HAS_POLL:
         poller = select.poll()
-        poller.register(sock, select.POLLIN | select.POLLPRI)
+        poller.register(fd, select.POLLIN | select.POLLPRI)
         return bool(poller.poll(max(0.0, timeout) * 1000))
     return bool(select.select([sock], [], [], max(0.0, timeout))[0])  # pragma: no cover
 
 
 def wait_writable(sock: socket.socket, timeout: float) -> bool:
     """Could ``sock`` take a small write within ``timeout`` seconds without blocking?"""
+    fd = sock.fileno()
+    if fd < 0:
+        return True  # closed meanwhile: the I/O call that follows reports it
     if _HAS_POLL:
         poller = select.poll()
-        poller.register(sock, select.POLLOUT)
+        poller.register(fd, select.POLLOUT)
         return bool(poller.poll(max(0.0, timeout) * 1000))
     return bool(select.select([], [sock], [], max(0.0, timeout))[1])  # pragma: no cover
 

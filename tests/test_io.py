@@ -87,3 +87,14 @@ def test_waits_report_readiness(pair):
     assert not wait_readable(a, 0)
     b.sendall(b"x")
     assert wait_readable(a, TIMEOUT)
+
+
+def test_waits_on_a_socket_closed_meanwhile_return_instead_of_raising(pair):
+    # The keepalive thread may wait on a socket that another thread has just closed;
+    # poll() would raise ValueError for its descriptor -1 (issue 12, item 10: tracebacks
+    # logged on normal closes under load). The read or write that follows reports it.
+    a, _ = pair
+    a.close()
+    assert wait_readable(a, 0) and wait_writable(a, 0)
+    with pytest.raises(OSError):
+        a.recv(1)

@@ -111,3 +111,19 @@ def test_watch_skips_a_socket_closed_since_its_fileno_was_read():
     finally:
         selector.close()
     assert watched == {}
+
+
+def test_normal_closes_racing_keepalive_pings_log_no_error(start_server, connect, caplog):
+    # Issue 12, item 10: a ping racing a close is not an error (tracebacks were logged
+    # under load when a socket closed between the keepalive's check and its write).
+    caplog.set_level("WARNING", logger="simplews")
+    server = start_server(ping_interval=0.001, ping_timeout=5)
+    for _ in range(4):
+        clients = [connect(server.uri, ping_interval=0.001, ping_timeout=5) for _ in range(25)]
+        closers = [threading.Thread(target=ws.close) for ws in clients]
+        for closer in closers:
+            closer.start()
+        for closer in closers:
+            closer.join(TIMEOUT)
+        assert all(ws.close_code == 1000 for ws in clients)
+    assert not [r for r in caplog.records if r.levelno >= 30], caplog.text
