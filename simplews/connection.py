@@ -6,7 +6,12 @@
   control frames can go out between the fragments of a large message. A second
   lock keeps data messages whole: one message at a time.
 - The socket stays blocking; timeouts are waits on the file descriptor with a
-  monotonic deadline. Its file descriptor is closed only by a holder of the read lock.
+  monotonic deadline. Its file descriptor is closed once the connection is finished
+  (by a holder of the read lock, after which nobody reads it) and only by a holder of
+  the writer lock: the finisher if the lock is free, else the writer, as it lets go.
+- The keepalive thread never blocks here: it only try-acquires locks, writes only
+  what fits in the socket's buffer at once, and leaves the rest for a later tick or
+  for the writer's release.
 """
 from __future__ import annotations
 
@@ -169,15 +174,23 @@ class Connection:
         protocol = self.protocol
         received, sent = protocol.close_rcvd, protocol.close_sent
         if received is not None and sent is not None and received[0] in _OK_CODES \
-                and sent[0] in _OK_CODES and self._abort_code is None:
-            return ConnectionClosedOK(*received)
+                and sent[0] in _OK_CODES:
+            return ConnectionClosedOK(*received)  # the closing handshake completed
         if received is not None:
             return ConnectionClosedError(*received)
+        if protocol.failure is not None:  # we failed it, whether or not our close got out
+            return ConnectionClosedError(protocol.failure.close_code, str(protocol.failure))
         if self._abort_code is not None:
             return ConnectionClosedError(*self._abort_code)
-        if protocol.failure is not None and sent is not None:
-            return ConnectionClosedError(*sent)
         return ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "")
+
+    def _closed_exception(self) -> ConnectionClosed:
+        """For a sender that finds the closing handshake started: wait for it to end
+        (at most close_timeout; whoever reads finishes it), so that every thread sees
+        the exception the handshake decides, then return that."""
+        if not self._closed.is_set():
+            self._closed.wait(self.close_timeout)
+        return self._closing_exception()
 
     # ------------------------------------------------------------- receiving
 
@@ -307,10 +320,11 @@ class Connection:
             self._start_tcp_close()
 
     def _on_failure(self, exc: ProtocolError) -> None:
-        """The peer broke the protocol: send the failing close, then close TCP."""
+        """The peer broke the protocol: send the failing close (waiting for a busy
+        writer at most until the close deadline), then close TCP."""
         self.logger.info("failing connection with %d: %s", exc.close_code, exc)
-        self._send_replies()
         self._start_tcp_close()
+        self._flush_replies()
         self._wait_tcp_close()
 
     def _on_eof(self) -> None:
@@ -393,20 +407,20 @@ class Connection:
             self._tcp_closed = True
             self._closed.set()
         keepalive.unregister(self)
-        # No sendall may be using the descriptor when it is closed. A writer blocked
-        # in one fails once TCP is shut down, and the lock comes free at once.
-        locked = self._write_lock.acquire(blocking=False)
-        if not locked:
+        # No sendall may be using the descriptor when it is closed. A writer blocked in
+        # one fails once TCP is shut down; the writer then closes the socket as it
+        # releases the lock (_release_writer). Nothing here waits for the lock.
+        if not self._write_lock.acquire(blocking=False):
             try:
                 self.socket.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-            locked = self._write_lock.acquire(timeout=self.close_timeout or 1)
+            if not self._write_lock.acquire(blocking=False):
+                return  # the writer closes it (it checks _tcp_closed after releasing)
         try:
             self.socket.close()
         finally:
-            if locked:
-                self._write_lock.release()
+            self._write_lock.release()
         if self._debug:
             self.logger.debug("connection closed: %s", self._close_exc)
 
@@ -440,7 +454,7 @@ class Connection:
             except OSError:
                 pass
             finally:
-                self._write_lock.release()
+                self._release_writer(blocking=False)
         if self._cut(code, reason) and self._read_lock.acquire(blocking=False):
             try:
                 self._finish()
@@ -476,46 +490,78 @@ class Connection:
                     self._send_frame(opcode, _fragment_bytes(previous, text), False)
                     opcode, previous = _CONT, item
                 self._send_frame(opcode, _fragment_bytes(previous, text), True)
-            except (TypeError, ValueError) as exc:
-                if opcode == _CONT:  # a message cut in the middle cannot be finished
+            except BaseException as exc:
+                if opcode == _CONT and not isinstance(exc, ConnectionClosed):
+                    # A message cut in the middle cannot be finished: whatever stopped the
+                    # iterable, the peer must not take our next message as its continuation.
                     self._abort(CloseCode.INTERNAL_ERROR, "incomplete fragmented message")
-                raise exc
+                raise
 
     def _send_frame(self, opcode: int, data: Union[bytes, bytearray, memoryview], fin: bool) -> None:
         self._write_lock.acquire()
         try:
             protocol = self.protocol
-            if protocol.close_sent is not None or protocol.close_rcvd is not None or self._tcp_closed:
-                raise self._closing_exception()
-            buffers = protocol.send_data(opcode, data, fin)
-            if self._debug:
-                self.logger.debug("> %s %d bytes%s", Opcode(opcode).name, len(data), "" if fin else " (fin=0)")
-            self._write(buffers)
+            if protocol.close_sent is None and protocol.close_rcvd is None and not self._tcp_closed:
+                buffers = protocol.send_data(opcode, data, fin)
+                if self._debug:
+                    self.logger.debug("> %s %d bytes%s", Opcode(opcode).name, len(data),
+                                      "" if fin else " (fin=0)")
+                if self._write(buffers):
+                    return
         finally:
             self._release_writer()
+        raise self._closed_exception()  # the closing handshake has started
 
-    def _release_writer(self) -> None:
+    def _write(self, buffers: List[Any]) -> bool:
+        """Write buffers (writer lock held). A failed write aborts the connection and
+        raises its exception, unless a close is under way (the peer may close TCP once
+        it has our close or we have its): then False, and the caller, having released
+        the lock, raises _closed_exception()."""
+        try:
+            for buffer in buffers:
+                self.socket.sendall(buffer)
+            return True
+        except OSError as exc:
+            protocol = self.protocol
+            if protocol.close_rcvd is not None or protocol.close_sent is not None \
+                    or protocol.failure is not None:
+                return False
+            self._cut(CloseCode.ABNORMAL_CLOSURE, "connection lost while writing")
+            raise self._closing_exception() from exc
+
+    def _acquire_writer(self, blocking: bool) -> bool:
+        """Take the writer lock for replies: at once or not at all (the keepalive
+        thread), else waiting at most until the close deadline once one is set."""
+        if not blocking:
+            return self._write_lock.acquire(blocking=False)
+        deadline = self._close_deadline
+        if deadline is None:
+            return self._write_lock.acquire()
+        return self._write_lock.acquire(timeout=max(0.0, deadline - monotonic()))
+
+    def _unlock_writer(self) -> None:
+        """Release the writer lock; close the socket if the connection was finished
+        while the lock was taken (_finish leaves that to the lock's holder)."""
+        self._write_lock.release()
+        if self._tcp_closed and self._write_lock.acquire(blocking=False):
+            try:
+                self.socket.close()
+            finally:
+                self._write_lock.release()
+
+    def _release_writer(self, blocking: bool = True) -> None:
         """Release the writer lock, then send what the keepalive thread read but could
         not answer while the lock was taken (a pong, a close echo): now, not at its next
-        tick."""
-        self._write_lock.release()
-        if self.protocol.has_replies:
-            self._flush_replies()
+        tick. With ``blocking=False`` (the keepalive thread) only what goes out at once."""
+        self._unlock_writer()
+        if self.protocol.has_replies and not self._tcp_closed:
+            self._flush_replies(blocking)
 
     def _flush_replies(self, blocking: bool = True) -> None:
         """Send the queued replies; once a close echo is out, the server may close TCP."""
         self._send_replies(blocking)
         if self._close_deadline is not None:
             self._start_tcp_close()
-
-    def _write(self, buffers: List[Any]) -> None:
-        """Write buffers (writer lock held); a failed write aborts the connection."""
-        try:
-            for buffer in buffers:
-                self.socket.sendall(buffer)
-        except OSError:
-            self._cut(CloseCode.ABNORMAL_CLOSURE, "connection lost while writing")
-            raise self._closing_exception() from None
 
     def _send_replies(self, blocking: bool = True) -> None:
         """Write the pongs and close frames the protocol queued, one per lock hold;
@@ -525,9 +571,11 @@ class Connection:
         while True:
             if not blocking and not wait_writable(self.socket, 0):
                 return
-            if not self._write_lock.acquire(blocking):
+            if not self._acquire_writer(blocking):
                 return
             try:
+                if self._tcp_closed:
+                    return
                 frame = protocol.next_reply()
                 if frame is None:
                     return
@@ -538,7 +586,7 @@ class Connection:
                 except OSError:
                     return  # the reader sees the connection end
             finally:
-                self._write_lock.release()
+                self._unlock_writer()
 
     def ping(self, data: Union[str, bytes, None] = None) -> threading.Event:
         """Send a ping; the returned Event is set when its pong arrives (RFC 6455 §5.5.2)."""
@@ -555,24 +603,30 @@ class Connection:
         try:
             if payload in self._pings:
                 raise ConcurrencyError("a ping with the same payload is waiting for its pong")
-            if self.protocol.close_sent is not None or self._closed.is_set():
-                raise self._closing_exception()
-            if not blocking and not wait_writable(self.socket, 0):
-                return None
-            waiter = threading.Event()
-            self._pings[payload] = (waiter, monotonic())
-            self._write([self.protocol.send_ping(payload)])
-            return waiter
+            if self.protocol.close_sent is None and not self._closed.is_set():
+                if not blocking and not wait_writable(self.socket, 0):
+                    return None
+                waiter = threading.Event()
+                self._pings[payload] = (waiter, monotonic())
+                if self._write([self.protocol.send_ping(payload)]):
+                    return waiter
         finally:
-            self._write_lock.release()
+            self._release_writer(blocking)
+        if not blocking:  # the keepalive thread: the closing handshake needs no ping
+            return None
+        raise self._closed_exception()
 
     def pong(self, data: Union[str, bytes] = b"") -> None:
         """Send an unsolicited pong (RFC 6455 §5.5.3)."""
         payload = data.encode() if isinstance(data, str) else bytes(data)
-        with self._write_lock:
-            if self.protocol.close_sent is not None or self._closed.is_set():
-                raise self._closing_exception()
-            self._write([self.protocol.send_pong(payload)])
+        self._write_lock.acquire()
+        try:
+            if self.protocol.close_sent is None and not self._closed.is_set():
+                if self._write([self.protocol.send_pong(payload)]):
+                    return
+        finally:
+            self._release_writer()
+        raise self._closed_exception()
 
     # --------------------------------------------------------------- closing
 
@@ -594,8 +648,18 @@ class Connection:
             self._abort(CloseCode.ABNORMAL_CLOSURE, "close timeout")
 
     def _send_close(self, code: int, reason: str, timeout: Optional[float]) -> None:
+        """Send our close frame, waiting at most ``timeout`` for the writer and for room
+        in the socket's buffer; abort the connection if either stays busy."""
+        deadline = None if timeout is None else monotonic() + timeout
         if not self._write_lock.acquire(timeout=-1 if timeout is None else timeout):
             self._abort(CloseCode.ABNORMAL_CLOSURE, "close timeout: the writer is blocked")
+            return
+        if self._tcp_closed:
+            self._unlock_writer()
+            return
+        if deadline is not None and not wait_writable(self.socket, deadline - monotonic()):
+            self._unlock_writer()
+            self._abort(CloseCode.ABNORMAL_CLOSURE, "close timeout: the peer does not read")
             return
         try:
             frame = self.protocol.send_close(code, reason)
@@ -605,7 +669,7 @@ class Connection:
         except OSError:
             pass
         finally:
-            self._write_lock.release()
+            self._release_writer()
 
     def _drain_until_closed(self, deadline: Optional[float]) -> None:
         """Read (dropping data messages) until the connection is closed (read lock held)."""
@@ -639,6 +703,8 @@ class Connection:
                     self._finish()
                 finally:
                     self._read_lock.release()
+            elif self._abort_code is None:  # a reader is stuck (in a reply's sendall, say)
+                self._cut(CloseCode.ABNORMAL_CLOSURE, "close timeout")
             return
         if self.protocol.has_replies:
             self._flush_replies(blocking=False)
@@ -689,8 +755,11 @@ class Connection:
             try:
                 event = protocol.next_event()
             except ProtocolError as exc:
+                # Never wait for the writer here (the keepalive thread): the failing close
+                # goes out now if it can, else at the writer's release or a later tick,
+                # and close_timeout bounds it all (the tick finishes the connection).
                 self.logger.info("failing connection with %d: %s", exc.close_code, exc)
-                self._send_replies()
+                self._flush_replies(blocking=False)
                 self._start_tcp_close()
                 return True
             if event is None:

@@ -204,8 +204,19 @@ class Server(Endpoint):
         timeout = self.close_timeout if self.close_timeout is not None else 10
         deadline = monotonic() + timeout
         self._stopped.wait(timeout)
+        # Every connection's close goes out at once where its writer is free; the others
+        # share one short grace period, then lose TCP (a handler blocked in send() to a
+        # peer that does not read would never free its writer).
+        busy = []
         for connection in self.connections:
-            connection._send_close(CloseCode.GOING_AWAY, "server shutting down", 0.1)
+            if connection._write_lock.locked():
+                busy.append(connection)
+            else:
+                connection._send_close(CloseCode.GOING_AWAY, "server shutting down", 0)
+        grace = monotonic() + min(SHUTDOWN_GRACE, timeout)
+        for connection in busy:
+            connection._send_close(CloseCode.GOING_AWAY, "server shutting down",
+                                   max(0.0, grace - monotonic()))
         for thread in self._workers.threads():
             thread.join(max(0.0, deadline - monotonic()))
         for connection in self.connections:
@@ -287,6 +298,9 @@ class _Waiter:
         self._poller.close()
 
 
+#: At shutdown, how long connections whose writer is busy may take to send their close
+#: frame, all together (then their TCP connection is cut).
+SHUTDOWN_GRACE = 0.1
 _EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)  # Linux 4.5+
 # BSD and macOS sockets take O_NONBLOCK from the listening socket; Linux's do not.
 _ACCEPTED_INHERIT_NONBLOCKING = not sys.platform.startswith("linux")
