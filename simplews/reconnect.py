@@ -23,15 +23,23 @@ FINAL_CLOSE_CODES = frozenset((CloseCode.NORMAL_CLOSURE, CloseCode.NO_STATUS_RCV
 
 def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
               factor: float = 1.618, jitter: float = 0.5, max_attempts: Optional[int] = None,
-              **connect_options: Any) -> Iterator[Connection]:
+              stable_after: float = 10.0, **connect_options: Any) -> Iterator[Connection]:
     """Yield a connection to ``uri``, and a new one each time the loop asks for the next
     after the previous one closed abnormally (any code but 1000 and 1005, 1001 "going
     away" included: a restarting server) or could not be opened (OSError, TimeoutError,
     HTTP 500/502/503/504). Between attempts it waits ``initial_delay`` seconds, times
     ``factor`` after each failure up to ``max_delay``, each wait drawn at random from
-    ``[delay * (1 - jitter), delay]``. The loop ends after a normal close (1000 or no
-    code) or when the caller breaks out; ``max_attempts`` failed attempts in a row raise
-    the last error. Options: those of connect()::
+    ``[delay * (1 - jitter), delay]``.
+
+    A connection counts as a success only once it has lasted ``stable_after`` seconds
+    (from the handshake to the loop asking for the next one): then the next attempt is
+    made at once and the waits start again from ``initial_delay``. One that ends sooner
+    (a server that accepts, then closes with 4001 or 1011 or drops TCP) is followed by
+    the same growing waits as a refused attempt, so such a server is not hammered: at
+    most one attempt without a wait every ``stable_after`` seconds. ``stable_after=0``
+    resets the waits as soon as a connection opens. The loop ends after a normal close
+    (1000 or no code) or when the caller breaks out; ``max_attempts`` attempts in a row
+    that fail to open a connection raise the last error. Options: those of connect()::
 
         for ws in simplews.reconnect("ws://127.0.0.1:8765/"):
             try:
@@ -51,16 +59,31 @@ def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
             failures += 1
             if max_attempts is not None and failures >= max_attempts:
                 raise
-            wait = delay * (1 - jitter * random.random())
-            logger.info("cannot connect to %s (%s); next attempt in %.2f s", uri, exc, wait)
-            time.sleep(wait)
-            delay = min(delay * factor, max_delay)
+            delay = _wait(delay, factor, jitter, max_delay,
+                          "cannot connect to %s (%s)", uri, exc)
             continue
-        failures, delay = 0, initial_delay
+        failures = 0
+        opened = time.monotonic()
         yield ws
+        lasted = time.monotonic() - opened
         if ws.close_code is None:  # the caller asked for another one while this one is open
             ws.close()
         elif ws.close_code in FINAL_CLOSE_CODES:
             return
+        if lasted >= stable_after:
+            logger.info("connection to %s ended after %.1f s (code %s); reconnecting",
+                        uri, lasted, ws.close_code)
+            delay = initial_delay
         else:
-            logger.info("connection to %s closed with code %d; reconnecting", uri, ws.close_code)
+            delay = _wait(delay, factor, jitter, max_delay,
+                          "connection to %s ended after %.2f s (code %s)", uri, lasted,
+                          ws.close_code)
+
+
+def _wait(delay: float, factor: float, jitter: float, max_delay: float,
+          why: str, *args: Any) -> float:
+    """Sleep ``delay`` less up to ``jitter`` of it, log why; the next delay."""
+    wait = delay * (1 - jitter * random.random())
+    logger.info(why + "; next attempt in %.2f s", *args, wait)
+    time.sleep(wait)
+    return min(delay * factor, max_delay)

@@ -2,6 +2,7 @@
 same port; the loop reconnects with backoff, and stops on a normal close."""
 from __future__ import annotations
 
+import importlib
 import socket
 import subprocess
 import sys
@@ -117,3 +118,91 @@ def test_503_is_retried(start_server):
             assert ws.recv(timeout=TIMEOUT) == "in"
         break
     assert answers == []
+
+
+class FakeTime:
+    """Stands in for the time module inside simplews/reconnect.py: sleep() records the
+    wait and returns at once, monotonic() is a clock the test moves by hand."""
+
+    def __init__(self, log: list) -> None:
+        self.now = 1000.0
+        self.log = log
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.log.append(seconds)
+
+
+@pytest.fixture
+def fake_time(monkeypatch):
+    log: list = []
+    clock = FakeTime(log)
+    monkeypatch.setattr(importlib.import_module("simplews.reconnect"), "time", clock)
+    return clock
+
+
+def close_at_once(ws: simplews.Connection) -> None:
+    ws.close(4001, "go away")
+
+
+def follow(server, fake_time, opens: int, lasting: tuple = (), **options) -> list:
+    """Use reconnect() as the README shows against a close_at_once server, for ``opens``
+    connections (those numbered in ``lasting`` stay open 10 s by the fake clock); the
+    log: "open" for each connection, and the waits between them."""
+    for number, ws in enumerate(simplews.reconnect(server.uri, close_timeout=2, **options,
+                                                   **tls_for(server.uri)), start=1):
+        fake_time.log.append("open")
+        with ws:
+            with pytest.raises(simplews.ConnectionClosedError):
+                ws.recv(timeout=TIMEOUT)
+            assert ws.close_code == 4001
+        if number in lasting:
+            fake_time.now += 10
+        if number == opens:
+            break
+    return fake_time.log
+
+
+def test_a_server_that_closes_at_once_is_not_hammered(start_server, fake_time):
+    # Issue 12, item 7: the backoff was reset as soon as a connection opened, so
+    # each connection closed with 4001 was followed by another at once (about 1,700
+    # a second). Now every connection shorter than stable_after counts as a failure:
+    # the waits between them grow from initial_delay by factor, as after a refusal.
+    log = follow(start_server(close_at_once), fake_time, 7,
+                 initial_delay=0.01, factor=2, max_delay=0.3, jitter=0)
+    assert log == ["open", 0.01, "open", 0.02, "open", 0.04, "open", 0.08, "open", 0.16,
+                   "open", 0.3, "open"]
+
+
+def test_the_waits_after_short_connections_are_jittered(start_server, fake_time):
+    log = follow(start_server(close_at_once), fake_time, 6,
+                 initial_delay=1, factor=2, max_delay=8, jitter=0.5)
+    waits = [entry for entry in log if entry != "open"]
+    assert len(waits) == 5
+    for wait, delay in zip(waits, [1, 2, 4, 8, 8]):
+        assert delay / 2 <= wait <= delay
+    # about one attempt a second at first, then one every 4 to 8 s: far from thousands
+    assert sum(waits) >= 11.5
+
+
+def test_a_connection_that_lasted_reconnects_at_once_and_resets_the_backoff(start_server,
+                                                                           fake_time):
+    log = follow(start_server(close_at_once), fake_time, 6, lasting=(4,),
+                 initial_delay=0.01, factor=2, jitter=0, stable_after=10)
+    # no wait after the fourth, and the next short one waits initial_delay again
+    assert log == ["open", 0.01, "open", 0.02, "open", 0.04, "open", "open", 0.01, "open"]
+
+
+def test_a_connection_the_caller_leaves_open_counts_too(start_server, fake_time):
+    # Asking for the next connection while this one is open closes it; quick cycles
+    # of that kind back off as well.
+    server = start_server()  # echo: stays open until the client closes
+    for ws in simplews.reconnect(server.uri, initial_delay=0.01, factor=2, jitter=0,
+                                 close_timeout=2, **tls_for(server.uri)):
+        fake_time.log.append("open")
+        if fake_time.log.count("open") == 3:
+            ws.close()
+            break
+    assert fake_time.log == ["open", 0.01, "open", 0.02, "open"]
