@@ -17,7 +17,7 @@ from .extensions import DeflateConfig
 from .handshake import USER_AGENT, Accepted, ClientHandshake
 from .http11 import Headers, HeadersLike, Response, parse_response
 from .protocol import Protocol, Side
-from .proxy import open_tunnel, proxy_for
+from .proxy import find_proxy, open_tunnel
 from .uri import WebSocketURI, parse_uri
 
 __all__ = ["connect", "default_ssl_context", "compression_config"]
@@ -112,9 +112,9 @@ def _open_socket(wsuri: WebSocketURI, unix_socket: Optional[str], proxy: Union[b
     try:
         if unix_socket is not None:
             return open_unix_socket(unix_socket, timeout=timeout)
-        proxy_url = proxy_for(wsuri, proxy)
-        if proxy_url is not None:
-            return open_tunnel(proxy_url, wsuri, deadline, user_agent)
+        found = find_proxy(wsuri, proxy)
+        if found is not None:
+            return open_tunnel(found[0], wsuri, deadline, user_agent, source=found[1])
         return socket.create_connection((wsuri.host, wsuri.port), timeout=timeout)
     except socket.timeout:  # not a TimeoutError subclass before Python 3.10
         raise TimeoutError(f"timed out connecting to {wsuri.host}:{wsuri.port}") from None

@@ -5,49 +5,64 @@ from __future__ import annotations
 import base64
 import functools
 import os
+import re
 import socket
 import urllib.parse
 import urllib.request
 from time import monotonic
-from typing import Optional, Union
+from typing import Optional, Tuple, Union
 
 from ._io import read_head
 from .exceptions import InvalidHandshake, InvalidProxyStatus, ProxyError
 from .http11 import Headers, Request, parse_response
 from .uri import WebSocketURI
 
-__all__ = ["proxy_for", "open_tunnel"]
+__all__ = ["proxy_for", "find_proxy", "open_tunnel"]
 
 _VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 _parse_proxy_response = functools.partial(parse_response, versions=(b"HTTP/1.1", b"HTTP/1.0"))
+_CREDENTIALS = re.compile(r"^([^:/?#]*://)?[^/?#]*@")  # "scheme://user:pass@": hidden in errors
 
 
 def proxy_for(uri: WebSocketURI, proxy: Union[bool, str, None]) -> Optional[str]:
     """The proxy URL for ``uri``: ``proxy`` itself when it is a string; with True, the
     environment as requests and urllib read it (HTTPS_PROXY for wss, HTTP_PROXY for ws,
     then ALL_PROXY; NO_PROXY exempts hosts); None or False: no proxy."""
+    found = find_proxy(uri, proxy)
+    return None if found is None else found[0]
+
+
+def find_proxy(uri: WebSocketURI, proxy: Union[bool, str, None]) -> Optional[Tuple[str, str]]:
+    """proxy_for()'s URL and where it comes from, for errors: the environment variable's
+    name, or "" for a URL given as ``proxy``."""
     if isinstance(proxy, str):
-        return proxy
+        return proxy, ""
     if not proxy or not any(name in os.environ for name in _VARIABLES):
         return None  # the usual case, checked first: getproxies() costs ~50 us a connect
     proxies = urllib.request.getproxies()
     if not proxies or urllib.request.proxy_bypass(uri.host):
         return None
-    return proxies.get("https" if uri.secure else "http") or proxies.get("all")
+    for key in ("https" if uri.secure else "http", "all"):
+        url = proxies.get(key)
+        if url:
+            # urllib lets the lower-case variable win over the upper-case one.
+            names = (f"{key}_proxy", f"{key.upper()}_PROXY")
+            source = next((name for name in names if os.environ.get(name) == url), None)
+            return url, source or "the system proxy settings"
+    return None
 
 
 def open_tunnel(proxy_url: str, uri: WebSocketURI, deadline: float,
-                user_agent: Optional[str]) -> socket.socket:
+                user_agent: Optional[str], source: str = "") -> socket.socket:
     """A TCP connection to the proxy, tunnelled to ``uri``'s host and port by CONNECT.
-    Only ``http://`` proxies are supported (a TLS or SOCKS proxy raises ProxyError)."""
-    parts = urllib.parse.urlsplit(proxy_url if "://" in proxy_url else "http://" + proxy_url)
-    if parts.scheme != "http" or not parts.hostname:
-        raise ProxyError(f"unsupported proxy {proxy_url!r}: only http://host:port proxies are")
+    Only ``http://`` proxies are supported: another scheme (https://, socks5://) or an
+    invalid URL raises ProxyError, naming ``source`` (where the URL comes from)."""
+    parts, host, port = _split_proxy_url(proxy_url, source)
     timeout = max(0.001, deadline - monotonic())
     try:
-        sock = socket.create_connection((parts.hostname, parts.port or 8080), timeout=timeout)
+        sock = socket.create_connection((host, port), timeout=timeout)
     except socket.timeout:  # not a TimeoutError subclass before Python 3.10
-        raise TimeoutError(f"timed out connecting to the proxy {parts.hostname}") from None
+        raise TimeoutError(f"timed out connecting to the proxy {host}") from None
     try:
         sock.sendall(_connect_request(uri, parts, user_agent).serialize())
         try:
@@ -64,6 +79,26 @@ def open_tunnel(proxy_url: str, uri: WebSocketURI, deadline: float,
         sock.close()
         raise
     return sock
+
+
+def _split_proxy_url(proxy_url: str, source: str) -> Tuple[urllib.parse.SplitResult, str, int]:
+    """The parts of an ``http://[user:pass@]host[:port]`` URL (the scheme may be left out),
+    its host as getaddrinfo() takes it and its port (8080 by default)."""
+    where = f" in {source}" if source else ""
+    shown = _CREDENTIALS.sub(r"\1***@", proxy_url)
+    scheme = proxy_url.partition("://")[0].lower() if "://" in proxy_url else "http"
+    if scheme != "http":
+        raise ProxyError(f"unsupported proxy scheme {scheme!r}{where} ({shown}): "
+                         "only http:// proxies are supported")
+    try:  # ValueError: a bad port or IPv6 address; UnicodeError: a bad host name ("a..b")
+        parts = urllib.parse.urlsplit(proxy_url if "://" in proxy_url else "http://" + proxy_url)
+        port = parts.port or 8080
+        host = (parts.hostname or "").encode("idna").decode("ascii")
+    except ValueError as exc:
+        raise ProxyError(f"invalid proxy URL{where} ({shown}): {exc}") from None
+    if not host:
+        raise ProxyError(f"invalid proxy URL{where} ({shown}): no host")
+    return parts, host, port
 
 
 def _connect_request(uri: WebSocketURI, proxy: urllib.parse.SplitResult,

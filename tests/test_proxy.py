@@ -16,7 +16,7 @@ import simplews
 from simplews.proxy import proxy_for
 from simplews.uri import parse_uri
 from conftest import TIMEOUT, client_ssl_context, echo, server_ssl_context
-from test_cli import assert_one_line_error, run_cli, stderr_of
+from test_cli import assert_one_line_error, run_cli, running_server, stderr_of
 
 USER, PASSWORD = "alice", "pa55word"  # tinyproxy takes letters and digits only
 
@@ -216,3 +216,66 @@ def test_cli_through_the_proxy(servers, tinyproxy, environ):
     assert_one_line_error(refused, 4, "the proxy refused the tunnel", "HTTP 403")
     direct = run_cli("--no-proxy", f"ws://127.0.0.1:{servers['refused']}/", input=b"direct\n")
     assert direct.returncode == 0 and direct.stdout == b"direct\n", stderr_of(direct)
+
+
+# -- proxies the library cannot use (issue 12, item 3) -----------------------------------
+
+SOCKS = "socks5h://127.0.0.1:1080"
+SOCKS_ERROR = (f"unsupported proxy scheme 'socks5h' in ALL_PROXY ({SOCKS}): "
+               "only http:// proxies are supported")
+
+
+def test_unusable_proxy_fails_only_the_connections_that_go_through_it(environ):
+    environ.setenv("ALL_PROXY", SOCKS)
+    with running_server(echo) as server:
+        uri = f"ws://127.0.0.1:{server.port}/"
+        with pytest.raises(simplews.ProxyError) as info:  # loopback is not exempt by itself
+            simplews.connect(uri, open_timeout=TIMEOUT)
+        assert str(info.value) == SOCKS_ERROR
+        environ.setenv("NO_PROXY", "127.0.0.1")
+        with simplews.connect(uri, open_timeout=TIMEOUT) as ws:
+            assert ws.remote_address[1] == server.port
+            ws.send("direct")
+            assert ws.recv(timeout=TIMEOUT) == "direct"
+
+
+def test_the_scheme_s_own_variable_comes_before_all_proxy(environ):
+    environ.setenv("ALL_PROXY", SOCKS)
+    environ.setenv("http_proxy", "http://plain:3128")
+    assert proxy_for(parse_uri("ws://example.com/"), True) == "http://plain:3128"
+    assert proxy_for(parse_uri("wss://example.com/"), True) == SOCKS
+
+
+@pytest.mark.parametrize("variable, value, expected", [
+    ("HTTP_PROXY", "http://127.0.0.1:99999", "invalid proxy URL in HTTP_PROXY (http://127.0.0.1:99999): "
+                                              "Port out of range 0-65535"),
+    ("http_proxy", "http://[::1", "invalid proxy URL in http_proxy (http://[::1): Invalid IPv6 URL"),
+    ("HTTP_PROXY", "http://a..b:3128", "invalid proxy URL in HTTP_PROXY (http://a..b:3128): "),
+    ("HTTP_PROXY", "http://:3128", "invalid proxy URL in HTTP_PROXY (http://:3128): no host"),
+    ("HTTP_PROXY", "https://alice:s3cr@t@proxy:3128", "unsupported proxy scheme 'https' in HTTP_PROXY "
+                                                     "(https://***@proxy:3128): only http:// proxies"),
+])
+def test_invalid_proxy_urls_are_proxy_errors(environ, variable, value, expected):
+    environ.setenv(variable, value)
+    with pytest.raises(simplews.ProxyError) as info:
+        simplews.connect("ws://127.0.0.1:9/", open_timeout=TIMEOUT)
+    assert str(info.value).startswith(expected)
+    assert "s3cr" not in str(info.value)
+
+
+def test_given_proxy_url_errors_name_no_variable():
+    with pytest.raises(simplews.ProxyError) as info:
+        simplews.connect("ws://127.0.0.1:9/", proxy="socks5://u:p@127.0.0.1:1080", open_timeout=TIMEOUT)
+    assert str(info.value) == ("unsupported proxy scheme 'socks5' (socks5://***@127.0.0.1:1080): "
+                               "only http:// proxies are supported")
+
+
+def test_cli_names_the_unusable_proxy_in_one_complete_line(environ):
+    environ.setenv("ALL_PROXY", SOCKS)  # inherited by the subprocess
+    with running_server(echo) as server:
+        result = run_cli(f"ws://127.0.0.1:{server.port}/", input=b"x\n")
+        assert_one_line_error(result, 4, "proxy error: " + SOCKS_ERROR)
+        environ.setenv("NO_PROXY", "127.0.0.1")
+        direct = run_cli(f"ws://127.0.0.1:{server.port}/", input=b"x\n")
+    assert direct.returncode == 0, stderr_of(direct)
+    assert direct.stdout == b"x\n"
