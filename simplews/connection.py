@@ -45,7 +45,8 @@ SMALL_READ_SIZE = 1024
 def _tls_record_ready(sock: ssl.SSLSocket) -> bool:
     """Would reading ``sock`` return without blocking? True when decrypted bytes are
     pending or a whole TLS record (or EOF) waits in the kernel: peeked on the raw
-    socket, so that a peer sending half a record cannot block the keepalive thread."""
+    socket, so that a peer sending half a record cannot block the keepalive thread.
+    Raises the socket's error (a peek consumes it: the caller must keep it)."""
     if sock.pending():
         return True
     flags = socket.MSG_PEEK | socket.MSG_DONTWAIT
@@ -57,8 +58,6 @@ def _tls_record_ready(sock: ssl.SSLSocket) -> bool:
         return len(socket.socket.recv(sock, size, flags)) >= size
     except BlockingIOError:
         return False
-    except OSError:
-        return True  # let the read report the error
 
 
 class _Flag:
@@ -99,6 +98,7 @@ class Connection:
         "remote_address", "latency", "_debug", "_tls", "_read_lock", "_write_lock",
         "_message_lock", "_state_lock", "_queue", "_read_buffer", "_read_view", "_pings",
         "_closed", "_tcp_closed", "_shut_wr", "_close_exc", "_close_deadline", "_abort_code",
+        "_cause",
         "_failure_reported", "_next_ping", "_keepalive_ping", "__dict__", "__weakref__",
     )
 
@@ -140,6 +140,7 @@ class Connection:
         self._close_exc: Optional[ConnectionClosed] = None
         self._close_deadline: Optional[float] = None  # set when we wait for the TCP close
         self._abort_code: Optional[Tuple[int, str]] = None
+        self._cause: Optional[OSError] = None  # the network error that ended it, if one did
         self._failure_reported = False
         now = monotonic()
         self._next_ping = now + ping_interval if ping_interval else None
@@ -170,7 +171,13 @@ class Connection:
         keep this connection (a stored one raised would tie them into a cycle that only
         the garbage collector frees)."""
         if self._close_exc is not None:
-            return type(self._close_exc)(self._close_exc.code, self._close_exc.reason)
+            exc = type(self._close_exc)(self._close_exc.code, self._close_exc.reason)
+        else:
+            exc = self._derive_close()
+        exc.__cause__ = self._cause
+        return exc
+
+    def _derive_close(self) -> ConnectionClosed:
         protocol = self.protocol
         received, sent = protocol.close_rcvd, protocol.close_sent
         if received is not None and sent is not None and received[0] in _OK_CODES \
@@ -183,6 +190,12 @@ class Connection:
         if self._abort_code is not None:
             return ConnectionClosedError(*self._abort_code)
         return ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "")
+
+    def _set_cause(self, exc: OSError) -> None:
+        """Remember the first network error, to chain it to the ConnectionClosedError the
+        user sees; without its traceback, whose frames would hold this connection."""
+        if self._cause is None and not self._closed.is_set():
+            self._cause = exc.with_traceback(None)
 
     def _closed_exception(self) -> ConnectionClosed:
         """For a sender that finds the closing handshake started: wait for it to end
@@ -286,7 +299,8 @@ class Connection:
         end of the stream, the connection then finished."""
         try:
             size = self.socket.recv_into(self._read_buffer)
-        except OSError:
+        except OSError as exc:
+            self._set_cause(exc)
             size = 0
         if not size:
             self._on_eof()
@@ -526,6 +540,7 @@ class Connection:
             if protocol.close_rcvd is not None or protocol.close_sent is not None \
                     or protocol.failure is not None:
                 return False
+            self._set_cause(exc)
             self._cut(CloseCode.ABNORMAL_CLOSURE, "connection lost while writing")
             raise self._closing_exception() from exc
 
@@ -666,8 +681,8 @@ class Connection:
             if frame:
                 self.logger.debug("> CLOSE %d %s", code, reason)
                 self.socket.sendall(frame)
-        except OSError:
-            pass
+        except OSError as exc:
+            self._set_cause(exc)  # the reader sees the end; the user sees why
         finally:
             self._release_writer()
 
@@ -742,7 +757,12 @@ class Connection:
                 self._poll_tcp_close()
                 return not self._closed.is_set()
             sock = self.socket
-            ready = _tls_record_ready(sock) if self._tls else wait_readable(sock, 0)
+            try:
+                ready = _tls_record_ready(sock) if self._tls else wait_readable(sock, 0)
+            except OSError as exc:  # reset by the peer, say
+                self._set_cause(exc)
+                self._on_eof()
+                return False
             if not ready:
                 return not self._tls  # half a TLS record: look again next tick
             return self._receive_once() and self._queue_events()

@@ -2,6 +2,8 @@
 import gc
 import hashlib
 import select
+import socket
+import struct
 import threading
 import time
 import tracemalloc
@@ -456,3 +458,38 @@ def test_closed_connections_are_freed_without_the_garbage_collector(start_server
 def _ssl(scheme):
     from conftest import client_ssl_context
     return client_ssl_context() if scheme == "wss" else None
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyError, TypeError])
+def test_an_iterable_failing_after_the_first_fragment_fails_the_connection_with_1011(
+        connect, raw_server, error):
+    # The peer must not take our next message as the continuation of the cut one.
+    ws, peer = raw_server.pair(connect, ping_interval=None)
+
+    def fragments():
+        yield b"first"
+        yield b"second"  # fetched before "first" goes out (the last one has fin=1)
+        raise error("the producer broke")
+
+    with pytest.raises(error):
+        ws.send(fragments())
+    assert peer.next_event(streaming=True) == Fragment(b"first", False)
+    assert peer.next_event(streaming=True) == Close(1011, "incomplete fragmented message")
+    with pytest.raises(simplews.ConnectionClosedError):
+        ws.send("next")
+
+
+def test_a_network_error_is_the_cause_of_the_connection_closed_error(connect, raw_server, scheme):
+    if scheme == "wss":
+        pytest.skip("ssl reads a reset as a ragged EOF (0 bytes): there is no error to chain")
+    ws, peer = raw_server.pair(connect, ping_interval=None)
+    raw = peer.sock
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    peer.close()  # RST
+    with pytest.raises(simplews.ConnectionClosedError) as info:
+        ws.recv(timeout=TIMEOUT)
+    assert info.value.code == 1006
+    assert isinstance(info.value.__cause__, OSError)  # ECONNRESET, seen by TCP or TLS
+    with pytest.raises(simplews.ConnectionClosedError) as again:
+        ws.send("x")
+    assert isinstance(again.value.__cause__, OSError)
