@@ -145,7 +145,8 @@ def client_offer(config: DeflateConfig) -> str:
 def server_accept(header: Optional[str], config: DeflateConfig) -> Optional[Tuple[str, DeflateParams]]:
     """Pick the first permessage-deflate offer that we can accept (RFC 7692 §5.1): the
     response header and our parameters, or None to decline compression. Offers with
-    unknown, duplicate or malformed parameters are declined, not fatal."""
+    unknown or duplicate parameters or invalid values are declined (RFC 7692 §7: "A server
+    MUST decline ..."); a header that breaks RFC 6455 §9.1's syntax raises NegotiationError."""
     if not header:
         return None
     for name, raw in parse_extensions(header):

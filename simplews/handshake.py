@@ -107,7 +107,9 @@ class ServerHandshake:
 
     def accept(self, request: Request, connection: Any = None) -> "tuple[Response, Accepted]":
         """The response to ``request``: 101 and what was agreed, or an error response
-        (400, 403, 405, 426) with an Accepted of Nones."""
+        (400, 403, 405, 426) with an Accepted of Nones. With compression, a malformed
+        Sec-WebSocket-Extensions header is a 400; a well-formed permessage-deflate offer
+        with bad parameters is declined (RFC 7692 §7): 101 without compression."""
         refused = Accepted(None, None)
         headers = request.headers
         if request.method != "GET":
@@ -144,7 +146,10 @@ class ServerHandshake:
             response.headers.add("Sec-WebSocket-Protocol", subprotocol)
         deflate = None
         if self.compression is not None:
-            agreed = server_accept(headers.get("Sec-WebSocket-Extensions"), self.compression)
+            try:
+                agreed = server_accept(headers.get("Sec-WebSocket-Extensions"), self.compression)
+            except NegotiationError as exc:  # §9.1's syntax broken: not a §4.2.1 handshake
+                return self.reject(400, f"invalid Sec-WebSocket-Extensions header: {exc}"), refused
             if agreed is not None:
                 response.headers.add("Sec-WebSocket-Extensions", agreed[0])
                 deflate = agreed[1]

@@ -122,3 +122,35 @@ def test_client_checks_the_response():
     headers.add("Sec-WebSocket-Extensions", "permessage-deflate")
     with pytest.raises(NegotiationError):  # we offered no compression
         hs.check_response(Response(101, headers=headers))
+
+
+# RFC 6455 §9.1's grammar broken: the handshake does not match §4.2.1, so 400 (issue 12, item 4).
+MALFORMED_EXTENSIONS = [";", "permessage-deflate;;", "permessage-deflate; ;",
+                        "permessage-deflate; =1", "foo=bar", 'permessage-deflate; a="b', 'permessage-deflate; a="b c"',
+                        "permessage-deflate; client_max_window_bits=1 0", "permessage-deflate, ;"]
+# Well-formed offers that permessage-deflate must decline (RFC 7692 §7): 101, no compression.
+DECLINED_OFFERS = ["permessage-deflate; client_max_window_bits=abc",
+                   "permessage-deflate; server_max_window_bits=7",
+                   "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
+                   "permessage-deflate; foo", "x-webkit-deflate-frame"]
+
+
+@pytest.mark.parametrize("header", MALFORMED_EXTENSIONS)
+def test_malformed_extensions_header_is_refused_with_400(header):
+    response, accepted = ServerHandshake(compression=DeflateConfig()).accept(
+        request_with(Sec_WebSocket_Extensions=header))
+    assert response.status == 400 and accepted == (None, None)
+    assert response.body.startswith(b"invalid Sec-WebSocket-Extensions header: ")
+
+
+@pytest.mark.parametrize("header", DECLINED_OFFERS)
+def test_invalid_permessage_deflate_offer_is_declined(header):
+    response, accepted = ServerHandshake(compression=DeflateConfig()).accept(
+        request_with(Sec_WebSocket_Extensions=header))
+    assert response.status == 101 and accepted.deflate is None
+    assert "Sec-WebSocket-Extensions" not in response.headers
+
+
+def test_extensions_header_is_not_read_without_compression():
+    response, _ = ServerHandshake(compression=None).accept(request_with(Sec_WebSocket_Extensions=";"))
+    assert response.status == 101

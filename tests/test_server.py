@@ -210,3 +210,37 @@ def test_failing_handshake_callback_answers_500_logs_and_keeps_serving(start_ser
     with connect(server, "fine") as ws:
         ws.send("still serving")
         assert ws.recv(timeout=TIMEOUT) == "still serving"
+
+
+def _raw_handshake(server, scheme, extensions):
+    """The head of the server's answer to a handshake offering ``extensions``."""
+    sock = socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT)
+    if scheme == "wss":
+        sock = client_ssl_context().wrap_socket(sock, server_hostname="localhost")
+    with sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                     b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                     b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: "
+                     + extensions.encode("latin-1") + b"\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            data = sock.recv(65536)
+            assert data, f"connection closed without an answer: {answer!r}"
+            answer += data
+    return answer.partition(b"\r\n\r\n")[0].decode("latin-1")
+
+
+def test_malformed_extensions_header_gets_400_and_bad_offers_are_declined(start_server, connect,
+                                                                          scheme):
+    from test_handshake import DECLINED_OFFERS, MALFORMED_EXTENSIONS
+    server = start_server()
+    for header in MALFORMED_EXTENSIONS:
+        head = _raw_handshake(server, scheme, header)
+        assert head.startswith("HTTP/1.1 400 "), (header, head)
+    for header in DECLINED_OFFERS:
+        head = _raw_handshake(server, scheme, header)
+        assert head.startswith("HTTP/1.1 101 "), (header, head)
+        assert "sec-websocket-extensions" not in head.lower(), (header, head)
+    with connect(server) as ws:
+        ws.send("still serving")
+        assert ws.recv(timeout=TIMEOUT) == "still serving"
