@@ -1,17 +1,42 @@
 """Connection: the threaded I/O around the sans-I/O Protocol (DESIGN §2).
 
-- Reading happens in the caller's thread, under the read lock; there is no
-  reader thread. The keepalive thread reads only connections nobody is reading.
-- Every byte written goes through the writer lock, one frame per acquisition, so
-  control frames can go out between the fragments of a large message. A second
-  lock keeps data messages whole: one message at a time.
-- The socket stays blocking; timeouts are waits on the file descriptor with a
-  monotonic deadline. Its file descriptor is closed once the connection is finished
-  (by a holder of the read lock, after which nobody reads it) and only by a holder of
-  the writer lock: the finisher if the lock is free, else the writer, as it lets go.
-- The keepalive thread never blocks here: it only try-acquires locks, writes only
-  what fits in the socket's buffer at once, and leaves the rest for a later tick or
-  for the writer's release.
+Theory of operation
+-------------------
+The Protocol decides (what a frame means, what to answer, when the connection
+has failed); this module moves bytes and keeps the threads out of each other's way.
+
+Threads. The application's threads call recv() / send() / close(); there is no
+reader thread. The one keepalive thread of the process (keepalive.py) reads only
+connections nobody is reading, sends the periodic pings, and finishes connections
+whose close deadline has passed.
+
+Locks, and what each guards:
+
+- read lock: the Protocol's reader half (receive_data, next_event), the read
+  buffer, the read-ahead queue's producer side, and the right to finish the
+  connection (_finish). recv() holds it while it waits for data; the keepalive
+  thread only ever try-acquires it.
+- writer lock: the Protocol's writer half (send_*, next_reply, the compressor) and
+  every write to the socket, one frame per acquisition, so that a pong or a close
+  goes out between the fragments of a large message. The keepalive thread only
+  try-acquires it and writes only when the socket has room (a control frame fits).
+- message lock: one outgoing data message at a time (its fragments stay together).
+- state lock: the closed flag and the abort code, set once.
+
+Who may close the file descriptor: once the connection is finished (closed flag
+set, by a holder of the read lock; nobody reads the socket after that), the holder
+of the writer lock, never while a sendall may use it: _finish closes it if the
+lock is free, else shuts TCP down (a blocked sendall fails at once) and the
+writer closes it as it releases the lock (_unlock_writer).
+
+Closing. A close frame received or sent, or a failure, sets a close deadline
+(close_timeout). Until then the server closes TCP first once the closing
+handshake is done (RFC 6455 §7.1.1) and the client waits for it; past it, the
+keepalive tick cuts TCP. A sender that finds the handshake under way waits for its
+end (bounded by the same deadline) and raises what it decided.
+
+The socket stays blocking for its whole life (another thread may be in sendall);
+timeouts are waits on the descriptor with a monotonic deadline.
 """
 from __future__ import annotations
 
@@ -99,7 +124,7 @@ class Connection:
         "_message_lock", "_state_lock", "_queue", "_read_buffer", "_read_view", "_pings",
         "_closed", "_tcp_closed", "_shut_wr", "_close_exc", "_close_deadline", "_abort_code",
         "_cause",
-        "_failure_reported", "_next_ping", "_keepalive_ping", "__dict__", "__weakref__",
+        "_failure_reported", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, protocol: Protocol, *, request: Request,
@@ -142,9 +167,6 @@ class Connection:
         self._abort_code: Optional[Tuple[int, str]] = None
         self._cause: Optional[OSError] = None  # the network error that ended it, if one did
         self._failure_reported = False
-        now = monotonic()
-        self._next_ping = now + ping_interval if ping_interval else None
-        self._keepalive_ping: Optional[Tuple[threading.Event, float]] = None
         if leftover:
             protocol.receive_data(leftover)
         keepalive.register(self)
@@ -706,11 +728,16 @@ class Connection:
 
     # ------------------------------------------------------------ keepalive
 
-    def keepalive_tick(self, now: float) -> None:
-        """Called by the keepalive thread every tick: pings, pong timeouts, pending
-        replies, the end of aborted or closing connections. Never blocks."""
+    # The keepalive thread's side (keepalive.Keepable): none of it blocks.
+
+    def keepalive_fileno(self) -> int:
+        return self.socket.fileno()
+
+    def keepalive_tick(self, now: float) -> bool:
+        """Pending replies, the end of aborted or closing connections; False once the
+        connection is closing or closed (no more pings)."""
         if self._closed.is_set():
-            return
+            return False
         if self._abort_code is not None or (
                 self._close_deadline is not None and now >= self._close_deadline):
             if self._read_lock.acquire(blocking=False):
@@ -720,24 +747,19 @@ class Connection:
                     self._read_lock.release()
             elif self._abort_code is None:  # a reader is stuck (in a reply's sendall, say)
                 self._cut(CloseCode.ABNORMAL_CLOSURE, "close timeout")
-            return
+            return False
         if self.protocol.has_replies:
             self._flush_replies(blocking=False)
-        if self._close_deadline is not None:
-            return
-        sent = self._keepalive_ping
-        if sent is not None and not sent[0].is_set():
-            if self.ping_timeout is not None and now - sent[1] > self.ping_timeout:
-                self._abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
-            return
-        if self._next_ping is not None and now >= self._next_ping:
-            try:
-                waiter = self._ping(os.urandom(4), blocking=False)
-            except (ConnectionClosed, ConcurrencyError):
-                return
-            if waiter is not None:
-                self._keepalive_ping = (waiter, now)
-                self._next_ping = now + (self.ping_interval or 0)
+        return self._close_deadline is None and self.protocol.close_sent is None
+
+    def keepalive_ping(self) -> Optional[threading.Event]:
+        try:
+            return self._ping(os.urandom(4), blocking=False)
+        except (ConnectionClosed, ConcurrencyError):
+            return None
+
+    def keepalive_timeout(self) -> None:
+        self._abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     def wants_idle_reads(self) -> bool:
         """Should the keepalive thread watch this socket? Not while someone reads it,

@@ -99,10 +99,9 @@ def test_watch_skips_a_socket_closed_since_its_fileno_was_read():
     from simplews import keepalive
 
     class ClosedMeanwhile:
-        class socket:
-            @staticmethod
-            def fileno():
-                return 999_999  # no such descriptor: epoll_ctl fails with EBADF
+        @staticmethod
+        def keepalive_fileno():
+            return 999_999  # no such descriptor: epoll_ctl fails with EBADF
 
     selector = selectors.DefaultSelector()
     watched = {}
