@@ -6,7 +6,7 @@ import select
 import socket
 import ssl
 from time import monotonic
-from typing import Callable, Optional, Tuple, TypeVar
+from typing import Any, Callable, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
 _HAS_POLL = hasattr(select, "poll")
@@ -90,6 +90,15 @@ def wait_writable(sock: socket.socket, timeout: float) -> bool:
         poller.register(fd, select.POLLOUT)
         return bool(poller.poll(max(0.0, timeout) * 1000))
     return bool(select.select([], [sock], [], max(0.0, timeout))[1])  # pragma: no cover
+
+
+def format_address(address: Any) -> str:
+    """``host:port`` (``[host]:port`` for IPv6) for logs; a Unix socket's path (a client's
+    is empty: "unix socket")."""
+    if isinstance(address, tuple) and len(address) >= 2:
+        host, port = address[0], address[1]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    return str(address) or "unix socket"
 
 
 def set_nodelay(sock: socket.socket) -> None:

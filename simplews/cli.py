@@ -40,7 +40,7 @@ from .exceptions import (
     ProxyError,
     WebSocketError,
 )
-from .server import format_address
+from ._io import format_address
 from .uri import parse_uri
 from .version import __version__
 

@@ -13,7 +13,7 @@ import certifi
 from ._io import open_unix_socket, read_head, send_head, set_nodelay
 from .connection import Connection
 from .exceptions import InvalidHandshake, InvalidStatus, InvalidURI
-from .extensions import DeflateConfig
+from .extensions import DeflateConfig, codec_settings, compression_config
 from .handshake import USER_AGENT, Accepted, ClientHandshake
 from .http11 import Headers, HeadersLike, Response, parse_response
 from .protocol import Protocol, Side
@@ -28,15 +28,6 @@ logger = logging.getLogger("simplews.client")
 def default_ssl_context() -> ssl_module.SSLContext:
     """Certificates verified against the certifi CA bundle, hostname checked."""
     return ssl_module.create_default_context(cafile=certifi.where())
-
-
-def compression_config(compression: Union[str, DeflateConfig, None]) -> Optional[DeflateConfig]:
-    """``"deflate"`` (the defaults), a DeflateConfig, or None for no compression."""
-    if compression is None or isinstance(compression, DeflateConfig):
-        return compression
-    if compression == "deflate":
-        return DeflateConfig()
-    raise ValueError(f"unsupported compression: {compression!r}")
 
 
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
@@ -96,7 +87,7 @@ def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
             continue
         break
     protocol = Protocol(Side.CLIENT, max_size=max_size, deflate=accepted.deflate,
-                        **_codec_settings(config))
+                        **codec_settings(config))
     connection = Connection(sock, protocol, request=handshake.request, response=response,
                             subprotocol=accepted.subprotocol, close_timeout=close_timeout,
                             ping_interval=ping_interval, ping_timeout=ping_timeout,
@@ -173,12 +164,6 @@ def _follow_redirect(wsuri: WebSocketURI, location: str,
     kept = Headers([(name, value) for name, value in headers.items()
                     if name.lower() not in ("authorization", "cookie")])
     return new, kept
-
-
-def _codec_settings(config: Optional[DeflateConfig]) -> dict:
-    if config is None:
-        return {}
-    return {"compress_level": config.compress_level, "mem_level": config.mem_level}
 
 
 def _read_body(sock: socket.socket, length: Optional[str], start: bytes, deadline: float) -> bytes:

@@ -475,10 +475,11 @@ class Connection:
             pass
         return True
 
-    def _abort(self, code: int, reason: str) -> None:
-        """Fail the connection from outside the reader (keepalive timeout, close
-        timeout): a close frame if the writer is free and the socket can take it, then
-        cut TCP. The caller must not hold the writer lock."""
+    def abort(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
+        """Give up on the connection without waiting for anything: a close frame with
+        ``code`` if the writer is free and the socket has room (none for 1006), then
+        TCP is cut. A blocked sender or reader fails at once. The caller must not hold
+        the writer lock."""
         if self._closed.is_set() or self._abort_code is not None:
             return
         if self._write_lock.acquire(blocking=False):
@@ -530,7 +531,7 @@ class Connection:
                 if opcode == _CONT and not isinstance(exc, ConnectionClosed):
                     # A message cut in the middle cannot be finished: whatever stopped the
                     # iterable, the peer must not take our next message as its continuation.
-                    self._abort(CloseCode.INTERNAL_ERROR, "incomplete fragmented message")
+                    self.abort(CloseCode.INTERNAL_ERROR, "incomplete fragmented message")
                 raise
 
     def _send_frame(self, opcode: int, data: Union[bytes, bytearray, memoryview], fin: bool) -> None:
@@ -674,7 +675,8 @@ class Connection:
             return
         timeout = self.close_timeout
         deadline = None if timeout is None else monotonic() + timeout
-        self._send_close(code, reason, timeout)
+        if not self.send_close(code, reason, timeout):
+            self.abort(CloseCode.ABNORMAL_CLOSURE, "close timeout: the peer takes no close frame")
         if self._read_lock.acquire(timeout=-1 if timeout is None else timeout):
             try:
                 self._drain_until_closed(deadline)
@@ -682,22 +684,24 @@ class Connection:
                 self._read_lock.release()
         remaining = None if deadline is None else max(0.0, deadline - monotonic())
         if not self._closed.wait(remaining):
-            self._abort(CloseCode.ABNORMAL_CLOSURE, "close timeout")
+            self.abort(CloseCode.ABNORMAL_CLOSURE, "close timeout")
 
-    def _send_close(self, code: int, reason: str, timeout: Optional[float]) -> None:
-        """Send our close frame, waiting at most ``timeout`` for the writer and for room
-        in the socket's buffer; abort the connection if either stays busy."""
+    def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "",
+                   timeout: Optional[float] = None) -> bool:
+        """Start the closing handshake without waiting for the peer's answer: send our
+        close frame once the writer is free and the socket has room, within ``timeout``
+        seconds (None: no limit). False if it could not (nothing sent: abort() gives up
+        on the connection). For a server closing many connections at once; close()
+        is the usual way."""
         deadline = None if timeout is None else monotonic() + timeout
         if not self._write_lock.acquire(timeout=-1 if timeout is None else timeout):
-            self._abort(CloseCode.ABNORMAL_CLOSURE, "close timeout: the writer is blocked")
-            return
+            return False
         if self._tcp_closed:
             self._unlock_writer()
-            return
+            return True
         if deadline is not None and not wait_writable(self.socket, deadline - monotonic()):
             self._unlock_writer()
-            self._abort(CloseCode.ABNORMAL_CLOSURE, "close timeout: the peer does not read")
-            return
+            return False
         try:
             frame = self.protocol.send_close(code, reason)
             if frame:
@@ -707,6 +711,7 @@ class Connection:
             self._set_cause(exc)  # the reader sees the end; the user sees why
         finally:
             self._release_writer()
+        return True
 
     def _drain_until_closed(self, deadline: Optional[float]) -> None:
         """Read (dropping data messages) until the connection is closed (read lock held)."""
@@ -716,7 +721,7 @@ class Connection:
             except (ConnectionClosed, ProtocolError):
                 return
             except TimeoutError:
-                self._abort(CloseCode.ABNORMAL_CLOSURE, "close timeout")
+                self.abort(CloseCode.ABNORMAL_CLOSURE, "close timeout")
                 self._finish()
                 return
 
@@ -759,7 +764,7 @@ class Connection:
             return None
 
     def keepalive_timeout(self) -> None:
-        self._abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+        self.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     def wants_idle_reads(self) -> bool:
         """Should the keepalive thread watch this socket? Not while someone reads it,

@@ -2,26 +2,45 @@
 connection options, the open connections, max_connections, and the upgrade itself."""
 from __future__ import annotations
 
+import functools
 import logging
 import socket
 import threading
 from typing import Any, Callable, Optional, Sequence, Set, Union
 
 from ._io import send_head
-from .client import _codec_settings, compression_config
 from .connection import Connection
 from .exceptions import ConnectionClosed, ProtocolError
-from .extensions import DeflateConfig
+from .extensions import DeflateConfig, codec_settings, compression_config
 from .frames import CloseCode
 from .handshake import USER_AGENT, Accepted, SelectSubprotocol, ServerHandshake
 from .http11 import Request, Response
 from .protocol import Protocol, Side
 
-__all__ = ["Endpoint", "Handler"]
+__all__ = ["Endpoint", "Handler", "HandshakeInfo"]
 
 logger = logging.getLogger("simplews.server")
 
 Handler = Callable[[Connection], Any]
+
+
+class HandshakeInfo:
+    """What ``process_request`` and ``select_subprotocol`` get as their connection:
+    the request and the addresses, before the upgrade."""
+
+    def __init__(self, server: Any, sock: socket.socket, request: Optional[Request] = None) -> None:
+        self.server = server
+        self.request = request
+        self._socket = sock
+
+    # Looked up when first read, during the handshake: most servers never ask.
+    @functools.cached_property
+    def local_address(self) -> Any:
+        return self._socket.getsockname()
+
+    @functools.cached_property
+    def remote_address(self) -> Any:
+        return self._socket.getpeername()
 
 
 class Endpoint:
@@ -82,7 +101,7 @@ class Endpoint:
             if sock.gettimeout() is not None:
                 sock.settimeout(None)  # Connection waits with poll, never with a timeout
             protocol = Protocol(Side.SERVER, max_size=self.max_size, deflate=accepted.deflate,
-                                **_codec_settings(self._compression))
+                                **codec_settings(self._compression))
             connection = Connection(sock, protocol, request=request, response=response,
                                     subprotocol=accepted.subprotocol, close_timeout=self.close_timeout,
                                     ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,

@@ -4,10 +4,14 @@ A timeout is the builtin ``TimeoutError``; nothing here shadows a builtin.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .http11 import Response
+
+class _Answer(Protocol):
+    """An HTTP answer (http11.Response), as the errors that carry one see it."""
+
+    status: int
+    reason: str
 
 __all__ = [
     "WebSocketError",
@@ -18,6 +22,7 @@ __all__ = [
     "InvalidHandshake",
     "InvalidStatus",
     "InvalidHeader",
+    "HeaderBlockTooLarge",
     "NegotiationError",
     "ProxyError",
     "InvalidProxyStatus",
@@ -64,7 +69,7 @@ class InvalidHandshake(WebSocketError):
 class InvalidStatus(InvalidHandshake):
     """The server answered the opening handshake with a status other than 101."""
 
-    def __init__(self, response: "Response") -> None:
+    def __init__(self, response: _Answer) -> None:
         self.response = response
         super().__init__(f"server rejected WebSocket connection: HTTP {response.status}")
 
@@ -75,6 +80,10 @@ class InvalidStatus(InvalidHandshake):
 
 class InvalidHeader(InvalidHandshake):
     """A handshake header is missing, malformed or has the wrong value."""
+
+
+class HeaderBlockTooLarge(InvalidHandshake):
+    """The header block is over 64 KiB or 256 headers (a server answers 431)."""
 
 
 class NegotiationError(InvalidHandshake):
@@ -88,7 +97,7 @@ class ProxyError(InvalidHandshake):
 class InvalidProxyStatus(ProxyError):
     """The proxy answered the CONNECT request with a status other than 2xx."""
 
-    def __init__(self, response: "Response") -> None:
+    def __init__(self, response: _Answer) -> None:
         self.response = response
         super().__init__(f"proxy rejected the CONNECT request: HTTP {response.status} {response.reason}".rstrip())
 

@@ -16,6 +16,8 @@ __all__ = [
     "client_offer",
     "server_accept",
     "client_accept",
+    "compression_config",
+    "codec_settings",
 ]
 
 EXTENSION_NAME = "permessage-deflate"
@@ -292,3 +294,19 @@ class Inflater:
             # A final deflate block (BFINAL) ends the stream: the next message needs a new one.
             self._decompressor = None
         return out
+
+
+def compression_config(compression: Union[str, DeflateConfig, None]) -> Optional[DeflateConfig]:
+    """``"deflate"`` (the defaults), a DeflateConfig, or None for no compression."""
+    if compression is None or isinstance(compression, DeflateConfig):
+        return compression
+    if compression == "deflate":
+        return DeflateConfig()
+    raise ValueError(f"unsupported compression: {compression!r}")
+
+
+def codec_settings(config: Optional[DeflateConfig]) -> Dict[str, int]:
+    """zlib's settings for what we compress, as Protocol's keyword arguments."""
+    if config is None:
+        return {}
+    return {"compress_level": config.compress_level, "mem_level": config.mem_level}

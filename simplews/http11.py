@@ -5,14 +5,13 @@ import re
 from collections import abc
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
-from .exceptions import InvalidHandshake
+from .exceptions import HeaderBlockTooLarge, InvalidHandshake
 
 __all__ = [
     "Headers",
     "HeadersLike",
     "Request",
     "Response",
-    "HeaderBlockTooLarge",
     "MAX_HEADER_BYTES",
     "MAX_HEADERS",
     "parse_request",
@@ -28,10 +27,6 @@ _FIELD_VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
 # RFC 7230 §3.2: field-name ":" OWS field-value OWS, checked in one match (the
 # trailing OWS is stripped after it).
 _HEADER_LINE = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*([\x09\x20-\x7e\x80-\xff]*)")
-
-
-class HeaderBlockTooLarge(InvalidHandshake):
-    """The header block is over 64 KiB or 256 headers (a server answers 431)."""
 
 
 class Headers:

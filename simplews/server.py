@@ -1,7 +1,6 @@
 """serve() and Server: a thread per connection, the handler in that thread (DESIGN §2-§3)."""
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import select
@@ -14,36 +13,17 @@ import threading
 from time import monotonic
 from typing import Any, Callable, Dict, Optional, Tuple, Union
 
-from ._io import open_unix_socket, read_head, send_head, set_nodelay, wait_readable
+from ._io import format_address, open_unix_socket, read_head, send_head, set_nodelay, wait_readable
 from ._workers import STOP, Workers
 from .connection import Connection
-from .endpoint import Endpoint, Handler
-from .exceptions import InvalidHandshake
+from .endpoint import Endpoint, Handler, HandshakeInfo
+from .exceptions import HeaderBlockTooLarge, InvalidHandshake
 from .frames import CloseCode
-from .http11 import HeaderBlockTooLarge, Request, Response, parse_request
+from .http11 import Request, Response, parse_request
 
 __all__ = ["serve", "Server", "HandshakeInfo"]
 
 ProcessRequest = Callable[["HandshakeInfo", Request], Optional[Response]]
-
-
-class HandshakeInfo:
-    """What ``process_request`` and ``select_subprotocol`` get as their connection:
-    the request and the addresses, before the upgrade."""
-
-    def __init__(self, server: Any, sock: socket.socket, request: Optional[Request] = None) -> None:
-        self.server = server
-        self.request = request
-        self._socket = sock
-
-    # Looked up when first read, during the handshake: most servers never ask.
-    @functools.cached_property
-    def local_address(self) -> Any:
-        return self._socket.getsockname()
-
-    @functools.cached_property
-    def remote_address(self) -> Any:
-        return self._socket.getpeername()
 
 
 class Server(Endpoint):
@@ -207,20 +187,16 @@ class Server(Endpoint):
         # Every connection's close goes out at once where its writer is free; the others
         # share one short grace period, then lose TCP (a handler blocked in send() to a
         # peer that does not read would never free its writer).
-        busy = []
-        for connection in self.connections:
-            if connection._write_lock.locked():
-                busy.append(connection)
-            else:
-                connection._send_close(CloseCode.GOING_AWAY, "server shutting down", 0)
+        reason = "server shutting down"
+        busy = [c for c in self.connections if not c.send_close(CloseCode.GOING_AWAY, reason, 0)]
         grace = monotonic() + min(SHUTDOWN_GRACE, timeout)
         for connection in busy:
-            connection._send_close(CloseCode.GOING_AWAY, "server shutting down",
-                                   max(0.0, grace - monotonic()))
+            if not connection.send_close(CloseCode.GOING_AWAY, reason, max(0.0, grace - monotonic())):
+                connection.abort(CloseCode.ABNORMAL_CLOSURE, "server shutting down: the writer is blocked")
         for thread in self._workers.threads():
             thread.join(max(0.0, deadline - monotonic()))
         for connection in self.connections:
-            connection._abort(CloseCode.GOING_AWAY, "server shutting down")
+            connection.abort(CloseCode.GOING_AWAY, reason)
         self.close()
 
     def _stop_accepting(self) -> None:
@@ -304,15 +280,6 @@ SHUTDOWN_GRACE = 0.1
 _EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)  # Linux 4.5+
 # BSD and macOS sockets take O_NONBLOCK from the listening socket; Linux's do not.
 _ACCEPTED_INHERIT_NONBLOCKING = not sys.platform.startswith("linux")
-
-
-def format_address(address: Any) -> str:
-    """``host:port`` (``[host]:port`` for IPv6) for logs; a Unix socket's path (a client's
-    is empty: "unix socket")."""
-    if isinstance(address, tuple) and len(address) >= 2:
-        host, port = address[0], address[1]
-        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-    return str(address) or "unix socket"
 
 
 def _listen(host: Optional[str], port: int, backlog: int, reuse_port: bool) -> socket.socket:

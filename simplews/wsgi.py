@@ -40,7 +40,8 @@ from .endpoint import Endpoint
 from .frames import CloseCode
 from .handshake import Accepted
 from .http11 import Headers, Request, Response
-from .server import HandshakeInfo, format_address
+from ._io import format_address
+from .endpoint import HandshakeInfo
 
 __all__ = ["WebSocketApp", "request_from_environ"]
 

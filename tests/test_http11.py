@@ -1,7 +1,7 @@
 import pytest
 
-from simplews.exceptions import InvalidHandshake
-from simplews.http11 import (HeaderBlockTooLarge, Headers, Request, Response, parse_request,
+from simplews.exceptions import HeaderBlockTooLarge, InvalidHandshake
+from simplews.http11 import (Headers, Request, Response, parse_request,
                              parse_response, split_tokens)
 
 

@@ -146,7 +146,7 @@ def test_bad_handshakes_do_not_stop_the_server(start_server, connect, scheme):
 
 
 def test_addresses_in_logs_read_as_host_and_port():
-    from simplews.server import format_address
+    from simplews._io import format_address
     assert format_address(("127.0.0.1", 8765)) == "127.0.0.1:8765"
     assert format_address(("::1", 8765, 0, 0)) == "[::1]:8765"
     assert format_address("/run/ws.sock") == "/run/ws.sock"
