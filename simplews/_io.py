@@ -68,6 +68,56 @@ def send_head(sock: socket.socket, data: bytes, deadline: Optional[float]) -> No
         raise TimeoutError("timed out during the opening handshake") from None
 
 
+class Deadline:
+    """A point in monotonic time, or none (wait forever); ``Deadline(0)`` has passed
+    already: whoever gets it must not block."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, timeout: Optional[float]) -> None:
+        self.at = None if timeout is None else monotonic() + timeout
+
+    def remaining(self) -> Optional[float]:
+        """Seconds left (0 or more), or None for no limit."""
+        return None if self.at is None else max(0.0, self.at - monotonic())
+
+    def passed(self) -> bool:
+        return self.at is not None and monotonic() >= self.at
+
+    def lock_timeout(self) -> float:
+        """For Lock.acquire(timeout=...): -1 for no limit."""
+        remaining = self.remaining()
+        return -1 if remaining is None else remaining
+
+
+NOW = Deadline(0)
+
+
+def data_ready(sock: socket.socket, deadline: Deadline) -> bool:
+    """Would reading ``sock`` return data or EOF without waiting past ``deadline``?
+    TLS-aware: decrypted bytes already pending count; once the deadline has passed, a
+    TLS socket counts only when a whole record (or EOF) waits in the kernel, peeked on
+    the raw socket, so that a peer sending half a record cannot block the caller.
+    Raises the socket's error, if a peek finds one (a peek consumes it)."""
+    tls = isinstance(sock, ssl.SSLSocket)
+    if tls and sock.pending():  # type: ignore[attr-defined]
+        return True
+    remaining = deadline.remaining()
+    if remaining is None:
+        return True  # the caller may block
+    if remaining > 0 or not tls:
+        return wait_readable(sock, remaining)
+    flags = socket.MSG_PEEK | socket.MSG_DONTWAIT
+    try:
+        head = socket.socket.recv(sock, 5, flags)
+        if len(head) < 5:
+            return not head  # b"" is EOF: reading returns at once
+        size = 5 + int.from_bytes(head[3:5], "big")
+        return len(socket.socket.recv(sock, size, flags)) >= size
+    except BlockingIOError:
+        return False
+
+
 def wait_readable(sock: socket.socket, timeout: float) -> bool:
     """Wait up to ``timeout`` seconds for ``sock`` to be readable (no fd limit with poll)."""
     fd = sock.fileno()

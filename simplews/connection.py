@@ -2,38 +2,39 @@
 
 Theory of operation
 -------------------
-The Protocol decides (what a frame means, what to answer, when the connection
-has failed); this module moves bytes and keeps the threads out of each other's way.
+The Protocol decides (what a frame means, what to answer, when the connection has
+failed, when a server closes TCP, what a closed connection raises); this module
+carries its decisions out through one read pump (_pump), one write funnel (every
+write is one _write under the writer lock) and one close path (abort, _finish).
 
 Threads. The application's threads call recv() / send() / close(); there is no
 reader thread. The one keepalive thread of the process (keepalive.py) reads only
 connections nobody is reading, sends the periodic pings, and finishes connections
-whose close deadline has passed.
+whose close deadline has passed. It never blocks: it only try-acquires locks, writes
+only when the socket has room (a control frame fits), and reads only what is there.
 
 Locks, and what each guards:
 
 - read lock: the Protocol's reader half (receive_data, next_event), the read
   buffer, the read-ahead queue's producer side, and the right to finish the
-  connection (_finish). recv() holds it while it waits for data; the keepalive
-  thread only ever try-acquires it.
+  connection (_finish). recv() holds it while it waits for data.
 - writer lock: the Protocol's writer half (send_*, next_reply, the compressor) and
   every write to the socket, one frame per acquisition, so that a pong or a close
-  goes out between the fragments of a large message. The keepalive thread only
-  try-acquires it and writes only when the socket has room (a control frame fits).
+  goes out between the fragments of a large message.
 - message lock: one outgoing data message at a time (its fragments stay together).
-- state lock: the closed flag and the abort code, set once.
+- state lock: the closed flag and the cut flag, each set once.
 
 Who may close the file descriptor: once the connection is finished (closed flag
-set, by a holder of the read lock; nobody reads the socket after that), the holder
-of the writer lock, never while a sendall may use it: _finish closes it if the
-lock is free, else shuts TCP down (a blocked sendall fails at once) and the
-writer closes it as it releases the lock (_unlock_writer).
+set by a holder of the read lock; nobody reads the socket after that), the holder of
+the writer lock, never while a sendall may use it: _finish closes it if the lock is
+free, else shuts TCP down (a blocked sendall fails at once) and the writer closes
+it as it releases the lock (_unlock_writer).
 
-Closing. A close frame received or sent, or a failure, sets a close deadline
-(close_timeout). Until then the server closes TCP first once the closing
-handshake is done (RFC 6455 §7.1.1) and the client waits for it; past it, the
-keepalive tick cuts TCP. A sender that finds the handshake under way waits for its
-end (bounded by the same deadline) and raises what it decided.
+Closing. Once the Protocol is closing (a close frame sent or received, or a
+failure), a close deadline (close_timeout) bounds the rest. The server closes TCP
+when the Protocol says so (eof_due, RFC 6455 §7.1.1), the client waits for it;
+past the deadline, TCP is cut. A sender that finds the connection closing waits for
+the end (bounded by the same deadline) and raises what the closing decided.
 
 The socket stays blocking for its whole life (another thread may be in sendall);
 timeouts are waits on the descriptor with a monotonic deadline.
@@ -50,9 +51,8 @@ from time import monotonic
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Tuple, Union
 
 from . import keepalive
-from ._io import wait_readable, wait_writable
-from .exceptions import (ConcurrencyError, ConnectionClosed, ConnectionClosedError,
-                         ConnectionClosedOK, ProtocolError)
+from ._io import NOW, Deadline, data_ready, wait_writable
+from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, ProtocolError
 from .frames import CloseCode, Opcode
 from .http11 import Request, Response
 from .protocol import Close, Event, Fragment, Message, Ping, Pong, Protocol, Side, State
@@ -62,27 +62,9 @@ __all__ = ["Connection"]
 Data = Union[str, bytes]
 _BINARY_TYPES = (bytes, bytearray, memoryview)
 _TEXT, _BINARY, _CONT = Opcode.TEXT.value, Opcode.BINARY.value, Opcode.CONT.value
-_OK_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
+_ABNORMAL = CloseCode.ABNORMAL_CLOSURE
 READ_SIZE = 256 * 1024
 SMALL_READ_SIZE = 1024
-
-
-def _tls_record_ready(sock: ssl.SSLSocket) -> bool:
-    """Would reading ``sock`` return without blocking? True when decrypted bytes are
-    pending or a whole TLS record (or EOF) waits in the kernel: peeked on the raw
-    socket, so that a peer sending half a record cannot block the keepalive thread.
-    Raises the socket's error (a peek consumes it: the caller must keep it)."""
-    if sock.pending():
-        return True
-    flags = socket.MSG_PEEK | socket.MSG_DONTWAIT
-    try:
-        head = socket.socket.recv(sock, 5, flags)
-        if len(head) < 5:
-            return not head  # b"" is EOF: reading returns at once
-        size = 5 + int.from_bytes(head[3:5], "big")
-        return len(socket.socket.recv(sock, size, flags)) >= size
-    except BlockingIOError:
-        return False
 
 
 class _Flag:
@@ -122,9 +104,8 @@ class Connection:
         "ping_interval", "ping_timeout", "max_queue", "logger", "local_address",
         "remote_address", "latency", "_debug", "_tls", "_read_lock", "_write_lock",
         "_message_lock", "_state_lock", "_queue", "_read_buffer", "_read_view", "_pings",
-        "_closed", "_tcp_closed", "_shut_wr", "_close_exc", "_close_deadline", "_abort_code",
-        "_cause",
-        "_failure_reported", "__dict__", "__weakref__",
+        "_closed", "_tcp_closed", "_shut_wr", "_cut", "_close_exc", "_close_deadline",
+        "_cause", "_failure_reported", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, protocol: Protocol, *, request: Request,
@@ -144,27 +125,27 @@ class Connection:
         self.logger = logger or logging.getLogger(
             "simplews.client" if protocol.side is Side.CLIENT else "simplews.server")
         self._debug = self.logger.isEnabledFor(logging.DEBUG)
+        self._tls = isinstance(sock, ssl.SSLSocket)
         self.local_address: Any = sock.getsockname()
         self.remote_address: Any = sock.getpeername()
-        #: Seconds between the last keepalive ping and its pong.
+        #: Seconds between the last ping and its pong.
         self.latency = 0.0
-        self._tls = isinstance(sock, ssl.SSLSocket)
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._message_lock = threading.Lock()  # one outgoing data message at a time
+        self._message_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._queue: List[Event] = []  # read ahead by the keepalive thread (at most max_queue)
         # Reads start in a small buffer; the first read that fills it switches to a
-        # large one (see _receive_once), so that idle connections stay small.
+        # large one (see _read_once), so that idle connections stay small.
         self._read_buffer: Any = bytearray(SMALL_READ_SIZE)
         self._read_view = memoryview(self._read_buffer)
         self._pings: Dict[bytes, Tuple[threading.Event, float]] = {}
-        self._closed = _Flag()  # set once the TCP connection is closed
+        self._closed = _Flag()  # set once the connection is finished
         self._tcp_closed = False  # the same, as a plain attribute for the hot path
         self._shut_wr = False  # we shut our sending side down (a server's close, §7.1.1)
+        self._cut = False  # TCP was cut (abort): finish as soon as the read lock is free
         self._close_exc: Optional[ConnectionClosed] = None
-        self._close_deadline: Optional[float] = None  # set when we wait for the TCP close
-        self._abort_code: Optional[Tuple[int, str]] = None
+        self._close_deadline: Optional[Deadline] = None
         self._cause: Optional[OSError] = None  # the network error that ended it, if one did
         self._failure_reported = False
         if leftover:
@@ -188,41 +169,23 @@ class Connection:
         return self._close_exc.reason if self._close_exc is not None else None
 
     def _closing_exception(self) -> ConnectionClosed:
-        """What a closed connection raises, derived from the closing handshake: a new
-        instance each time, since a raised exception keeps its traceback, whose frames
-        keep this connection (a stored one raised would tie them into a cycle that only
-        the garbage collector frees)."""
-        if self._close_exc is not None:
-            exc = type(self._close_exc)(self._close_exc.code, self._close_exc.reason)
-        else:
-            exc = self._derive_close()
-        exc.__cause__ = self._cause
+        """What a closed connection raises, as the Protocol decides, with the network
+        error that ended it as the cause: a new instance each time (a stored one,
+        raised, would keep its traceback's frames and so this connection)."""
+        exc = self.protocol.close_exc()
+        if exc.__cause__ is None:
+            exc.__cause__ = self._cause
         return exc
 
-    def _derive_close(self) -> ConnectionClosed:
-        protocol = self.protocol
-        received, sent = protocol.close_rcvd, protocol.close_sent
-        if received is not None and sent is not None and received[0] in _OK_CODES \
-                and sent[0] in _OK_CODES:
-            return ConnectionClosedOK(*received)  # the closing handshake completed
-        if received is not None:
-            return ConnectionClosedError(*received)
-        if protocol.failure is not None:  # we failed it, whether or not our close got out
-            return ConnectionClosedError(protocol.failure.close_code, str(protocol.failure))
-        if self._abort_code is not None:
-            return ConnectionClosedError(*self._abort_code)
-        return ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "")
-
     def _set_cause(self, exc: OSError) -> None:
-        """Remember the first network error, to chain it to the ConnectionClosedError the
-        user sees; without its traceback, whose frames would hold this connection."""
+        """Remember the first network error (without its traceback, whose frames would
+        hold this connection)."""
         if self._cause is None and not self._closed.is_set():
             self._cause = exc.with_traceback(None)
 
     def _closed_exception(self) -> ConnectionClosed:
-        """For a sender that finds the closing handshake started: wait for it to end
-        (at most close_timeout; whoever reads finishes it), so that every thread sees
-        the exception the handshake decides, then return that."""
+        """For a sender that finds the connection closing: wait for the end (at most
+        close_timeout; whoever reads finishes it), then what the closing decided."""
         if not self._closed.is_set():
             self._closed.wait(self.close_timeout)
         return self._closing_exception()
@@ -236,7 +199,7 @@ class Connection:
         data fails the connection."""
         if timeout is None and not self._queue:  # the common case, with one call less
             with self._read_lock:
-                event = self._queue.pop(0) if self._queue else self._read_event(None)
+                event = self._queue.pop(0) if self._queue else self._pump(None)
         else:
             event = self._next_data_event(timeout, streaming=False)
         if type(event) is not Message:
@@ -267,66 +230,93 @@ class Connection:
         queue = self._queue
         if queue:
             return queue.pop(0)
-        deadline = None if timeout is None else monotonic() + timeout
-        if not self._read_lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+        deadline = Deadline(timeout)
+        if not self._read_lock.acquire(timeout=deadline.lock_timeout()):
             raise TimeoutError("timed out waiting for a message")
         try:
             if queue:
                 return queue.pop(0)
-            return self._read_event(deadline, streaming)
+            return self._pump(deadline, streaming=streaming)  # type: ignore[return-value]
         finally:
             self._read_lock.release()
 
-    def _read_event(self, deadline: Optional[float], streaming: bool = False) -> Event:
-        """The next data event, handling control frames on the way (read lock held)."""
+    def _pump(self, deadline: Optional[Deadline], idle: bool = False,
+              streaming: bool = False) -> Optional[Event]:
+        """The one read loop (read lock held): read, hand events to the Protocol's
+        decisions, answer control frames, until a data event, which is returned.
+        ``deadline`` None waits for as long as it takes, NOW never waits. ``idle``
+        (the keepalive thread): data events are queued (up to max_queue) instead of
+        returned, at most one read is made, and None is returned when it is done.
+        Once the connection is closing, only the TCP close is left: then a reader
+        gets the failure it caused (once) or the closing exception."""
         protocol = self.protocol
         if streaming and protocol.in_message:
             partial = protocol.take_partial()
             if partial:  # else the message's bytes are still in the buffer: parsed below
                 return Fragment(partial, False)
+        reads = 0
         while True:
-            if self._close_deadline is not None:
-                self._wait_tcp_close()
+            if protocol.closing and (protocol.close_rcvd is not None or protocol.failed is not None) \
+                    or self._tcp_closed:
+                self._await_tcp_close(idle)
+                if idle:
+                    return None
                 failure = protocol.failure
                 if failure is not None and not self._failure_reported:
-                    self._failure_reported = True  # raised once, where it was found or not
+                    self._failure_reported = True  # raised once, then ConnectionClosedError
                     raise failure
                 raise self._closing_exception()
             protocol.streaming = streaming
             try:
                 event = protocol.next_event()
             except ProtocolError as exc:
-                self._failure_reported = True
-                self._on_failure(exc)
-                raise
+                self.logger.info("failing connection with %d: %s", exc.close_code, exc)
+                self._start_closing()
+                self._flush_replies(idle)
+                continue
             if event is None:
-                if self._tcp_closed or protocol.failure is not None:
-                    raise self._closing_exception()
-                # Read once from the socket into the protocol.
-                sock = self.socket
-                if deadline is not None and not (self._tls and sock.pending()):
-                    if not wait_readable(sock, deadline - monotonic()):
-                        raise TimeoutError("timed out waiting for a message")
-                if not self._receive_once():
-                    raise self._closing_exception()
+                if idle and reads:
+                    return None
+                if not self._read_once(NOW if idle else deadline):
+                    if idle:
+                        return None
+                    raise TimeoutError("timed out waiting for a message")
+                reads += 1
+                continue
             cls = type(event)
             if cls is Message or cls is Fragment:
                 if self._debug:
                     self._log_data("<", event)
-                return event
-            self._handle_control(event)
+                if not idle:
+                    return event
+                self._queue.append(event)
+                if self.max_queue is not None and len(self._queue) >= self.max_queue:
+                    return None  # back-pressure: recv() reads the rest
+                continue
+            self._handle_control(event, idle)
 
-    def _receive_once(self) -> bool:
-        """One read from the socket into the protocol (read lock held); False at the
-        end of the stream, the connection then finished."""
+    def _read_once(self, deadline: Optional[Deadline]) -> bool:
+        """Wait for data until ``deadline`` and read once into the Protocol; False if
+        nothing came in time. At the end of the stream the connection is finished."""
+        sock = self.socket
         try:
-            size = self.socket.recv_into(self._read_buffer)
+            if deadline is None:
+                size = sock.recv_into(self._read_buffer)
+            elif self._tls or not deadline.passed():
+                if not data_ready(sock, deadline):
+                    return False
+                size = sock.recv_into(self._read_buffer)
+            else:  # no time to wait: one syscall, whatever is there
+                size = sock.recv_into(self._read_buffer, 0, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
         except OSError as exc:
             self._set_cause(exc)
             size = 0
         if not size:
-            self._on_eof()
-            return False
+            self.protocol.receive_eof()
+            self._finish()
+            return True
         self.protocol.receive_data(self._read_view[:size])
         if size == SMALL_READ_SIZE and len(self._read_buffer) == SMALL_READ_SIZE:
             # Busy: a large buffer now, an anonymous mapping whose pages cost memory
@@ -335,62 +325,51 @@ class Connection:
             self._read_view = memoryview(self._read_buffer)
         return True
 
-    def _handle_control(self, event: Event, blocking: bool = True) -> None:
-        """Ping, Pong, Close: answer, acknowledge, close (read lock held). With
-        ``blocking=False`` (the keepalive thread) a reply that cannot go out at once
-        waits for a later tick."""
+    def _handle_control(self, event: Event, idle: bool) -> None:
+        """Ping, Pong, Close: the Protocol queued the replies; send them (read lock held)."""
         if self._debug:
             self.logger.debug("< %r", event)
         cls = type(event)
-        if cls is Ping:
-            self._send_replies(blocking)
-        elif cls is Pong:
+        if cls is Pong:
             now = monotonic()
             for payload in event.acknowledged:  # type: ignore[attr-defined]
                 waiter = self._pings.pop(payload, None)
                 if waiter is not None:
                     self.latency = now - waiter[1]
                     waiter[0].set()
-        elif cls is Close:
-            self._send_replies(blocking)  # the echo (RFC 6455 §5.5.1)
-            self._start_tcp_close()
+            return
+        if cls is Close:
+            self._start_closing()
+        self._flush_replies(idle)  # the pong (§5.5.2) or the close echo (§5.5.1)
 
-    def _on_failure(self, exc: ProtocolError) -> None:
-        """The peer broke the protocol: send the failing close (waiting for a busy
-        writer at most until the close deadline), then close TCP."""
-        self.logger.info("failing connection with %d: %s", exc.close_code, exc)
-        self._start_tcp_close()
-        self._flush_replies()
-        self._wait_tcp_close()
-
-    def _on_eof(self) -> None:
-        self.protocol.receive_eof()
+    def _await_tcp_close(self, idle: bool) -> None:
+        """The closing handshake is over or failed: discard what the peer still sends
+        until it closes TCP, the server may close it (§7.1.1), or the close deadline;
+        then finish (read lock held). ``idle``: never wait, look again next tick."""
+        if not self._closed.is_set():
+            self._start_closing()
+            self._flush_replies(idle)  # a close echo left by the keepalive thread
+        sock, buffer = self.socket, self._read_buffer
+        deadline = self._close_deadline or NOW
+        while not self._closed.is_set() and not self._server_may_close_now():
+            try:
+                if not data_ready(sock, NOW if idle else deadline):
+                    if idle and not deadline.passed():
+                        return
+                    break
+                if not sock.recv_into(buffer):
+                    break  # EOF
+            except OSError:
+                break
         self._finish()
 
-    # ------------------------------------------------------- closing TCP
-
-    def _start_tcp_close(self) -> None:
-        """The closing handshake is over (or failed): RFC 6455 §7.1.1, the server closes
-        TCP first; the client waits for it (both bounded by close_timeout)."""
-        if self._close_deadline is None:
-            self._close_deadline = monotonic() + (self.close_timeout or 0)
-        # Not before our close frame is out: the keepalive thread may have had to leave
-        # the echo for a later tick (a full send buffer); it calls this again then.
-        if self.protocol.side is Side.SERVER and not self.protocol.has_replies:
-            try:
-                self.socket.shutdown(socket.SHUT_WR)
-                self._shut_wr = True
-            except OSError:
-                pass
-
     def _server_may_close_now(self) -> bool:
-        """RFC 6455 §7.1.1: after sending and receiving a close frame, "the server MUST
-        close the underlying TCP connection immediately". True once it may: the closing
-        handshake completed, our side is shut down and nothing the client sent is left
-        unread (closing over unread bytes would reset the connection: what came after
-        the close, e.g. a TLS alert, is read and dropped first). A peek, no wait."""
-        protocol = self.protocol
-        if not self._shut_wr or protocol.close_rcvd is None or protocol.failure is not None:
+        """RFC 6455 §7.1.1: after the closing handshake "the server MUST close the
+        underlying TCP connection immediately": true once our side is shut down and
+        nothing the client sent is left unread (closing over unread bytes would reset
+        the connection: what came after the close, e.g. a TLS alert, is read and
+        dropped first). A peek, no wait."""
+        if not self._shut_wr or not self.protocol.handshake_done:
             return False
         try:
             return not socket.socket.recv(self.socket, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
@@ -399,104 +378,11 @@ class Connection:
         except OSError:
             return True  # reset by the peer: nothing left to wait for
 
-    def _wait_tcp_close(self) -> None:
-        """Discard what the peer still sends until it closes TCP or time is up, then
-        close our end (read lock held). A server closes as soon as it may."""
-        if self.protocol.side is Side.SERVER and not self._shut_wr:
-            # The keepalive thread may have read the close and left the echo: send it
-            # (waiting for one another thread is writing), then shut our side down.
-            self._flush_replies()
-        deadline = self._close_deadline or monotonic()
-        sock, buffer = self.socket, self._read_buffer
-        while not self._closed.is_set() and not self._server_may_close_now():
-            if not (self._tls and sock.pending()) and not wait_readable(sock, deadline - monotonic()):
-                break
-            try:
-                if not sock.recv_into(buffer):
-                    break
-            except OSError:
-                break
-        self._finish()
+    def __enter__(self) -> Connection:
+        return self
 
-    def _poll_tcp_close(self) -> None:
-        """The keepalive thread's version of _wait_tcp_close: read what is there, finish
-        on EOF, after the deadline or when a server may close, never wait (read lock held)."""
-        sock = self.socket
-        try:
-            while not self._server_may_close_now():
-                if not (_tls_record_ready(sock) if self._tls else wait_readable(sock, 0)):
-                    if monotonic() < (self._close_deadline or 0):
-                        return  # look again next tick
-                    break
-                if not sock.recv_into(self._read_buffer):
-                    break  # EOF
-        except OSError:
-            pass
-        self._finish()
-
-    def _finish(self) -> None:
-        """Close the socket and record how the connection ended (read lock held)."""
-        with self._state_lock:
-            if self._closed.is_set():
-                return
-            self._close_exc = self._closing_exception()
-            self._tcp_closed = True
-            self._closed.set()
-        keepalive.unregister(self)
-        # No sendall may be using the descriptor when it is closed. A writer blocked in
-        # one fails once TCP is shut down; the writer then closes the socket as it
-        # releases the lock (_release_writer). Nothing here waits for the lock.
-        if not self._write_lock.acquire(blocking=False):
-            try:
-                self.socket.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            if not self._write_lock.acquire(blocking=False):
-                return  # the writer closes it (it checks _tcp_closed after releasing)
-        try:
-            self.socket.close()
-        finally:
-            self._write_lock.release()
-        if self._debug:
-            self.logger.debug("connection closed: %s", self._close_exc)
-
-    def _cut(self, code: int, reason: str) -> bool:
-        """Record why the connection is being aborted and cut TCP, which wakes a blocked
-        reader or writer; the reader, or the keepalive tick, then finishes. False if it
-        was already closed or aborted."""
-        with self._state_lock:
-            if self._closed.is_set() or self._abort_code is not None:
-                return False
-            self._abort_code = (code, reason)
-        self.logger.info("aborting connection with %d: %s", code, reason)
-        try:
-            self.socket.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        return True
-
-    def abort(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
-        """Give up on the connection without waiting for anything: a close frame with
-        ``code`` if the writer is free and the socket has room (none for 1006), then
-        TCP is cut. A blocked sender or reader fails at once. The caller must not hold
-        the writer lock."""
-        if self._closed.is_set() or self._abort_code is not None:
-            return
-        if self._write_lock.acquire(blocking=False):
-            try:
-                if code != CloseCode.ABNORMAL_CLOSURE and wait_writable(self.socket, 0):
-                    frame = self.protocol.send_close(code, reason)
-                    if frame:
-                        self.socket.sendall(frame)
-            except OSError:
-                pass
-            finally:
-                self._release_writer(blocking=False)
-        if self._cut(code, reason) and self._read_lock.acquire(blocking=False):
-            try:
-                self._finish()
-            finally:
-                self._read_lock.release()
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
 
     # --------------------------------------------------------------- sending
 
@@ -538,7 +424,7 @@ class Connection:
         self._write_lock.acquire()
         try:
             protocol = self.protocol
-            if protocol.close_sent is None and protocol.close_rcvd is None and not self._tcp_closed:
+            if not protocol.closing and not self._tcp_closed:
                 buffers = protocol.send_data(opcode, data, fin)
                 if self._debug:
                     self.logger.debug("> %s %d bytes%s", Opcode(opcode).name, len(data),
@@ -547,35 +433,32 @@ class Connection:
                     return
         finally:
             self._release_writer()
-        raise self._closed_exception()  # the closing handshake has started
+        raise self._closed_exception()  # the connection is closing
 
     def _write(self, buffers: List[Any]) -> bool:
-        """Write buffers (writer lock held). A failed write aborts the connection and
-        raises its exception, unless a close is under way (the peer may close TCP once
-        it has our close or we have its): then False, and the caller, having released
-        the lock, raises _closed_exception()."""
+        """The one place that writes to the socket (writer lock held). A failed write
+        cuts the connection and raises its exception, unless it is closing already
+        (the peer may close TCP once it has our close or we have its): then False,
+        and the caller, once it has released the lock, raises _closed_exception()."""
+        assert self._write_lock.locked()
         try:
             for buffer in buffers:
                 self.socket.sendall(buffer)
             return True
         except OSError as exc:
-            protocol = self.protocol
-            if protocol.close_rcvd is not None or protocol.close_sent is not None \
-                    or protocol.failure is not None:
-                return False
             self._set_cause(exc)
-            self._cut(CloseCode.ABNORMAL_CLOSURE, "connection lost while writing")
+            if self.protocol.closing:
+                return False
+            self._cut_tcp(_ABNORMAL, "connection lost while writing")
             raise self._closing_exception() from exc
 
-    def _acquire_writer(self, blocking: bool) -> bool:
-        """Take the writer lock for replies: at once or not at all (the keepalive
-        thread), else waiting at most until the close deadline once one is set."""
-        if not blocking:
+    def _acquire_writer(self, idle: bool) -> bool:
+        """Take the writer lock: at once or not at all for the keepalive thread, else
+        waiting at most until the close deadline once one is set."""
+        if idle:
             return self._write_lock.acquire(blocking=False)
         deadline = self._close_deadline
-        if deadline is None:
-            return self._write_lock.acquire()
-        return self._write_lock.acquire(timeout=max(0.0, deadline - monotonic()))
+        return self._write_lock.acquire(timeout=-1 if deadline is None else deadline.lock_timeout())
 
     def _unlock_writer(self) -> None:
         """Release the writer lock; close the socket if the connection was finished
@@ -587,70 +470,68 @@ class Connection:
             finally:
                 self._write_lock.release()
 
-    def _release_writer(self, blocking: bool = True) -> None:
+    def _release_writer(self, idle: bool = False) -> None:
         """Release the writer lock, then send what the keepalive thread read but could
-        not answer while the lock was taken (a pong, a close echo): now, not at its next
-        tick. With ``blocking=False`` (the keepalive thread) only what goes out at once."""
+        not answer while the lock was taken (a pong, a close echo): now, not at its
+        next tick."""
         self._unlock_writer()
         if self.protocol.has_replies and not self._tcp_closed:
-            self._flush_replies(blocking)
+            self._flush_replies(idle)
 
-    def _flush_replies(self, blocking: bool = True) -> None:
-        """Send the queued replies; once a close echo is out, the server may close TCP."""
-        self._send_replies(blocking)
-        if self._close_deadline is not None:
-            self._start_tcp_close()
-
-    def _send_replies(self, blocking: bool = True) -> None:
-        """Write the pongs and close frames the protocol queued, one per lock hold;
-        with ``blocking=False`` (the keepalive thread) leave them while a writer is busy
-        or the socket's buffer is full."""
-        protocol = self.protocol
-        while True:
-            if not blocking and not wait_writable(self.socket, 0):
+    def _flush_replies(self, idle: bool) -> None:
+        """Send the replies the Protocol queued (pongs, the close echo, the failing
+        close), one per writer-lock hold; then, if the Protocol says so, shut our
+        side of TCP down (a server, RFC 6455 §7.1.1). ``idle``: only what goes out at
+        once; the rest waits for the writer's release or a later tick."""
+        protocol, sock = self.protocol, self.socket
+        while protocol.has_replies:
+            if idle and not wait_writable(sock, 0):
                 return
-            if not self._acquire_writer(blocking):
+            if not self._acquire_writer(idle):
                 return
             try:
                 if self._tcp_closed:
                     return
                 frame = protocol.next_reply()
                 if frame is None:
-                    return
+                    break
                 if self._debug:
                     self.logger.debug("> reply %r", frame[:16])
                 try:
-                    self.socket.sendall(frame)
-                except OSError:
-                    return  # the reader sees the connection end
+                    self._write([frame])
+                except ConnectionClosed:
+                    return  # the reader sees the end
             finally:
                 self._unlock_writer()
+        if protocol.eof_due and not self._shut_wr:
+            self._shut_wr = True
+            self._shutdown(socket.SHUT_WR)
 
     def ping(self, data: Union[str, bytes, None] = None) -> threading.Event:
         """Send a ping; the returned Event is set when its pong arrives (RFC 6455 §5.5.2)."""
         payload = os.urandom(4) if data is None else data.encode() if isinstance(data, str) else bytes(data)
-        waiter = self._ping(payload, blocking=True)
+        waiter = self._ping(payload, idle=False)
         assert waiter is not None
         return waiter
 
-    def _ping(self, payload: bytes, blocking: bool) -> Optional[threading.Event]:
-        """Send a ping; with ``blocking=False`` (the keepalive thread) give up, returning
-        None, when the writer is busy or the socket's buffer is full."""
-        if not self._write_lock.acquire(blocking):
+    def _ping(self, payload: bytes, idle: bool) -> Optional[threading.Event]:
+        """Send a ping; ``idle`` (the keepalive thread): give up, returning None, when
+        the writer is busy, the socket's buffer is full or the connection is closing."""
+        if not self._acquire_writer(idle):
             return None
         try:
             if payload in self._pings:
                 raise ConcurrencyError("a ping with the same payload is waiting for its pong")
-            if self.protocol.close_sent is None and not self._closed.is_set():
-                if not blocking and not wait_writable(self.socket, 0):
+            if not self.protocol.closing and not self._tcp_closed:
+                if idle and not wait_writable(self.socket, 0):
                     return None
                 waiter = threading.Event()
                 self._pings[payload] = (waiter, monotonic())
                 if self._write([self.protocol.send_ping(payload)]):
                     return waiter
         finally:
-            self._release_writer(blocking)
-        if not blocking:  # the keepalive thread: the closing handshake needs no ping
+            self._release_writer(idle)
+        if idle:
             return None
         raise self._closed_exception()
 
@@ -659,7 +540,7 @@ class Connection:
         payload = data.encode() if isinstance(data, str) else bytes(data)
         self._write_lock.acquire()
         try:
-            if self.protocol.close_sent is None and not self._closed.is_set():
+            if not self.protocol.closing and not self._tcp_closed:
                 if self._write([self.protocol.send_pong(payload)]):
                     return
         finally:
@@ -673,18 +554,22 @@ class Connection:
         for TCP to close, within close_timeout. Harmless when already closed."""
         if self._closed.is_set():
             return
-        timeout = self.close_timeout
-        deadline = None if timeout is None else monotonic() + timeout
-        if not self.send_close(code, reason, timeout):
-            self.abort(CloseCode.ABNORMAL_CLOSURE, "close timeout: the peer takes no close frame")
-        if self._read_lock.acquire(timeout=-1 if timeout is None else timeout):
+        deadline = Deadline(self.close_timeout)
+        if not self.send_close(code, reason, self.close_timeout):
+            self.abort(_ABNORMAL, "close timeout: the peer takes no close frame")
+        if self._read_lock.acquire(timeout=deadline.lock_timeout()):
             try:
-                self._drain_until_closed(deadline)
+                while not self._closed.is_set():  # drop data until the peer's close
+                    self._pump(deadline)
+            except (ConnectionClosed, ProtocolError):
+                pass
+            except TimeoutError:
+                self.abort(_ABNORMAL, "close timeout")
+                self._finish()
             finally:
                 self._read_lock.release()
-        remaining = None if deadline is None else max(0.0, deadline - monotonic())
-        if not self._closed.wait(remaining):
-            self.abort(CloseCode.ABNORMAL_CLOSURE, "close timeout")
+        if not self._closed.wait(deadline.remaining()):
+            self.abort(_ABNORMAL, "close timeout")
 
     def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "",
                    timeout: Optional[float] = None) -> bool:
@@ -693,73 +578,113 @@ class Connection:
         seconds (None: no limit). False if it could not (nothing sent: abort() gives up
         on the connection). For a server closing many connections at once; close()
         is the usual way."""
-        deadline = None if timeout is None else monotonic() + timeout
-        if not self._write_lock.acquire(timeout=-1 if timeout is None else timeout):
-            return False
-        if self._tcp_closed:
-            self._unlock_writer()
-            return True
-        if deadline is not None and not wait_writable(self.socket, deadline - monotonic()):
-            self._unlock_writer()
+        deadline = Deadline(timeout)
+        if not self._write_lock.acquire(timeout=deadline.lock_timeout()):
             return False
         try:
-            frame = self.protocol.send_close(code, reason)
-            if frame:
-                self.logger.debug("> CLOSE %d %s", code, reason)
-                self.socket.sendall(frame)
-        except OSError as exc:
-            self._set_cause(exc)  # the reader sees the end; the user sees why
+            if self._tcp_closed or self.protocol.close_sent is not None:
+                return True
+            remaining = deadline.remaining()
+            if remaining is not None and not wait_writable(self.socket, remaining):
+                return False
+            self.logger.debug("> CLOSE %d %s", code, reason)
+            self._write([self.protocol.send_close(code, reason)])
+            self._start_closing()
         finally:
             self._release_writer()
+        self._flush_replies(True)  # a server answering a close shuts TCP down now
         return True
 
-    def _drain_until_closed(self, deadline: Optional[float]) -> None:
-        """Read (dropping data messages) until the connection is closed (read lock held)."""
-        while not self._closed.is_set():
+    def abort(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
+        """Give up on the connection without waiting for anything: the Protocol fails
+        it with ``code`` (RFC 6455 §7.1.7), its close frame goes out if the writer is
+        free and the socket has room (none for 1006), then TCP is cut; a blocked sender
+        or reader fails at once. The caller must not hold the writer lock."""
+        if self._closed.is_set() or self._cut:
+            return
+        self.protocol.fail(code, reason)
+        self._start_closing()
+        self._flush_replies(True)
+        self._cut_tcp(code, reason)
+        if self._read_lock.acquire(blocking=False):
             try:
-                self._read_event(deadline)
-            except (ConnectionClosed, ProtocolError):
-                return
-            except TimeoutError:
-                self.abort(CloseCode.ABNORMAL_CLOSURE, "close timeout")
                 self._finish()
+            finally:
+                self._read_lock.release()
+
+    def _cut_tcp(self, code: int, reason: str) -> None:
+        """Fail the connection and shut TCP down, which wakes a blocked reader or
+        writer; the reader, or the keepalive tick, then finishes."""
+        with self._state_lock:
+            if self._closed.is_set() or self._cut:
                 return
+            self._cut = True
+        self.protocol.fail(code, reason)
+        self._start_closing()
+        self.logger.info("aborting connection with %d: %s", code, reason)
+        self._shutdown(socket.SHUT_RDWR)
 
-    def __enter__(self) -> "Connection":
-        return self
+    def _start_closing(self) -> None:
+        """The close deadline: close_timeout from the first sign of closing."""
+        if self._close_deadline is None:
+            self._close_deadline = Deadline(self.close_timeout or 0)
 
-    def __exit__(self, *exc_info: Any) -> None:
-        self.close()
+    def _shutdown(self, how: int) -> None:
+        try:  # socket.socket's: SSLSocket.shutdown() would drop the TLS state under a writer
+            socket.socket.shutdown(self.socket, how)
+        except OSError:
+            pass
 
-    # ------------------------------------------------------------ keepalive
+    def _finish(self) -> None:
+        """Record how the connection ended and close the socket (read lock held). No
+        sendall may be using the descriptor when it is closed: if a writer holds the
+        lock, TCP is shut down (its sendall fails at once) and it closes the socket as
+        it releases the lock. Nothing here waits."""
+        with self._state_lock:
+            if self._closed.is_set():
+                return
+            self._close_exc = self._closing_exception()
+            self._tcp_closed = True
+            self._closed.set()
+        keepalive.unregister(self)
+        if not self._write_lock.acquire(blocking=False):
+            self._shutdown(socket.SHUT_RDWR)
+            if not self._write_lock.acquire(blocking=False):
+                return
+        try:
+            self.socket.close()
+        finally:
+            self._write_lock.release()
+        if self._debug:
+            self.logger.debug("connection closed: %s", self._close_exc)
 
-    # The keepalive thread's side (keepalive.Keepable): none of it blocks.
+    # ---------------------------------------- the keepalive thread's side (keepalive.Keepable)
 
     def keepalive_fileno(self) -> int:
         return self.socket.fileno()
 
     def keepalive_tick(self, now: float) -> bool:
-        """Pending replies, the end of aborted or closing connections; False once the
-        connection is closing or closed (no more pings)."""
+        """Pending replies, the end of cut or closing connections; False once the
+        connection is closing or closed (no more pings). Never blocks."""
         if self._closed.is_set():
             return False
-        if self._abort_code is not None or (
-                self._close_deadline is not None and now >= self._close_deadline):
+        deadline = self._close_deadline
+        if self._cut or (deadline is not None and deadline.passed()):
             if self._read_lock.acquire(blocking=False):
                 try:
                     self._finish()
                 finally:
                     self._read_lock.release()
-            elif self._abort_code is None:  # a reader is stuck (in a reply's sendall, say)
-                self._cut(CloseCode.ABNORMAL_CLOSURE, "close timeout")
+            elif not self._cut:  # a reader is stuck (in a reply's sendall, say)
+                self._cut_tcp(_ABNORMAL, "close timeout")
             return False
         if self.protocol.has_replies:
-            self._flush_replies(blocking=False)
-        return self._close_deadline is None and self.protocol.close_sent is None
+            self._flush_replies(True)
+        return not self.protocol.closing
 
     def keepalive_ping(self) -> Optional[threading.Event]:
         try:
-            return self._ping(os.urandom(4), blocking=False)
+            return self._ping(os.urandom(4), idle=True)
         except (ConnectionClosed, ConcurrencyError):
             return None
 
@@ -773,51 +698,26 @@ class Connection:
                     or (self.max_queue is not None and len(self._queue) >= self.max_queue))
 
     def read_idle(self) -> bool:
-        """The keepalive thread found the socket readable: read what is there if nobody
-        else reads, answer control frames, queue data. False: stop watching for now."""
+        """The socket is readable and nobody reads it: read what is there, answer
+        control frames, queue data (never blocks). False: stop watching for now."""
         if not self._read_lock.acquire(blocking=False):
             return False
         try:
             if self._closed.is_set():
                 return False
-            if self._close_deadline is not None:
-                self._poll_tcp_close()
-                return not self._closed.is_set()
-            sock = self.socket
             try:
-                ready = _tls_record_ready(sock) if self._tls else wait_readable(sock, 0)
-            except OSError as exc:  # reset by the peer, say
+                if self._tls and not data_ready(self.socket, NOW):
+                    return False  # half a TLS record: look again next tick
+            except OSError as exc:  # reset by the peer, say: the peek consumed the error
                 self._set_cause(exc)
-                self._on_eof()
+                self.protocol.receive_eof()
+                self._finish()
                 return False
-            if not ready:
-                return not self._tls  # half a TLS record: look again next tick
-            return self._receive_once() and self._queue_events()
+            self._pump(NOW, idle=True)
+            return not self._closed.is_set() and (
+                self.max_queue is None or len(self._queue) < self.max_queue)
         finally:
             self._read_lock.release()
-
-    def _queue_events(self) -> bool:
-        protocol, queue = self.protocol, self._queue
-        while self.max_queue is None or len(queue) < self.max_queue:
-            try:
-                event = protocol.next_event()
-            except ProtocolError as exc:
-                # Never wait for the writer here (the keepalive thread): the failing close
-                # goes out now if it can, else at the writer's release or a later tick,
-                # and close_timeout bounds it all (the tick finishes the connection).
-                self.logger.info("failing connection with %d: %s", exc.close_code, exc)
-                self._flush_replies(blocking=False)
-                self._start_tcp_close()
-                return True
-            if event is None:
-                return True
-            if type(event) is Message or type(event) is Fragment:
-                queue.append(event)
-            else:
-                self._handle_control(event, blocking=False)
-                if type(event) is Close:
-                    return True
-        return False
 
     def _log_data(self, direction: str, event: Event) -> None:
         data = event.data  # type: ignore[attr-defined]

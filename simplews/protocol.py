@@ -9,6 +9,11 @@ reader half (``receive_data``, ``receive_eof``, ``next_event``) under the read
 lock, the writer half (``send_*``, ``next_reply``) under the writer lock. Replies
 that the reader decides on (pongs, the close echo, the close that fails the
 connection) wait in a queue until the writer half serializes them.
+
+It also decides how the connection ends (RFC 6455 §7): ``fail()`` fails it,
+``eof_due`` says when a server must close TCP, ``close_exc()`` is what a closed
+connection raises. After a close frame is received or the connection failed,
+everything received is discarded: the caller only waits for the TCP close.
 """
 from __future__ import annotations
 
@@ -17,9 +22,10 @@ import enum
 import os
 import struct
 import zlib
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
-from .exceptions import PayloadTooBig, ProtocolError
+from .exceptions import (ConnectionClosed, ConnectionClosedError, ConnectionClosedOK,
+                         PayloadTooBig, ProtocolError)
 from .extensions import DeflateParams, Deflater, Inflater
 from .frames import CloseCode, Opcode, apply_mask, frame_header, parse_close, serialize_close
 
@@ -39,6 +45,7 @@ Data = Union[bytes, bytearray, memoryview]
 
 _U64 = struct.Struct("!Q")
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
+_OK_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
 #: Payloads at least this large are returned apart from their header (no copy to join them).
 LARGE_PAYLOAD = 16 * 1024
 MASK_POOL_SIZE = 256  # bytes of os.urandom() per refill: 64 masking keys
@@ -144,7 +151,8 @@ class Protocol:
     """One side of an open WebSocket connection."""
 
     __slots__ = (
-        "side", "max_size", "deflate", "streaming", "close_sent", "close_rcvd", "failure", "eof",
+        "side", "max_size", "deflate", "streaming", "close_sent", "close_rcvd", "failure", "failed",
+        "eof", "closing", "_discard",
         "_client", "_deflater", "_inflater", "_compress_out", "_buf", "_frame", "_msg_opcode",
         "_msg_compressed", "_msg_size", "_msg_streamed", "_parts", "_decoder", "_replies",
         "_pings", "_mask_pool", "_mask_used", "__dict__",
@@ -175,8 +183,13 @@ class Protocol:
         # Closing and failure (RFC 6455 §7).
         self.close_sent: Optional[Tuple[int, str]] = None
         self.close_rcvd: Optional[Tuple[int, str]] = None
-        self.failure: Optional[ProtocolError] = None
+        self.failure: Optional[ProtocolError] = None  # the peer's violation, raised once
+        self.failed: Optional[Tuple[int, str]] = None  # why we failed the connection
         self.eof = False
+        #: Has the closing handshake started (a close frame sent or received) or the
+        #: connection failed? Then the caller bounds what follows with close_timeout.
+        self.closing = False
+        self._discard = False  # drop what is received (after a close frame or a failure)
         self._replies: List[Tuple[int, bytes]] = []  # a few at most
         self._mask_pool = b""  # random bytes for masking keys (client side)
         self._mask_used = 0
@@ -188,7 +201,7 @@ class Protocol:
     def state(self) -> State:
         if self.eof or (self.close_sent and self.close_rcvd):
             return State.CLOSED
-        if self.close_sent or self.close_rcvd or self.failure:
+        if self.close_sent or self.close_rcvd or self.failed:
             return State.CLOSING
         return State.OPEN
 
@@ -205,8 +218,10 @@ class Protocol:
     # ----------------------------------------------------------- reader half
 
     def receive_data(self, data: Data) -> None:
-        """Append bytes read from the network."""
-        self._buf += data
+        """Append bytes read from the network (dropped once a close frame was received
+        or the connection failed: RFC 6455 §7.1.7 "MUST NOT ... process further data")."""
+        if not self._discard:
+            self._buf += data
 
     def receive_eof(self) -> None:
         """The peer closed TCP."""
@@ -217,75 +232,71 @@ class Protocol:
         queues the close frame that fails the connection (RFC 6455 §7.1.7) and raises
         ProtocolError (PayloadTooBig for 1009); nothing more is parsed after it or
         after the peer's close frame."""
-        if not self._buf or self.failure is not None or self.close_rcvd is not None:
+        if not self._buf or self._discard:
             return None
         try:
-            if self._frame is None and not self._msg_opcode:
-                message = self._parse_whole_message()
-                if message is not None:
-                    return message
             return self._parse()
         except ProtocolError as exc:
-            self._fail(exc)
+            self.failure = exc
+            self.fail(exc.close_code, str(exc))
             raise
         except zlib.error as exc:
             # RFC 7692 §7.2.2 / §8: undecodable compressed data fails the connection.
             error = ProtocolError(f"invalid compressed data: {exc}", CloseCode.INVALID_DATA)
-            self._fail(error)
+            self.failure = error
+            self.fail(error.close_code, str(error))
             raise error from None
 
-    def _fail(self, exc: ProtocolError) -> None:
-        self.failure = exc
-        reason = str(exc).encode("utf-8")[:123].decode("utf-8", "ignore")
-        self._replies.append((_CLOSE, serialize_close(exc.close_code, reason)))
+    # ------------------------------------------------------------- closing
 
-    def _parse_whole_message(self) -> Optional[Message]:
-        """The fast path: a complete, unfragmented, uncompressed text or binary frame
-        of up to 64 KiB at the start of the buffer, with the mask our side expects, as
-        a Message. None for anything else; _parse() then does the full job (and
-        raises the errors), as nothing was consumed."""
-        buf = self._buf
-        size = len(buf)
-        if size < 2:
-            return None
-        first, second = buf[0], buf[1]
-        if first != 0x81 and first != 0x82:  # FIN, no RSV bit, TEXT or BINARY
-            return None
-        length = second & 0x7F
-        pos = 2
-        if length == 126:
-            if size < 4:
-                return None
-            length = (buf[2] << 8) | buf[3]
-            pos = 4
-        elif length == 127:
-            return None
-        if second & 0x80:
-            if self._client:
-                return None  # §5.1: a masked server frame; _parse fails the connection
-            end = pos + 4 + length
-            if size < end:
-                return None
-            payload = apply_mask(buf[pos + 4:end], buf[pos:pos + 4])
+    def fail(self, code: int, reason: str = "") -> None:
+        """Fail the connection (RFC 6455 §7.1.7): "if the WebSocket closing handshake
+        was not yet started, the endpoint MUST send a Close frame with an appropriate
+        status code" (none for 1006, which is never sent), and "MUST NOT continue to
+        attempt to process data". After calling this you must send next_reply()'s
+        frames if you can, then close TCP: a server at once (``eof_due``), a client
+        once the server has (or close_timeout has passed)."""
+        if self.failed is not None:
+            return
+        self.failed = (code, reason)
+        self.closing = True
+        self._discard = True  # (the buffer is the reader's: left for it to drop)
+        if code != CloseCode.ABNORMAL_CLOSURE and self.close_sent is None:
+            reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
+            self._replies.append((_CLOSE, serialize_close(code, reason)))
+
+    @property
+    def eof_due(self) -> bool:
+        """Should we close our side of TCP now? RFC 6455 §7.1.1: after the closing
+        handshake "the server MUST close the underlying TCP connection immediately";
+        after failing it, once our close frame is out. A client waits for the server
+        to close first (and for close_timeout at most)."""
+        return (not self._client and self.close_sent is not None and not self._replies
+                and (self.close_rcvd is not None or self.failed is not None))
+
+    @property
+    def handshake_done(self) -> bool:
+        """Were close frames both sent and received, without a failure?"""
+        return self.close_sent is not None and self.close_rcvd is not None and self.failed is None
+
+    def close_exc(self) -> ConnectionClosed:
+        """What the connection raises once closed (RFC 6455 §7.1.5, §7.1.6): OK when
+        both close frames carried 1000, 1001 or none; otherwise the peer's code, or the
+        code we failed it with, or 1006 when nobody sent one. A failure caused by the
+        peer is chained as the cause."""
+        received, sent = self.close_rcvd, self.close_sent
+        exc: ConnectionClosed
+        if received is not None and sent is not None and received[0] in _OK_CODES \
+                and sent[0] in _OK_CODES:
+            exc = ConnectionClosedOK(*received)
+        elif received is not None:
+            exc = ConnectionClosedError(*received)
+        elif self.failed is not None:
+            exc = ConnectionClosedError(*self.failed)
         else:
-            if not self._client:
-                return None  # §5.1: an unmasked client frame; _parse fails the connection
-            end = pos + length
-            if size < end:
-                return None
-            payload = bytes(buf[pos:end])
-        max_size = self.max_size
-        if (max_size is not None and length > max_size) or self.streaming:
-            return None
-        if first == 0x81:
-            try:
-                text = payload.decode("utf-8")
-            except UnicodeDecodeError:
-                return None  # _parse fails the connection with 1007 (§8.1)
-            del buf[:end]
-            return Message(text)
-        del buf[:end]
-        return Message(payload)
+            exc = ConnectionClosedError(CloseCode.ABNORMAL_CLOSURE, "")
+        exc.__cause__ = self.failure
+        return exc
 
     def _parse(self) -> Optional[Event]:
         buf = self._buf
@@ -293,9 +304,9 @@ class Protocol:
             frame = self._frame
             if frame is None:
                 frame = self._parse_header(buf)
-                if frame is None:
-                    return None
-            opcode, fin, mask, remaining, offset = frame
+                if frame is None or type(frame) is Message:
+                    return frame
+            opcode, fin, mask, remaining, offset = frame  # type: ignore[misc]
             available = len(buf)
             if opcode >= 8:
                 # Control frames are at most 125 bytes: wait for the whole payload.
@@ -341,8 +352,10 @@ class Protocol:
             if not done:
                 return None
 
-    def _parse_header(self, buf: bytearray) -> Optional[List]:
-        """RFC 6455 §5.2: the frame header, checked, or None if incomplete."""
+    def _parse_header(self, buf: bytearray) -> Union[List[Any], Message, None]:
+        """RFC 6455 §5.2: the frame header, checked, or None if incomplete. The small
+        message shortcut: a whole final TEXT or BINARY frame already in the buffer,
+        with no message in progress, comes out as its Message at once."""
         size = len(buf)
         if size < 2:
             return None
@@ -373,6 +386,12 @@ class Protocol:
         elif not self._client:
             # §5.1: the server MUST close the connection upon an unmasked frame.
             raise ProtocolError("unmasked frame from the client")
+        if (first == 0x81 or first == 0x82) and size >= pos + length and not self._msg_opcode \
+                and not self.streaming and (self.max_size is None or length <= self.max_size):
+            with memoryview(buf) as view, view[pos:pos + length] as piece:
+                payload = bytes(piece) if mask is None else apply_mask(piece, mask)
+            del buf[:pos + length]
+            return Message(_decode(payload) if first == 0x81 else payload)
         opcode = first & 0x0F
         fin = first & 0x80 != 0
         self._check_header(opcode, fin, first & 0x70, length)
@@ -495,6 +514,8 @@ class Protocol:
             return Pong(payload, acknowledged)
         code, reason = parse_close(payload)  # §5.5.1, §7.4: may raise 1002/1007
         self.close_rcvd = (code, reason)
+        self.closing = self._discard = True  # §5.5.1: nothing the peer sends after its close counts
+        self._buf.clear()
         # §5.5.1: answer a close with a close, echoing its code.
         self._replies.append((_CLOSE, serialize_close(code)))
         return Close(code, reason)
@@ -509,12 +530,7 @@ class Protocol:
             # The fast path: a whole small message, its 2-byte header built here (§5.2).
             if not self._client:
                 return [_SHORT_HEADERS[opcode][size] + data]
-            pool, used = self._mask_pool, self._mask_used  # §5.3, as in _frame_bytes
-            if used >= len(pool):
-                pool = self._mask_pool = os.urandom(MASK_POOL_SIZE)
-                used = 0
-            self._mask_used = used + 4
-            mask = pool[used:used + 4]
+            mask = self._next_mask()
             return [_SHORT_HEADERS[opcode][size | 0x80] + mask + apply_mask(data, mask)]
         rsv1 = False
         deflater = self._deflater
@@ -539,6 +555,7 @@ class Protocol:
             return b""
         payload = serialize_close(code, reason)
         self.close_sent = (code, reason)
+        self.closing = True
         return b"".join(self._frame_bytes(_CLOSE, payload, True, False))
 
     def next_reply(self) -> Optional[bytes]:
@@ -551,19 +568,23 @@ class Protocol:
             if opcode == _CLOSE:
                 code = int.from_bytes(payload[:2], "big") if payload else CloseCode.NO_STATUS_RCVD
                 self.close_sent = (code, payload[2:].decode("utf-8", "replace"))
+                self.closing = True
             return b"".join(self._frame_bytes(opcode, payload, True, False))
         return None
 
+    def _next_mask(self) -> bytes:
+        """§5.3: a fresh, unpredictable masking key for every frame, taken from a pool
+        of os.urandom() bytes (one system call per 64 frames, not per frame)."""
+        pool, used = self._mask_pool, self._mask_used
+        if used >= len(pool):
+            pool = self._mask_pool = os.urandom(MASK_POOL_SIZE)
+            used = 0
+        self._mask_used = used + 4
+        return pool[used:used + 4]
+
     def _frame_bytes(self, opcode: int, payload: Data, fin: bool, rsv1: bool) -> List[Data]:
         if self._client:
-            # §5.3: a fresh, unpredictable masking key for every frame, taken from a
-            # pool of os.urandom() bytes (one system call per 64 frames, not per frame).
-            pool, used = self._mask_pool, self._mask_used
-            if used >= len(pool):
-                pool = self._mask_pool = os.urandom(MASK_POOL_SIZE)
-                used = 0
-            mask = pool[used:used + 4]
-            self._mask_used = used + 4
+            mask = self._next_mask()
             header = frame_header(opcode, len(payload), fin, rsv1, mask)
             payload = apply_mask(payload, mask)
         else:
