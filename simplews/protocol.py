@@ -516,8 +516,8 @@ class Protocol:
         self.close_rcvd = (code, reason)
         self.closing = self._discard = True  # §5.5.1: nothing the peer sends after its close counts
         self._buf.clear()
-        # §5.5.1: answer a close with a close, echoing its code.
-        self._replies.append((_CLOSE, serialize_close(code)))
+        if self.close_sent is None:  # §5.5.1: answer a close with a close, echoing its code
+            self._replies.append((_CLOSE, serialize_close(code)))
         return Close(code, reason)
 
     # ----------------------------------------------------------- writer half

@@ -6,7 +6,7 @@ import tracemalloc
 
 import pytest
 
-from simplews.exceptions import PayloadTooBig, ProtocolError
+from simplews.exceptions import ConnectionClosedError, ConnectionClosedOK, PayloadTooBig, ProtocolError
 from simplews.extensions import DeflateConfig
 from simplews.frames import Frame, Opcode, apply_mask, serialize_close, serialize_frame
 from simplews.protocol import Close, Fragment, Message, Ping, Pong, Protocol, Side, State
@@ -386,3 +386,91 @@ def test_pair_in_one_byte_chunks_with_control_frames():
     answers = replies(srv)
     assert feed(client, answers, chunk=1) == [Pong(b"p", (b"p",)), Close(1000, "")]
     assert client.state is State.CLOSED and srv.state is State.CLOSED
+
+
+# ------------------------------------------------- the closing policy (RFC 6455 §7)
+
+def test_client_initiated_close_both_sides():
+    client, srv = make_pair()
+    assert not client.closing and not srv.closing
+    events = feed(srv, client.send_close(1000, "bye"))
+    assert events == [Close(1000, "bye")] and srv.closing
+    assert not srv.eof_due  # its echo is not out yet
+    echo = replies(srv)
+    assert srv.eof_due and srv.handshake_done  # §7.1.1: the server closes TCP now
+    assert feed(client, echo) == [Close(1000, "")]
+    assert client.handshake_done and not client.eof_due  # a client waits for the server
+    for side in (client, srv):
+        exc = side.close_exc()
+        assert type(exc) is ConnectionClosedOK and exc.__cause__ is None
+    assert (client.close_exc().code, srv.close_exc().code) == (1000, 1000)
+
+
+def test_server_initiated_close_both_sides():
+    client, srv = make_pair()
+    feed(client, srv.send_close(1001, "going away"))
+    assert not srv.eof_due  # the client's answer is not in yet
+    feed(srv, replies(client))
+    assert srv.eof_due and srv.handshake_done
+    first, second = client.close_exc(), client.close_exc()
+    assert first is not second  # a new instance each time (a raised one keeps a traceback)
+    assert type(first) is ConnectionClosedOK and (first.code, first.reason) == (1001, "going away")
+
+
+def test_close_with_an_error_code_is_an_error_on_both_sides():
+    client, srv = make_pair()
+    feed(srv, client.send_close(4001, "no"))
+    feed(client, replies(srv))
+    for side in (client, srv):
+        assert type(side.close_exc()) is ConnectionClosedError and side.close_exc().code == 4001
+
+
+def test_failure_queues_the_close_discards_input_and_chains_the_violation():
+    client, srv = make_pair()
+    with pytest.raises(ProtocolError) as info:
+        feed(srv, client_frame(TEXT, b"\xff"))  # §8.1: invalid UTF-8
+    assert srv.closing and srv.failed == (1007, str(info.value))
+    assert not srv.eof_due  # the failing close is not out yet
+    assert feed(client, replies(srv)) == [Close(1007, str(info.value))]
+    assert srv.eof_due and not srv.handshake_done  # §7.1.7: close TCP after failing
+    assert feed(srv, frames_of(client, TEXT, b"later")) == []  # discarded
+    exc = srv.close_exc()
+    assert type(exc) is ConnectionClosedError and exc.code == 1007
+    assert exc.__cause__ is info.value
+
+
+def test_input_after_the_peers_close_frame_is_discarded():
+    client, srv = make_pair()
+    data = client.send_close(1000) + frames_of(client, TEXT, b"after close")
+    assert feed(srv, data) == [Close(1000, "")]
+    assert feed(srv, frames_of(client, TEXT, b"more")) == []
+
+
+@pytest.mark.parametrize("code, frame", [(1011, True), (1001, True), (1006, False)])
+def test_local_failure_sends_its_code_except_1006(code, frame):
+    # a keepalive ping timeout (1011), a shutdown (1001), a lost connection (1006)
+    client, srv = make_pair()
+    srv.fail(code, "local reason")
+    srv.fail(1002, "a second failure changes nothing")
+    sent = replies(srv)
+    assert (sent != b"") is frame
+    if frame:
+        assert feed(client, sent) == [Close(code, "local reason")]
+    assert srv.close_exc().code == code and srv.close_exc().reason == "local reason"
+    assert srv.eof_due is frame  # with no close frame there is nothing to wait for: TCP is cut
+
+
+def test_a_timeout_after_a_completed_handshake_is_still_a_clean_close():
+    client, srv = make_pair()
+    feed(client, srv.send_close(1000))
+    feed(srv, replies(client))
+    client.fail(1006, "close timeout")  # the server's TCP close never came
+    assert type(client.close_exc()) is ConnectionClosedOK
+
+
+def test_a_close_timeout_without_the_peers_close_is_1006():
+    client, _ = make_pair()
+    client.send_close(1000)
+    client.fail(1006, "close timeout")
+    exc = client.close_exc()
+    assert type(exc) is ConnectionClosedError and (exc.code, exc.reason) == (1006, "close timeout")
