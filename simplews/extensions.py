@@ -281,6 +281,15 @@ class Inflater:
         if decompressor is None:
             # A 15-bit window inflates whatever window the peer compressed with.
             decompressor = self._decompressor = zlib.decompressobj(-15)
+        elif decompressor.eof:
+            # RFC 7692 §7.2.3.4: a final block (BFINAL) ended this message's stream in an
+            # earlier fragment; the message may only end now. (The tail is not appended:
+            # it would start a new stream.)
+            if data:
+                raise zlib.error("compressed data after the final deflate block")
+            if last:
+                self._decompressor = None
+            return b""
         if last:
             data = bytes(data) + _TAIL
         if limit is None:
@@ -290,7 +299,7 @@ class Inflater:
             if len(out) > limit:
                 self._decompressor = None
                 raise PayloadTooBig("message over max_size once decompressed")
-        if (last and self._reset) or decompressor.eof:
+        if last and (self._reset or decompressor.eof):
             # A final deflate block (BFINAL) ends the stream: the next message needs a new one.
             self._decompressor = None
         return out

@@ -173,3 +173,21 @@ def test_decompression_bomb_refused_with_bounded_memory():
     with pytest.raises(PayloadTooBig) as info:
         feed(client, frame, chunk=65536)
     assert info.value.close_code == 1009
+
+
+def test_inflater_after_a_final_block_in_an_earlier_fragment():
+    # RFC 7692 §7.2.3.4: a stream may end with a BFINAL block; an empty last fragment
+    # may follow it. The next message starts a new stream (found by tests/test_fuzz.py).
+    params = DeflateParams()
+    final = zlib.compressobj(6, zlib.DEFLATED, -15)
+    one = final.compress(b"one") + final.flush(zlib.Z_FINISH)
+    inflater = Inflater(params)
+    assert inflater.decompress(one, False, None) == b"one"
+    assert inflater.decompress(b"", True, None) == b""
+    fresh = zlib.compressobj(6, zlib.DEFLATED, -15)
+    two = fresh.compress(b"two") + fresh.flush(zlib.Z_SYNC_FLUSH)
+    assert inflater.decompress(two[:-4], True, None) == b"two"
+    # compressed bytes after the final block, within the same message, are invalid (1007)
+    assert inflater.decompress(one, False, None) == b"one"
+    with pytest.raises(zlib.error):
+        inflater.decompress(two[:-4], True, None)
