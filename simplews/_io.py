@@ -5,6 +5,7 @@ from __future__ import annotations
 import select
 import socket
 import ssl
+import threading
 from time import monotonic
 from typing import Any, Callable, Optional, Tuple, TypeVar
 
@@ -66,6 +67,34 @@ def send_head(sock: socket.socket, data: bytes, deadline: Optional[float]) -> No
                     raise socket.timeout from None
     except socket.timeout:
         raise TimeoutError("timed out during the opening handshake") from None
+
+
+class Flag:
+    """A one-shot event, lighter than threading.Event (one lock, no Condition): the
+    lock is held from creation until set() releases it for good."""
+
+    __slots__ = ("_lock", "_set")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        """Set the flag; call it once (the caller serializes)."""
+        if not self._set:
+            self._set = True
+            self._lock.release()
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        if self._set:
+            return True
+        if self._lock.acquire(timeout=-1 if timeout is None else max(0.0, timeout)):
+            self._lock.release()
+        return self._set
 
 
 class Deadline:

@@ -1,0 +1,500 @@
+"""The threaded I/O engine under Connection (DESIGN §2): reading, writing, closing.
+
+Theory of operation
+-------------------
+The Protocol decides (what a frame means, what to answer, when the connection has
+failed, when a server closes TCP, what a closed connection raises); this module
+carries its decisions out through one read pump (_pump), one write funnel (every
+write is one _write under the writer lock) and one close path (abort, _finish).
+
+Threads. The application's threads call recv() / send() / close(); there is no
+reader thread. The one keepalive thread of the process (keepalive.py) reads only
+connections nobody is reading, sends the periodic pings, and finishes connections
+whose close deadline has passed. It never blocks: it only try-acquires locks, writes
+only when the socket has room (a control frame fits), and reads only what is there.
+
+Locks, and what each guards:
+
+- read lock: the Protocol's reader half (receive_data, next_event), the read
+  buffer, the read-ahead queue's producer side, and the right to finish the
+  connection (_finish). recv() holds it while it waits for data.
+- writer lock: the Protocol's writer half (send_*, next_reply, the compressor) and
+  every write to the socket, one frame per acquisition, so that a pong or a close
+  goes out between the fragments of a large message.
+- message lock: one outgoing data message at a time (its fragments stay together).
+- state lock: the closed flag and the cut flag, each set once.
+
+Who may close the file descriptor: once the connection is finished (closed flag
+set by a holder of the read lock; nobody reads the socket after that), the holder of
+the writer lock, never while a sendall may use it: _finish closes it if the lock is
+free, else shuts TCP down (a blocked sendall fails at once) and the writer closes
+it as it releases the lock (_unlock_writer).
+
+Closing. Once the Protocol is closing (a close frame sent or received, or a
+failure), close_timeout bounds the rest: the server closes TCP when the Protocol
+says so (eof_due, RFC 6455 §7.1.1), the client waits for it, and past the deadline
+TCP is cut. A sender that finds the connection closing waits for the end (bounded
+alike) and raises what the closing decided. The socket stays blocking for its whole
+life (another thread may be in sendall); timeouts are waits on the descriptor.
+"""
+from __future__ import annotations
+
+import logging
+import mmap
+import os
+import socket
+import ssl
+import threading
+from time import monotonic
+from typing import Any, Dict, List, Optional, Tuple
+
+from . import keepalive
+from ._io import NOW, Deadline, Flag, data_ready, wait_writable
+from .exceptions import ConcurrencyError, ConnectionClosed, ProtocolError
+from .frames import CloseCode
+from .http11 import Request, Response
+from .protocol import Close, Event, Fragment, Message, Pong, Protocol, Side
+
+__all__ = ["Transport"]
+
+_ABNORMAL = CloseCode.ABNORMAL_CLOSURE
+READ_SIZE = 256 * 1024
+SMALL_READ_SIZE = 1024
+
+
+class Transport:
+    """A WebSocket connection's socket and Protocol, and the threads around them;
+    Connection (connection.py) is its public face."""
+
+    __slots__ = (  # idle connections stay small; "__dict__" lets users attach attributes
+        "socket", "protocol", "request", "response", "subprotocol", "close_timeout",
+        "ping_interval", "ping_timeout", "max_queue", "logger", "local_address",
+        "remote_address", "latency", "_debug", "_tls", "_read_lock", "_write_lock",
+        "_message_lock", "_state_lock", "_queue", "_read_buffer", "_read_view", "_pings",
+        "_closed", "_tcp_closed", "_shut_wr", "_cut", "_close_exc", "_close_deadline",
+        "_cause", "_failure_reported", "__dict__", "__weakref__",
+    )
+
+    def __init__(self, sock: socket.socket, protocol: Protocol, *, request: Request,
+                 response: Response, subprotocol: Optional[str] = None,
+                 close_timeout: Optional[float] = 10, ping_interval: Optional[float] = 20,
+                 ping_timeout: Optional[float] = 20, max_queue: Optional[int] = 16,
+                 logger: Optional[logging.Logger] = None, leftover: bytes = b"") -> None:
+        self.socket = sock
+        self.protocol = protocol
+        self.request = request
+        self.response = response
+        self.subprotocol = subprotocol
+        self.close_timeout = close_timeout
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_queue = max_queue
+        self.logger = logger or logging.getLogger(
+            "simplews.client" if protocol.side is Side.CLIENT else "simplews.server")
+        self._debug = self.logger.isEnabledFor(logging.DEBUG)
+        self._tls = isinstance(sock, ssl.SSLSocket)
+        self.local_address: Any = sock.getsockname()
+        self.remote_address: Any = sock.getpeername()
+        #: Seconds between the last ping and its pong.
+        self.latency = 0.0
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._message_lock = threading.Lock()
+        self._state_lock = threading.Lock()
+        self._queue: List[Event] = []  # read ahead by the keepalive thread (at most max_queue)
+        # Reads start in a small buffer; the first read that fills it switches to a
+        # large one (see _read_once), so that idle connections stay small.
+        self._read_buffer: Any = bytearray(SMALL_READ_SIZE)
+        self._read_view = memoryview(self._read_buffer)
+        self._pings: Dict[bytes, Tuple[threading.Event, float]] = {}
+        self._closed = Flag()  # set once the connection is finished
+        self._tcp_closed = False  # the same, as a plain attribute for the hot path
+        self._shut_wr = False  # we shut our sending side down (a server's close, §7.1.1)
+        self._cut = False  # TCP was cut (abort): finish as soon as the read lock is free
+        self._close_exc: Optional[ConnectionClosed] = None
+        self._close_deadline: Optional[Deadline] = None
+        self._cause: Optional[OSError] = None  # the network error that ended it, if one did
+        self._failure_reported = False
+        if leftover:
+            protocol.receive_data(leftover)
+        keepalive.register(self)
+
+    def _closing_exception(self) -> ConnectionClosed:
+        """What a closed connection raises, as the Protocol decides, with the network
+        error that ended it as the cause: a new instance each time (a stored one,
+        raised, would keep its traceback's frames and so this connection)."""
+        exc = self.protocol.close_exc()
+        if exc.__cause__ is None:
+            exc.__cause__ = self._cause
+        return exc
+
+    def _set_cause(self, exc: OSError) -> None:
+        """Keep the first network error (not its traceback: its frames hold us)."""
+        if self._cause is None and not self._closed.is_set():
+            self._cause = exc.with_traceback(None)
+
+    def _closed_exception(self) -> ConnectionClosed:
+        """For a sender that finds the connection closing: wait for the end (at most
+        close_timeout; whoever reads finishes it), then what the closing decided."""
+        if not self._closed.is_set():
+            self._closed.wait(self.close_timeout)
+        return self._closing_exception()
+
+    def _pump(self, deadline: Optional[Deadline], idle: bool = False,
+              streaming: bool = False) -> Optional[Event]:
+        """The one read loop (read lock held): read, hand events to the Protocol's
+        decisions, answer control frames, until a data event, which is returned.
+        ``deadline`` None waits for as long as it takes, NOW never waits. ``idle``
+        (the keepalive thread): data events are queued (up to max_queue) instead of
+        returned, at most one read is made, and None is returned when it is done.
+        Once the connection is closing, only the TCP close is left: then a reader
+        gets the failure it caused (once) or the closing exception."""
+        protocol = self.protocol
+        if streaming and protocol.in_message:
+            partial = protocol.take_partial()
+            if partial:  # else the message's bytes are still in the buffer: parsed below
+                return Fragment(partial, False)
+        reads = 0
+        while True:
+            if protocol.closing and (protocol.close_rcvd is not None or protocol.failed is not None) \
+                    or self._tcp_closed:
+                self._await_tcp_close(idle)
+                if idle:
+                    return None
+                failure = protocol.failure
+                if failure is not None and not self._failure_reported:
+                    self._failure_reported = True  # raised once, then ConnectionClosedError
+                    raise failure
+                raise self._closing_exception()
+            protocol.streaming = streaming
+            try:
+                event = protocol.next_event()
+            except ProtocolError as exc:
+                self.logger.info("failing connection with %d: %s", exc.close_code, exc)
+                self._start_closing()
+                self._flush_replies(idle)
+                continue
+            if event is None:
+                if idle and reads:
+                    return None
+                if not self._read_once(NOW if idle else deadline):
+                    if idle:
+                        return None
+                    raise TimeoutError("timed out waiting for a message")
+                reads += 1
+                continue
+            cls = type(event)
+            if cls is Message or cls is Fragment:
+                if self._debug:
+                    self._log_data("<", event)
+                if not idle:
+                    return event
+                self._queue.append(event)
+                if self.max_queue is not None and len(self._queue) >= self.max_queue:
+                    return None  # back-pressure: recv() reads the rest
+                continue
+            self._handle_control(event, idle)
+
+    def _read_once(self, deadline: Optional[Deadline]) -> bool:
+        """Wait for data until ``deadline`` and read once into the Protocol; False if
+        nothing came in time. At the end of the stream the connection is finished."""
+        sock = self.socket
+        try:
+            if deadline is None:
+                size = sock.recv_into(self._read_buffer)
+            elif self._tls or not deadline.passed():
+                if not data_ready(sock, deadline):
+                    return False
+                size = sock.recv_into(self._read_buffer)
+            else:  # no time to wait: one syscall, whatever is there
+                size = sock.recv_into(self._read_buffer, 0, socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            self._set_cause(exc)
+            size = 0
+        if not size:
+            self.protocol.receive_eof()
+            self._finish()
+            return True
+        self.protocol.receive_data(self._read_view[:size])
+        if size == SMALL_READ_SIZE and len(self._read_buffer) == SMALL_READ_SIZE:
+            # Busy: a large buffer now, an anonymous mapping whose pages cost memory
+            # only once a read writes to them (bytearray(n) would zero-fill them all).
+            self._read_buffer = mmap.mmap(-1, READ_SIZE)
+            self._read_view = memoryview(self._read_buffer)
+        return True
+
+    def _handle_control(self, event: Event, idle: bool) -> None:
+        """Ping, Pong, Close: the Protocol queued the replies; send them (read lock held)."""
+        if self._debug:
+            self.logger.debug("< %r", event)
+        cls = type(event)
+        if cls is Pong:
+            now = monotonic()
+            for payload in event.acknowledged:  # type: ignore[attr-defined]
+                waiter = self._pings.pop(payload, None)
+                if waiter is not None:
+                    self.latency = now - waiter[1]
+                    waiter[0].set()
+            return
+        if cls is Close:
+            self._start_closing()
+        self._flush_replies(idle)  # the pong (§5.5.2) or the close echo (§5.5.1)
+
+    def _await_tcp_close(self, idle: bool) -> None:
+        """The closing handshake is over or failed: discard what the peer still sends
+        until it closes TCP, the server may close it (§7.1.1), or the close deadline;
+        then finish (read lock held). ``idle``: never wait, look again next tick."""
+        if not self._closed.is_set():
+            self._start_closing()
+            self._flush_replies(idle)  # a close echo left by the keepalive thread
+        sock, buffer = self.socket, self._read_buffer
+        deadline = self._close_deadline or NOW
+        while not self._closed.is_set() and not self._server_may_close_now():
+            try:
+                if not data_ready(sock, NOW if idle else deadline):
+                    if idle and not deadline.passed():
+                        return
+                    break
+                if not sock.recv_into(buffer):
+                    break  # EOF
+            except OSError:
+                break
+        self._finish()
+
+    def _server_may_close_now(self) -> bool:
+        """RFC 6455 §7.1.1: after the closing handshake "the server MUST close the
+        underlying TCP connection immediately": true once our side is shut down and
+        nothing the client sent is left unread (closing over unread bytes would reset
+        the connection: what came after the close, e.g. a TLS alert, is read and
+        dropped first). A peek, no wait."""
+        if not self._shut_wr or not self.protocol.handshake_done:
+            return False
+        try:
+            return not socket.socket.recv(self.socket, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except (BlockingIOError, InterruptedError):
+            return True  # nothing pending
+        except OSError:
+            return True  # reset by the peer: nothing left to wait for
+
+    def _write(self, buffers: List[Any]) -> bool:
+        """The one place that writes to the socket (writer lock held). A failed write
+        cuts the connection and raises its exception, unless it is closing already
+        (the peer may close TCP once it has our close or we have its): then False,
+        and the caller, once it has released the lock, raises _closed_exception()."""
+        assert self._write_lock.locked()
+        try:
+            for buffer in buffers:
+                self.socket.sendall(buffer)
+            return True
+        except OSError as exc:
+            self._set_cause(exc)
+            if self.protocol.closing:
+                return False
+            self._cut_tcp(_ABNORMAL, "connection lost while writing")
+            raise self._closing_exception() from exc
+
+    def _acquire_writer(self, idle: bool) -> bool:
+        """Take the writer lock: at once or not at all for the keepalive thread, else
+        waiting at most until the close deadline once one is set."""
+        if idle:
+            return self._write_lock.acquire(blocking=False)
+        deadline = self._close_deadline
+        return self._write_lock.acquire(timeout=-1 if deadline is None else deadline.lock_timeout())
+
+    def _unlock_writer(self) -> None:
+        """Release the writer lock; close the socket if the connection was finished
+        while the lock was taken (_finish leaves that to the lock's holder)."""
+        self._write_lock.release()
+        if self._tcp_closed and self._write_lock.acquire(blocking=False):
+            try:
+                self.socket.close()
+            finally:
+                self._write_lock.release()
+
+    def _release_writer(self, idle: bool = False) -> None:
+        """Release the writer lock, then send what the keepalive thread read but could
+        not answer while the lock was taken (a pong, a close echo): now, not at its
+        next tick."""
+        self._unlock_writer()
+        if self.protocol.has_replies and not self._tcp_closed:
+            self._flush_replies(idle)
+
+    def _flush_replies(self, idle: bool) -> None:
+        """Send the replies the Protocol queued (pongs, the close echo, the failing
+        close), one per writer-lock hold; then, if the Protocol says so, shut our
+        side of TCP down (a server, RFC 6455 §7.1.1). ``idle``: only what goes out at
+        once; the rest waits for the writer's release or a later tick."""
+        protocol, sock = self.protocol, self.socket
+        while protocol.has_replies:
+            if idle and not wait_writable(sock, 0):
+                return
+            if not self._acquire_writer(idle):
+                return
+            try:
+                if self._tcp_closed:
+                    return
+                frame = protocol.next_reply()
+                if frame is None:
+                    break
+                if self._debug:
+                    self.logger.debug("> reply %r", frame[:16])
+                try:
+                    self._write([frame])
+                except ConnectionClosed:
+                    return  # the reader sees the end
+            finally:
+                self._unlock_writer()
+        if protocol.eof_due and not self._shut_wr:
+            self._shut_wr = True
+            self._shutdown(socket.SHUT_WR)
+
+    def _ping(self, payload: bytes, idle: bool) -> Optional[threading.Event]:
+        """Send a ping; ``idle`` (the keepalive thread): give up, returning None, when
+        the writer is busy, the socket's buffer is full or the connection is closing."""
+        if not self._acquire_writer(idle):
+            return None
+        try:
+            if payload in self._pings:
+                raise ConcurrencyError("a ping with the same payload is waiting for its pong")
+            if not self.protocol.closing and not self._tcp_closed:
+                if idle and not wait_writable(self.socket, 0):
+                    return None
+                waiter = threading.Event()
+                self._pings[payload] = (waiter, monotonic())
+                if self._write([self.protocol.send_ping(payload)]):
+                    return waiter
+        finally:
+            self._release_writer(idle)
+        if idle:
+            return None
+        raise self._closed_exception()
+
+    def abort(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
+        """Give up on the connection without waiting for anything: the Protocol fails
+        it with ``code`` (RFC 6455 §7.1.7), its close frame goes out if the writer is
+        free and the socket has room (none for 1006), then TCP is cut; a blocked sender
+        or reader fails at once. The caller must not hold the writer lock."""
+        if self._closed.is_set() or self._cut:
+            return
+        self.protocol.fail(code, reason)
+        self._start_closing()
+        self._flush_replies(True)
+        self._cut_tcp(code, reason)
+        if self._read_lock.acquire(blocking=False):
+            try:
+                self._finish()
+            finally:
+                self._read_lock.release()
+
+    def _cut_tcp(self, code: int, reason: str) -> None:
+        """Fail the connection and shut TCP down, which wakes a blocked reader or
+        writer; the reader, or the keepalive tick, then finishes."""
+        with self._state_lock:
+            if self._closed.is_set() or self._cut:
+                return
+            self._cut = True
+        self.protocol.fail(code, reason)
+        self._start_closing()
+        self.logger.info("aborting connection with %d: %s", code, reason)
+        self._shutdown(socket.SHUT_RDWR)
+
+    def _start_closing(self) -> None:  # the close deadline: close_timeout from now
+        if self._close_deadline is None:
+            self._close_deadline = Deadline(self.close_timeout or 0)
+
+    def _shutdown(self, how: int) -> None:
+        try:  # socket.socket's: SSLSocket.shutdown() would drop the TLS state under a writer
+            socket.socket.shutdown(self.socket, how)
+        except OSError:
+            pass
+
+    def _finish(self) -> None:
+        """Record how the connection ended and close the socket (read lock held). No
+        sendall may be using the descriptor when it is closed: if a writer holds the
+        lock, TCP is shut down (its sendall fails at once) and it closes the socket as
+        it releases the lock. Nothing here waits."""
+        with self._state_lock:
+            if self._closed.is_set():
+                return
+            self._close_exc = self._closing_exception()
+            self._tcp_closed = True
+            self._closed.set()
+        keepalive.unregister(self)
+        if not self._write_lock.acquire(blocking=False):
+            self._shutdown(socket.SHUT_RDWR)
+            if not self._write_lock.acquire(blocking=False):
+                return
+        try:
+            self.socket.close()
+        finally:
+            self._write_lock.release()
+        if self._debug:
+            self.logger.debug("connection closed: %s", self._close_exc)
+
+    # ---------------------------------------- the keepalive thread's side (keepalive.Keepable)
+
+    def keepalive_fileno(self) -> int:
+        return self.socket.fileno()
+
+    def keepalive_tick(self, now: float) -> bool:
+        """Pending replies, the end of cut or closing connections; False once the
+        connection is closing or closed (no more pings). Never blocks."""
+        if self._closed.is_set():
+            return False
+        deadline = self._close_deadline
+        if self._cut or (deadline is not None and deadline.passed()):
+            if self._read_lock.acquire(blocking=False):
+                try:
+                    self._finish()
+                finally:
+                    self._read_lock.release()
+            elif not self._cut:  # a reader is stuck (in a reply's sendall, say)
+                self._cut_tcp(_ABNORMAL, "close timeout")
+            return False
+        if self.protocol.has_replies:
+            self._flush_replies(True)
+        return not self.protocol.closing
+
+    def keepalive_ping(self) -> Optional[threading.Event]:
+        try:
+            return self._ping(os.urandom(4), idle=True)
+        except (ConnectionClosed, ConcurrencyError):
+            return None
+
+    def keepalive_timeout(self) -> None:
+        self.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
+
+    def wants_idle_reads(self) -> bool:
+        """Should the keepalive thread watch this socket? Not while someone reads it,
+        nor while the queue is full (TCP back-pressure), nor once closed."""
+        return not (self._closed.is_set() or self._read_lock.locked()
+                    or (self.max_queue is not None and len(self._queue) >= self.max_queue))
+
+    def read_idle(self) -> bool:
+        """The socket is readable and nobody reads it: read what is there, answer
+        control frames, queue data (never blocks). False: stop watching for now."""
+        if not self._read_lock.acquire(blocking=False):
+            return False
+        try:
+            if self._closed.is_set():
+                return False
+            try:
+                if self._tls and not data_ready(self.socket, NOW):
+                    return False  # half a TLS record: look again next tick
+            except OSError as exc:  # reset by the peer, say: the peek consumed the error
+                self._set_cause(exc)
+                self.protocol.receive_eof()
+                self._finish()
+                return False
+            self._pump(NOW, idle=True)
+            return not self._closed.is_set() and (
+                self.max_queue is None or len(self._queue) < self.max_queue)
+        finally:
+            self._read_lock.release()
+
+    def _log_data(self, direction: str, event: Event) -> None:
+        data = event.data  # type: ignore[attr-defined]
+        kind = "TEXT" if isinstance(data, str) else "BINARY"
+        self.logger.debug("%s %s %r [%d]", direction, kind, data[:64], len(data))
