@@ -1,24 +1,19 @@
 """The sans-I/O WebSocket protocol (RFC 6455 §5-§7, RFC 7692 §6-§7).
 
-``Protocol`` is fed bytes with ``receive_data()`` and hands out events one at a
-time with ``next_event()``; ``send_*()`` return the bytes to write. It never
-touches a socket, a thread or a clock.
+``Protocol`` is fed bytes (``receive_data``) and hands out events (``next_event``);
+``send_*()`` return the bytes to write. It never touches a socket, a thread or a clock.
+Its halves may run in two threads at once: the reader half (``receive_*``,
+``next_event``) under the read lock, the writer half (``send_*``, ``next_reply``)
+under the writer lock; replies the reader decides on (pongs, the close echo, the
+failing close) wait in a queue for the writer half.
 
-Its two halves may run in two threads at once, as the threaded layer does: the
-reader half (``receive_data``, ``receive_eof``, ``next_event``) under the read
-lock, the writer half (``send_*``, ``next_reply``) under the writer lock. Replies
-that the reader decides on (pongs, the close echo, the close that fails the
-connection) wait in a queue until the writer half serializes them.
-
-It also decides how the connection ends (RFC 6455 §7): ``fail()`` fails it,
-``eof_due`` says when a server must close TCP, ``close_exc()`` is what a closed
-connection raises. After a close frame is received or the connection failed,
-everything received is discarded: the caller only waits for the TCP close.
+It decides how the connection ends (RFC 6455 §7): ``fail()``, ``eof_due`` (when a
+server closes TCP), ``close_exc()`` (what a closed connection raises); after a close
+frame is received or a failure, input is discarded: only the TCP close is left.
 """
 from __future__ import annotations
 
 import codecs
-import enum
 import os
 import struct
 import zlib
@@ -27,19 +22,11 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 from .exceptions import (ConnectionClosed, ConnectionClosedError, ConnectionClosedOK,
                          PayloadTooBig, ProtocolError)
 from .extensions import DeflateParams, Deflater, Inflater
+from .events import Close, DataEvent, Event, Fragment, Message, Ping, Pong, Side, State
 from .frames import CloseCode, Opcode, apply_mask, frame_header, parse_close, serialize_close
 
-__all__ = [
-    "Side",
-    "State",
-    "Protocol",
-    "Event",
-    "Message",
-    "Fragment",
-    "Ping",
-    "Pong",
-    "Close",
-]
+__all__ = ["Side", "State", "Protocol", "Event", "Message", "Fragment", "Ping", "Pong", "Close",
+           "DataEvent"]
 
 Data = Union[bytes, bytearray, memoryview]
 
@@ -71,80 +58,6 @@ def _decode(data: Union[bytes, bytearray], decoder: Optional[codecs.IncrementalD
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}",
                             CloseCode.INVALID_DATA) from None
-
-
-class Side(enum.Enum):
-    CLIENT = "client"
-    SERVER = "server"
-
-
-class State(enum.IntEnum):
-    """RFC 6455 §4-§7 connection states (CONNECTING belongs to the handshake)."""
-
-    CONNECTING = 0
-    OPEN = 1
-    CLOSING = 2
-    CLOSED = 3
-
-
-class Event:
-    __slots__ = ()
-
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
-        return f"{type(self).__name__}({fields})"
-
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and all(
-            getattr(self, n) == getattr(other, n) for n in self.__slots__)
-
-
-class Message(Event):
-    """A complete data message: ``str`` for text, ``bytes`` for binary."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: Union[str, bytes]) -> None:
-        self.data = data
-
-
-class Fragment(Event):
-    """A piece of a message read in streaming mode; ``last`` ends the message."""
-
-    __slots__ = ("data", "last")
-
-    def __init__(self, data: Union[str, bytes], last: bool) -> None:
-        self.data = data
-        self.last = last
-
-
-class Ping(Event):
-    """A ping; its pong is already queued (RFC 6455 §5.5.2)."""
-
-    __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-
-
-class Pong(Event):
-    """A pong; ``acknowledged`` lists the payloads of the pings it answers, oldest first."""
-
-    __slots__ = ("data", "acknowledged")
-
-    def __init__(self, data: bytes, acknowledged: Tuple[bytes, ...]) -> None:
-        self.data = data
-        self.acknowledged = acknowledged
-
-
-class Close(Event):
-    """The peer's close frame (code 1005 when it had no payload)."""
-
-    __slots__ = ("code", "reason")
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
 
 
 class Protocol:
@@ -195,8 +108,6 @@ class Protocol:
         self._mask_used = 0
         self._pings: Dict[bytes, None] = {}
 
-    # ----------------------------------------------------------------- state
-
     @property
     def state(self) -> State:
         if self.eof or (self.close_sent and self.close_rcvd):
@@ -206,13 +117,11 @@ class Protocol:
         return State.OPEN
 
     @property
-    def has_replies(self) -> bool:
-        """Are pongs or close frames waiting for next_reply()?"""
+    def has_replies(self) -> bool:  # pongs or close frames waiting for next_reply()
         return bool(self._replies)
 
     @property
-    def in_message(self) -> bool:
-        """Is a data message partly received?"""
+    def in_message(self) -> bool:  # is a data message partly received?
         return self._msg_opcode != 0
 
     # ----------------------------------------------------------- reader half
@@ -223,8 +132,7 @@ class Protocol:
         if not self._discard:
             self._buf += data
 
-    def receive_eof(self) -> None:
-        """The peer closed TCP."""
+    def receive_eof(self) -> None:  # the peer closed TCP
         self.eof = True
 
     def next_event(self) -> Optional[Event]:
@@ -250,10 +158,9 @@ class Protocol:
     # ------------------------------------------------------------- closing
 
     def fail(self, code: int, reason: str = "") -> None:
-        """Fail the connection (RFC 6455 §7.1.7): "if the WebSocket closing handshake
-        was not yet started, the endpoint MUST send a Close frame with an appropriate
-        status code" (none for 1006, which is never sent), and "MUST NOT continue to
-        attempt to process data". After calling this you must send next_reply()'s
+        """Fail the connection (RFC 6455 §7.1.7): "the endpoint MUST send a Close frame
+        with an appropriate status code" (not 1006, never sent) and "MUST NOT continue
+        to attempt to process data". After calling this you must send next_reply()'s
         frames if you can, then close TCP: a server at once (``eof_due``), a client
         once the server has (or close_timeout has passed)."""
         if self.failed is not None:
@@ -275,8 +182,7 @@ class Protocol:
                 and (self.close_rcvd is not None or self.failed is not None))
 
     @property
-    def handshake_done(self) -> bool:
-        """Were close frames both sent and received, without a failure?"""
+    def handshake_done(self) -> bool:  # close frames sent and received, no failure
         return self.close_sent is not None and self.close_rcvd is not None and self.failed is None
 
     def close_exc(self) -> ConnectionClosed:
