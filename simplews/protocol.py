@@ -33,18 +33,14 @@ Data = Union[bytes, bytearray, memoryview]
 _U64 = struct.Struct("!Q")
 _utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _OK_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
-#: Payloads at least this large are returned apart from their header (no copy to join them).
-LARGE_PAYLOAD = 16 * 1024
+LARGE_PAYLOAD = 16 * 1024  # payloads this large are returned apart from their header
 MASK_POOL_SIZE = 256  # bytes of os.urandom() per refill: 64 masking keys
-#: Each frame of a fragmented message counts at least this many bytes against max_size,
-#: so that tiny or empty fragments cannot keep a message (and its bookkeeping) growing.
+#: Each fragment counts at least this many bytes against max_size (bounds the frame count).
 MIN_FRAGMENT_COST = 16
-
-# Opcodes as plain ints for the hot path.
-_CONT, _TEXT, _BINARY = Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value
+_CONT, _TEXT, _BINARY = Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value  # plain ints
 _CLOSE, _PING, _PONG = Opcode.CLOSE.value, Opcode.PING.value, Opcode.PONG.value
 # The 2-byte headers of final, uncompressed TEXT and BINARY frames with a 7-bit length,
-# indexed by opcode, then by the second byte (the length, plus 0x80 when masked).
+# by opcode, then by the second byte (the length, plus 0x80 when masked).
 _SHORT_HEADERS = {opcode: [bytes((0x80 | opcode, second)) for second in range(256)]
                   for opcode in (_TEXT, _BINARY)}
 
@@ -54,10 +50,15 @@ def _decode(data: Union[bytes, bytearray], decoder: Optional[codecs.IncrementalD
     """UTF-8 text, whole or through an incremental decoder; invalid UTF-8 fails the
     connection with 1007 as soon as the bad byte is seen (RFC 6455 §8.1)."""
     try:
-        return decoder.decode(data, last) if decoder is not None else data.decode("utf-8")
+        if decoder is None:
+            return data.decode("utf-8")
+        text = decoder.decode(data, last)
+        pending = decoder.getstate()[0]  # CPython waits for a surrogate's third byte:
+        if len(pending) > 1 and pending[0] == 0xED and pending[1] >= 0xA0:  # ED A0-BF
+            raise UnicodeDecodeError("utf-8", pending, 0, 2, "invalid continuation byte")
+        return text
     except UnicodeDecodeError as exc:
-        raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}",
-                            CloseCode.INVALID_DATA) from None
+        raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}", CloseCode.INVALID_DATA) from None
 
 
 class Protocol:
@@ -123,8 +124,6 @@ class Protocol:
     @property
     def in_message(self) -> bool:  # is a data message partly received?
         return self._msg_opcode != 0
-
-    # ----------------------------------------------------------- reader half
 
     def receive_data(self, data: Data) -> None:
         """Append bytes read from the network (dropped once a close frame was received

@@ -139,6 +139,17 @@ def test_invalid_utf8_fails_fast_in_the_middle_of_a_frame():
     assert info.value.close_code == 1007
 
 
+def test_a_surrogate_fails_at_its_second_byte():
+    # ED A0-BF starts a UTF-16 surrogate (U+D800-DFFF), invalid in UTF-8; CPython's
+    # incremental decoder would wait for a third byte (found by tests/test_fuzz.py).
+    p = server()
+    frame = client_frame(TEXT, b"ok\xed\xa0\x80", fin=False)
+    assert feed(p, frame[:6 + 3]) == []  # "ok" and \xed: still a valid prefix
+    with pytest.raises(ProtocolError) as info:
+        feed(p, frame[6 + 3:6 + 4])
+    assert info.value.close_code == 1007
+
+
 def test_invalid_utf8_fails_fast_across_fragments():
     p = server()
     assert feed(p, client_frame(TEXT, "κόσμε".encode(), fin=False)) == []
