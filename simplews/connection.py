@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any, Iterable, Iterator, Optional, Union
+from typing import Any, Iterable, Iterator, Optional, Union, cast
 
 from ._io import Deadline, wait_writable
 from ._transport import Transport
 from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, ProtocolError
 from .frames import CloseCode, Opcode
-from .protocol import Event, Message, State
+from .protocol import Event, Fragment, Message, State
 
 __all__ = ["Connection"]
 
@@ -55,18 +55,19 @@ class Connection(Transport):
             event = self._next_data_event(timeout, streaming=False)
         if type(event) is not Message:
             raise ConcurrencyError("recv() called while recv_streaming() is in a message")
-        return event.data  # type: ignore[union-attr]
+        return event.data
 
     def recv_streaming(self, timeout: Optional[float] = None) -> Iterator[Data]:
         """The pieces of the next message as they arrive (one per frame, or more when a
         frame arrives in parts); ``timeout`` applies to each piece."""
         while True:
             event = self._next_data_event(timeout, streaming=True)
-            if type(event) is Message:
-                yield event.data  # type: ignore[union-attr]
+            if isinstance(event, Message):
+                yield event.data
                 return
-            yield event.data  # type: ignore[union-attr]
-            if event.last:  # type: ignore[union-attr]
+            fragment = cast(Fragment, event)
+            yield fragment.data
+            if fragment.last:
                 return
 
     def __iter__(self) -> Iterator[Data]:
@@ -102,6 +103,7 @@ class Connection(Transport):
     def send(self, message: Union[Data, bytearray, memoryview, Iterable[Data]]) -> None:
         """Send a message: ``str`` as text, bytes-like as binary; any other iterable of
         str or bytes-like sends one fragmented message, one frame per item."""
+        data: Union[bytes, bytearray, memoryview]
         if type(message) is str or isinstance(message, str):
             opcode, data = _TEXT, message.encode("utf-8")
         elif isinstance(message, _BINARY_TYPES):

@@ -26,12 +26,13 @@ class Event:
     __slots__ = ()
 
     def __repr__(self) -> str:
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        slots: Tuple[str, ...] = self.__slots__
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in slots)
         return f"{type(self).__name__}({fields})"
 
     def __eq__(self, other: object) -> bool:
-        return type(self) is type(other) and all(
-            getattr(self, n) == getattr(other, n) for n in self.__slots__)
+        slots: Tuple[str, ...] = self.__slots__
+        return type(self) is type(other) and all(getattr(self, n) == getattr(other, n) for n in slots)
 
 
 class Message(Event):

@@ -84,7 +84,7 @@ class Protocol:
         self._compress_out = False  # is the message being sent compressed?
         # Reader state: the buffer, then the frame whose payload is being read.
         self._buf = bytearray()
-        self._frame: Optional[List] = None  # [opcode, fin, mask, remaining, offset]
+        self._frame: Optional[List[Any]] = None  # [opcode, fin, mask, remaining, offset]
         # The data message being received.
         self._msg_opcode = 0  # 0: none, else TEXT or BINARY
         self._msg_compressed = False
@@ -208,10 +208,11 @@ class Protocol:
         while True:
             frame = self._frame
             if frame is None:
-                frame = self._parse_header(buf)
-                if frame is None or type(frame) is Message:
-                    return frame
-            opcode, fin, mask, remaining, offset = frame  # type: ignore[misc]
+                header = self._parse_header(buf)
+                if header is None or isinstance(header, Message):
+                    return header
+                frame = header
+            opcode, fin, mask, remaining, offset = frame
             available = len(buf)
             if opcode >= 8:
                 # Control frames are at most 125 bytes: wait for the whole payload.
@@ -345,7 +346,7 @@ class Protocol:
 
     def _data(self, chunk: bytes, last: bool) -> Optional[Event]:
         """Add a piece of payload to the current message; the event it completes, if any."""
-        data: Union[bytes, str] = chunk
+        data = chunk
         max_size = self.max_size
         if self._msg_compressed:
             assert self._inflater is not None
@@ -357,21 +358,21 @@ class Protocol:
         parts, text = self._parts, self._msg_opcode == _TEXT
         if last and not parts and not self._msg_streamed and self._decoder is None:
             self._msg_opcode = 0  # a message in one piece: no assembly
-            return Message(_decode(data) if text else data)  # type: ignore[arg-type]
-        raw = data
+            return Message(_decode(data) if text else data)
+        piece: Union[bytes, str] = data
         if text:
             decoder = self._decoder
             if decoder is None:
                 decoder = self._decoder = _utf8_decoder()
-            data = _decode(data, decoder, last)  # type: ignore[arg-type]
+            piece = _decode(data, decoder, last)
         if self._msg_streamed:
             if last:
                 self._end_message()
-                return Fragment(data, True)
-            return Fragment(data, False) if data else None
+                return Fragment(piece, True)
+            return Fragment(piece, False) if piece else None
         # One buffer of raw bytes, not a list of pieces: memory stays within max_size
         # however the message is cut (text is validated above, decoded once at the end).
-        parts += raw
+        parts += data
         if not last:
             return None
         message = Message(parts.decode("utf-8") if text else bytes(parts))
