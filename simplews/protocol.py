@@ -64,13 +64,10 @@ def _decode(data: Union[bytes, bytearray], decoder: Optional[codecs.IncrementalD
 class Protocol:
     """One side of an open WebSocket connection."""
 
-    __slots__ = (
-        "side", "max_size", "deflate", "streaming", "close_sent", "close_rcvd", "failure", "failed",
-        "eof", "closing", "_discard",
-        "_client", "_deflater", "_inflater", "_compress_out", "_buf", "_frame", "_msg_opcode",
-        "_msg_compressed", "_msg_size", "_msg_streamed", "_parts", "_decoder", "_replies",
-        "_pings", "_mask_pool", "_mask_used", "__dict__",
-    )
+    __slots__ = ("side", "max_size", "deflate", "streaming", "close_sent", "close_rcvd", "failure",
+                 "failed", "eof", "closing", "_discard", "_client", "_deflater", "_inflater",
+                 "_compress_out", "_buf", "_frame", "_msg_opcode", "_msg_compressed", "_msg_size",
+                 "_msg_streamed", "_parts", "_decoder", "_replies", "_pings", "_masks", "__dict__")
 
     def __init__(self, side: Side, *, max_size: Optional[int] = 2 ** 20,
                  deflate: Optional[DeflateParams] = None, compress_level: int = 2,
@@ -82,31 +79,24 @@ class Protocol:
         self._deflater = Deflater(deflate, compress_level, mem_level) if deflate else None
         self._inflater = Inflater(deflate) if deflate else None
         self._compress_out = False  # is the message being sent compressed?
-        # Reader state: the buffer, then the frame whose payload is being read.
-        self._buf = bytearray()
+        self._buf = bytearray()  # what was received and not parsed yet
         self._frame: Optional[List[Any]] = None  # [opcode, fin, mask, remaining, offset]
-        # The data message being received.
         self._msg_opcode = 0  # 0: none, else TEXT or BINARY
         self._msg_compressed = False
         self._msg_size = 0
         self._msg_streamed = False
         self._parts = bytearray()  # the payload so far (raw UTF-8 for text, validated)
         self._decoder: Optional[codecs.IncrementalDecoder] = None
-        #: Set before next_event() to receive the next message as Fragment events.
-        self.streaming = False
-        # Closing and failure (RFC 6455 §7).
+        self.streaming = False  # set before next_event(): the next message as Fragment events
         self.close_sent: Optional[Tuple[int, str]] = None
         self.close_rcvd: Optional[Tuple[int, str]] = None
         self.failure: Optional[ProtocolError] = None  # the peer's violation, raised once
         self.failed: Optional[Tuple[int, str]] = None  # why we failed the connection
         self.eof = False
-        #: Has the closing handshake started (a close frame sent or received) or the
-        #: connection failed? Then the caller bounds what follows with close_timeout.
-        self.closing = False
+        self.closing = False  # a close frame sent or received, or a failure: close_timeout applies
         self._discard = False  # drop what is received (after a close frame or a failure)
         self._replies: List[Tuple[int, bytes]] = []  # a few at most
-        self._mask_pool = b""  # random bytes for masking keys (client side)
-        self._mask_used = 0
+        self._masks: List[bytes] = []  # masking keys not used yet (client side)
         self._pings: Dict[bytes, None] = {}
 
     @property
@@ -139,22 +129,25 @@ class Protocol:
         queues the close frame that fails the connection (RFC 6455 §7.1.7) and raises
         ProtocolError (PayloadTooBig for 1009); nothing more is parsed after it or
         after the peer's close frame."""
-        if not self._buf or self._discard:
+        buf = self._buf
+        if not buf or self._discard:
             return None
         try:
+            if self._frame is None:  # the small-message shortcut first, with one call less
+                header = self._parse_header(buf)
+                if header is None or type(header) is Message:
+                    return header  # type: ignore[return-value]
+                self._frame = header  # type: ignore[assignment]
             return self._parse()
         except ProtocolError as exc:
             self.failure = exc
             self.fail(exc.close_code, str(exc))
             raise
-        except zlib.error as exc:
-            # RFC 7692 §7.2.2 / §8: undecodable compressed data fails the connection.
+        except zlib.error as exc:  # RFC 7692 §8: undecodable compressed data fails it (1007)
             error = ProtocolError(f"invalid compressed data: {exc}", CloseCode.INVALID_DATA)
             self.failure = error
             self.fail(error.close_code, str(error))
             raise error from None
-
-    # ------------------------------------------------------------- closing
 
     def fail(self, code: int, reason: str = "") -> None:
         """Fail the connection (RFC 6455 §7.1.7): "the endpoint MUST send a Close frame
@@ -284,7 +277,7 @@ class Protocol:
         if second & 0x80:
             if size < pos + 4:
                 return None
-            mask = bytes(buf[pos:pos + 4])
+            mask = buf[pos:pos + 4]
             pos += 4
             if self._client:
                 # §5.1: "A client MUST close a connection if it detects a masked frame."
@@ -292,11 +285,15 @@ class Protocol:
         elif not self._client:
             # §5.1: the server MUST close the connection upon an unmasked frame.
             raise ProtocolError("unmasked frame from the client")
-        if (first == 0x81 or first == 0x82) and size >= pos + length and not self._msg_opcode \
+        end = pos + length
+        if (first == 0x81 or first == 0x82) and size >= end and not self._msg_opcode \
                 and not self.streaming and (self.max_size is None or length <= self.max_size):
-            with memoryview(buf) as view, view[pos:pos + length] as piece:
-                payload = bytes(piece) if mask is None else apply_mask(piece, mask)
-            del buf[:pos + length]
+            if length < LARGE_PAYLOAD:  # slicing copies, but costs less than a memoryview
+                payload = bytes(buf[pos:end]) if mask is None else apply_mask(buf[pos:end], mask)
+            else:
+                with memoryview(buf) as view, view[pos:end] as piece:
+                    payload = bytes(piece) if mask is None else apply_mask(piece, mask)
+            del buf[:end]
             return Message(_decode(payload) if first == 0x81 else payload)
         opcode = first & 0x0F
         fin = first & 0x80 != 0
@@ -337,9 +334,7 @@ class Protocol:
         max_size = self.max_size
         if max_size is None:
             return
-        if length < MIN_FRAGMENT_COST and (opcode == _CONT or not fin):
-            # A fragment's bookkeeping costs memory and time whatever its size: charge
-            # at least MIN_FRAGMENT_COST for it, so max_size bounds the frame count too.
+        if length < MIN_FRAGMENT_COST and (opcode == _CONT or not fin):  # bookkeeping costs too
             self._msg_size += MIN_FRAGMENT_COST - length
         if self._msg_size + (0 if self._msg_compressed else length) > max_size:
             raise PayloadTooBig(f"message over max_size ({max_size} bytes)")
@@ -436,7 +431,10 @@ class Protocol:
             # The fast path: a whole small message, its 2-byte header built here (§5.2).
             if not self._client:
                 return [_SHORT_HEADERS[opcode][size] + data]
-            mask = self._next_mask()
+            try:
+                mask = self._masks.pop()
+            except IndexError:
+                mask = self._refill_masks()
             return [_SHORT_HEADERS[opcode][size | 0x80] + mask + apply_mask(data, mask)]
         rsv1 = False
         deflater = self._deflater
@@ -478,19 +476,19 @@ class Protocol:
             return b"".join(self._frame_bytes(opcode, payload, True, False))
         return None
 
-    def _next_mask(self) -> bytes:
-        """§5.3: a fresh, unpredictable masking key for every frame, taken from a pool
-        of os.urandom() bytes (one system call per 64 frames, not per frame)."""
-        pool, used = self._mask_pool, self._mask_used
-        if used >= len(pool):
-            pool = self._mask_pool = os.urandom(MASK_POOL_SIZE)
-            used = 0
-        self._mask_used = used + 4
-        return pool[used:used + 4]
+    def _refill_masks(self) -> bytes:
+        """§5.3: a fresh, unpredictable masking key for every frame: os.urandom() for
+        64 keys at a time (one system call per 64 frames); returns one of them."""
+        pool = os.urandom(MASK_POOL_SIZE)
+        self._masks = [pool[i:i + 4] for i in range(4, MASK_POOL_SIZE, 4)]
+        return pool[:4]
 
     def _frame_bytes(self, opcode: int, payload: Data, fin: bool, rsv1: bool) -> List[Data]:
         if self._client:
-            mask = self._next_mask()
+            try:
+                mask = self._masks.pop()
+            except IndexError:
+                mask = self._refill_masks()
             header = frame_header(opcode, len(payload), fin, rsv1, mask)
             payload = apply_mask(payload, mask)
         else:
