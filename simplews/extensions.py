@@ -6,6 +6,7 @@ import zlib
 from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
 from .exceptions import NegotiationError, PayloadTooBig
+from .frames import BytesLike
 
 __all__ = [
     "DeflateConfig",
@@ -86,7 +87,9 @@ def parse_extensions(header: str) -> List[Tuple[str, ExtensionParams]]:
 
 
 def _split_outside_quotes(text: str, sep: str) -> List[str]:
-    parts, current, quoted, escaped = [], [], False, False
+    parts: List[str] = []
+    current: List[str] = []
+    quoted = escaped = False
     for char in text:
         if escaped:
             escaped = False
@@ -249,7 +252,7 @@ class Deflater:
     def enabled(self) -> bool:
         return self._window_bits > 8
 
-    def compress(self, data: bytes, last: bool) -> bytes:
+    def compress(self, data: BytesLike, last: bool) -> bytes:
         """Compress one frame's data; the last frame of a message loses the 00 00 ff ff tail."""
         compressor = self._compressor
         if compressor is None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import enum
 import os
 import struct
-from typing import NamedTuple, Optional, Tuple
+from typing import Callable, NamedTuple, Optional, Tuple, Union
 
 from .exceptions import ProtocolError
 
@@ -76,7 +76,12 @@ _H_MEDIUM = struct.Struct("!BBH")
 _H_LONG = struct.Struct("!BBQ")
 
 
-def _xor_mask(data: bytes, mask: bytes) -> bytes:
+#: What apply_mask() takes: a received frame's payload and mask are slices of the read buffer.
+BytesLike = Union[bytes, bytearray, memoryview]
+MaskKey = Union[bytes, bytearray]  # not a memoryview: _xor_mask() repeats it with *
+
+
+def _xor_mask(data: BytesLike, mask: MaskKey) -> bytes:
     """RFC 6455 §5.3: XOR ``data`` with the repeated 4-byte ``mask``, the whole
     payload at once as one big integer (no per-byte Python loop)."""
     size = len(data)
@@ -88,12 +93,14 @@ def _xor_mask(data: bytes, mask: bytes) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
 
 
-apply_mask = _xor_mask
+apply_mask: Callable[[BytesLike, MaskKey], bytes] = _xor_mask
 if not os.environ.get("SIMPLEWS_NO_EXTENSIONS"):
     try:  # the optional C accelerator built by setup.py when a compiler is present
-        from ._speedups import apply_mask  # type: ignore[no-redef]  # noqa: F811
+        from ._speedups import apply_mask as _c_apply_mask
     except ImportError:  # pragma: no cover - depends on the build
         pass
+    else:
+        apply_mask = _c_apply_mask
 
 
 def frame_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False,
