@@ -6,19 +6,27 @@ exiting (starting a thread costs more than a handshake); each connection still h
 thread of its own while it lives."""
 from __future__ import annotations
 
+import enum
 import threading
-from typing import Any, Callable, List, Optional, Protocol, Set, Tuple, Union
+from typing import Any, Callable, List, Literal, Optional, Protocol, Set, Tuple, Union
 
-__all__ = ["Workers", "Waiter", "STOP"]
+__all__ = ["Workers", "Waiter", "Task", "STOP"]
 
-STOP = "stop"  # what a Waiter returns once the server stops
+
+class _Stop(enum.Enum):
+    STOP = "stop"
+
+
+STOP = _Stop.STOP  # what a Waiter returns once the server stops
+#: What a Waiter returns: ``(item, thread name)``, None (idle), or STOP.
+Task = Union[Tuple[Any, str], None, Literal[_Stop.STOP]]
 
 
 class Waiter(Protocol):
     """One thread's wait for work: ``(item, thread name)``, None after ``timeout``
     seconds without any, or STOP."""
 
-    def __call__(self, timeout: float) -> Union[Tuple[Any, str], None, str]: ...
+    def __call__(self, timeout: float) -> Task: ...
 
     def close(self) -> None: ...
 
@@ -95,7 +103,7 @@ class Workers:
                     self._idle -= 1
                     if self._idle == 0:
                         self._wanted.set()  # the next connection needs a waiting thread
-                item, me.name = task  # type: ignore[misc]
+                item, me.name = task
                 self._serve(item)
                 me.name = "simplews-worker"
                 with self._lock:

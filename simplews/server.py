@@ -1,6 +1,7 @@
 """serve() and Server: a thread per connection, the handler in that thread (DESIGN §2-§3)."""
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -11,10 +12,10 @@ import stat
 import sys
 import threading
 from time import monotonic
-from typing import Any, Callable, Dict, Optional, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence
 
 from ._io import format_address, open_unix_socket, read_head, send_head, set_nodelay, wait_readable
-from ._workers import STOP, Workers
+from ._workers import STOP, Task, Workers
 from .connection import Connection
 from .endpoint import Endpoint, Handler, HandshakeInfo
 from .exceptions import HeaderBlockTooLarge, InvalidHandshake
@@ -177,10 +178,9 @@ class Server(Endpoint):
         self._stop_accepting()
         with self._lock:  # wake the threads still reading an opening handshake
             for sock in self._opening.values():
-                try:  # socket.socket's: SSLSocket.shutdown() would drop the TLS state under them
+                # socket.socket's: SSLSocket.shutdown() would drop the TLS state under them
+                with contextlib.suppress(OSError):
                     socket.socket.shutdown(sock, socket.SHUT_RDWR)
-                except OSError:
-                    pass
         timeout = self.close_timeout if self.close_timeout is not None else 10
         deadline = monotonic() + timeout
         self._stopped.wait(timeout)
@@ -203,20 +203,16 @@ class Server(Endpoint):
         """No more connections: wake the idle workers (their waiters return STOP)."""
         self._stopping.set()
         self._workers.stop()
-        try:
+        with contextlib.suppress(OSError):
             self._wakeup_w.send(b"x")
-        except OSError:
-            pass
 
     def close(self) -> None:
         """Close the listening socket (shutdown() does it too); remove the Unix socket's file."""
         for sock in (self.socket, self._wakeup_r, self._wakeup_w):
             sock.close()
         if self.unix_socket is not None:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.unix_socket)
-            except OSError:
-                pass
             self.unix_socket = None
 
     def __enter__(self) -> "Server":
@@ -236,19 +232,22 @@ class _Waiter:
     def __init__(self, server: Server) -> None:
         self._server = server
         listening, wakeup = server.socket.fileno(), server._wakeup_r.fileno()
-        self._poller: Any
+        self._wait: Callable[[float], Sequence[object]]  # the ready sockets, or none
+        self._close: Callable[[], None]
         if _EPOLLEXCLUSIVE:
-            self._poller = select.epoll()
-            self._poller.register(listening, select.EPOLLIN | _EPOLLEXCLUSIVE)
-            self._poller.register(wakeup, select.EPOLLIN)
-            self._wait: Callable[[float], list] = lambda timeout: self._poller.poll(timeout, 2)
+            poller = select.epoll()
+            poller.register(listening, select.EPOLLIN | _EPOLLEXCLUSIVE)
+            poller.register(wakeup, select.EPOLLIN)
+            self._wait = lambda timeout: poller.poll(timeout, 2)
+            self._close = poller.close
         else:  # pragma: no cover (Linux has EPOLLEXCLUSIVE since 4.5)
-            self._poller = selectors.DefaultSelector()
-            self._poller.register(listening, selectors.EVENT_READ)
-            self._poller.register(wakeup, selectors.EVENT_READ)
-            self._wait = self._poller.select
+            selector = selectors.DefaultSelector()
+            selector.register(listening, selectors.EVENT_READ)
+            selector.register(wakeup, selectors.EVENT_READ)
+            self._wait = selector.select
+            self._close = selector.close
 
-    def __call__(self, timeout: float) -> Union[Tuple[socket.socket, str], None, str]:
+    def __call__(self, timeout: float) -> Task:
         server = self._server
         deadline = monotonic() + timeout
         while not server._stopping.is_set():
@@ -262,7 +261,8 @@ class _Waiter:
             except (BlockingIOError, InterruptedError):  # another thread took it
                 continue
             except OSError as exc:  # e.g. EMFILE: log, pause (the connection still waits)
-                server.logger.error("accept failed: %s", exc)
+                # no traceback (TRY400): the cause (EMFILE, ENOBUFS...) is all there is to say
+                server.logger.error("accept failed: %s", exc)  # noqa: TRY400
                 wait_readable(server._wakeup_r, 0.1)
                 continue
             if _ACCEPTED_INHERIT_NONBLOCKING:
@@ -271,7 +271,7 @@ class _Waiter:
         return STOP
 
     def close(self) -> None:
-        self._poller.close()
+        self._close()
 
 
 #: At shutdown, how long connections whose writer is busy may take to send their close
