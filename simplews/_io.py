@@ -2,6 +2,7 @@
 reads and writes, waits on a socket."""
 from __future__ import annotations
 
+import contextlib
 import select
 import socket
 import ssl
@@ -128,9 +129,11 @@ def data_ready(sock: socket.socket, deadline: Deadline) -> bool:
     TLS socket counts only when a whole record (or EOF) waits in the kernel, peeked on
     the raw socket, so that a peer sending half a record cannot block the caller.
     Raises the socket's error, if a peek finds one (a peek consumes it)."""
-    tls = isinstance(sock, ssl.SSLSocket)
-    if tls and sock.pending():  # type: ignore[attr-defined]
-        return True
+    tls = False
+    if isinstance(sock, ssl.SSLSocket):
+        if sock.pending():
+            return True
+        tls = True
     remaining = deadline.remaining()
     if remaining is None:
         return True  # the caller may block
@@ -182,10 +185,8 @@ def format_address(address: Any) -> str:
 
 def set_nodelay(sock: socket.socket) -> None:
     """TCP_NODELAY: small frames go out at once. Not a TCP socket (Unix): nothing to do."""
-    try:
+    with contextlib.suppress(OSError):
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except OSError:
-        pass
 
 
 def open_unix_socket(path: str, *, listen_backlog: Optional[int] = None,

@@ -35,21 +35,18 @@ def basic_auth(credentials: Union[Mapping[str, str], Iterable[Tuple[str, str]], 
     unless the request carries Basic credentials found in ``credentials`` (a mapping or
     pairs of username and password) or accepted by ``check_credentials(username, password)``.
     The handler finds the user in ``parse_basic_auth(ws.request.headers.get("Authorization"))``."""
-    if (credentials is None) == (check_credentials is None):
+    if credentials is not None and check_credentials is None:
+        check = _check_known(credentials)
+    elif credentials is None and check_credentials is not None:
+        check = check_credentials
+    else:
         raise ValueError("give either credentials or check_credentials")
-    if check_credentials is None:
-        known = dict(credentials.items() if isinstance(credentials, Mapping) else credentials)  # type: ignore[union-attr]
-
-        def check_credentials(username: str, password: str) -> bool:
-            expected = known.get(username)
-            # compare_digest: the time taken does not tell how much of the password matched
-            return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
 
     challenge = f'Basic realm="{realm}", charset="UTF-8"'
 
     def process_request(connection: Any, request: Request) -> Optional[Response]:
         parsed = parse_basic_auth(request.headers.get("Authorization"))
-        if parsed is not None and check_credentials(*parsed):  # type: ignore[misc]
+        if parsed is not None and check(*parsed):
             return None
         text = "missing credentials" if parsed is None else "invalid credentials"
         return Response(401, headers=[("WWW-Authenticate", challenge),
@@ -57,3 +54,15 @@ def basic_auth(credentials: Union[Mapping[str, str], Iterable[Tuple[str, str]], 
                         body=f"401 Unauthorized: {text}\n".encode())
 
     return process_request
+
+
+def _check_known(credentials: Union[Mapping[str, str], Iterable[Tuple[str, str]]]) -> CheckCredentials:
+    """A check_credentials for a mapping or pairs of username and password."""
+    known = dict(credentials.items() if isinstance(credentials, Mapping) else credentials)
+
+    def check_credentials(username: str, password: str) -> bool:
+        expected = known.get(username)
+        # compare_digest: the time taken does not tell how much of the password matched
+        return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
+
+    return check_credentials

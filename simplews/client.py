@@ -73,8 +73,8 @@ def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
                                     compression=config, additional_headers=headers,
                                     user_agent=user_agent)
         try:
-            sock, response, leftover, accepted = _handshake(sock, wsuri, handshake, ssl,
-                                                            server_hostname, deadline)
+            opened, response, leftover, accepted = _handshake(sock, wsuri, handshake, ssl,
+                                                              server_hostname, deadline)
         except InvalidStatus as exc:
             location = exc.response.headers.get("Location")
             if exc.status not in REDIRECT_STATUSES or location is None or not follow:
@@ -88,7 +88,7 @@ def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
         break
     protocol = Protocol(Side.CLIENT, max_size=max_size, deflate=accepted.deflate,
                         **codec_settings(config))
-    connection = Connection(sock, protocol, request=handshake.request, response=response,
+    connection = Connection(opened, protocol, request=handshake.request, response=response,
                             subprotocol=accepted.subprotocol, close_timeout=close_timeout,
                             ping_interval=ping_interval, ping_timeout=ping_timeout,
                             max_queue=max_queue, logger=logger, leftover=leftover)

@@ -4,14 +4,10 @@ A timeout is the builtin ``TimeoutError``; nothing here shadows a builtin.
 """
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING
 
-
-class _Answer(Protocol):
-    """An HTTP answer (http11.Response), as the errors that carry one see it."""
-
-    status: int
-    reason: str
+if TYPE_CHECKING:  # for the annotations only: this module imports no other one at run time
+    from .http11 import Response
 
 __all__ = [
     "WebSocketError",
@@ -69,7 +65,7 @@ class InvalidHandshake(WebSocketError):
 class InvalidStatus(InvalidHandshake):
     """The server answered the opening handshake with a status other than 101."""
 
-    def __init__(self, response: _Answer) -> None:
+    def __init__(self, response: Response) -> None:
         self.response = response
         super().__init__(f"server rejected WebSocket connection: HTTP {response.status}")
 
@@ -97,9 +93,10 @@ class ProxyError(InvalidHandshake):
 class InvalidProxyStatus(ProxyError):
     """The proxy answered the CONNECT request with a status other than 2xx."""
 
-    def __init__(self, response: _Answer) -> None:
+    def __init__(self, response: Response) -> None:
         self.response = response
-        super().__init__(f"proxy rejected the CONNECT request: HTTP {response.status} {response.reason}".rstrip())
+        super().__init__(
+            f"proxy rejected the CONNECT request: HTTP {response.status} {response.reason}".rstrip())
 
     @property
     def status(self) -> int:

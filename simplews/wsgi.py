@@ -30,6 +30,7 @@ How the server is kept off the stream:
 """
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 from time import monotonic
@@ -161,7 +162,5 @@ def _respond(start_response: StartResponse, response: Response) -> List[bytes]:
 
 def _shutdown(sock: socket.socket) -> None:
     """End the TCP connection both ways (RFC 6455 §7.1.1: the server closes first)."""
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
