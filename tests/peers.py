@@ -247,14 +247,15 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = WAIT,
     while True:
         try:
             socket.create_connection((host, port), timeout=1).close()
-            return
-        except OSError:
+        except OSError as exc:
             if process is not None and process.poll() is not None:
                 raise RuntimeError(f"{process.name} exited with {process.poll()}: "
-                                   f"{process.output()[-2000:]}")
+                                   f"{process.output()[-2000:]}") from exc
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s")
+                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s") from exc
             time.sleep(0.05)
+        else:
+            return
 
 
 class Process:
@@ -265,7 +266,7 @@ class Process:
                  env: Optional[Dict[str, str]] = None, cwd: Optional[pathlib.Path] = None) -> None:
         self.name = name
         self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - the child's log, closed by stop()
         self.popen = subprocess.Popen(list(args), stdin=stdin,
                                       stdout=subprocess.PIPE if stdout_pipe else self._log,
                                       stderr=self._log, start_new_session=True, env=env, cwd=cwd)
@@ -660,10 +661,8 @@ class LineChild(Process):
         if self.popen.stdin is not None:
             with contextlib.suppress(OSError):
                 self.popen.stdin.close()
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self.popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
         return self.stop()
 
 

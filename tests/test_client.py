@@ -281,10 +281,8 @@ def answering(answer: bytes):
     try:
         yield f"ws://127.0.0.1:{listener.getsockname()[1]}/"
     finally:
-        try:
+        with contextlib.suppress(OSError):
             listener.shutdown(socket.SHUT_RDWR)  # wakes accept() if nobody came
-        except OSError:
-            pass
         thread.join(TIMEOUT)
         listener.close()
         assert not thread.is_alive()
@@ -310,15 +308,13 @@ BROKEN_ANSWERS = [
 
 @pytest.mark.parametrize("answer", BROKEN_ANSWERS, ids=lambda answer: repr(answer[:60]))
 def test_broken_answers_raise_invalid_handshake(answer):
-    with answering(answer) as uri:
-        with pytest.raises(simplews.InvalidHandshake):
-            simplews.connect(uri, proxy=None, open_timeout=TIMEOUT)
+    with answering(answer) as uri, pytest.raises(simplews.InvalidHandshake):
+        simplews.connect(uri, proxy=None, open_timeout=TIMEOUT)
 
 
 def test_refusal_with_a_non_ascii_digit_content_length_keeps_its_status():
-    with answering(SUPERSCRIPT_LENGTH) as uri:
-        with pytest.raises(simplews.InvalidStatus) as info:
-            simplews.connect(uri, proxy=None, open_timeout=TIMEOUT)
+    with answering(SUPERSCRIPT_LENGTH) as uri, pytest.raises(simplews.InvalidStatus) as info:
+        simplews.connect(uri, proxy=None, open_timeout=TIMEOUT)
     assert info.value.status == 400
 
 

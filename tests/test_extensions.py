@@ -44,7 +44,8 @@ def test_full_client_offer():
      "permessage-deflate; client_no_context_takeover", DeflateParams(False, True, 15, 15)),
     ("permessage-deflate; server_max_window_bits=10",
      "permessage-deflate; server_max_window_bits=10", DeflateParams(False, False, 10, 15)),
-    ("permessage-deflate; client_max_window_bits=9", "permessage-deflate", DeflateParams(False, False, 15, 9)),
+    ("permessage-deflate; client_max_window_bits=9", "permessage-deflate",
+     DeflateParams(False, False, 15, 9)),
 ])
 def test_server_accepts(offer, response, params):
     assert server_accept(offer, DeflateConfig()) == (response, params)
@@ -119,7 +120,8 @@ def test_rfc7692_examples(wire):
 def test_rfc7692_shared_window_example():
     """§7.2.3.2: the second "Hello" refers back to the first one."""
     client = Protocol(Side.CLIENT, deflate=DeflateParams())
-    wire = bytes([0xC1, 0x07, 0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00, 0xC1, 0x05, 0xF2, 0x00, 0x11, 0x00, 0x00])
+    wire = bytes([0xC1, 0x07, 0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00,
+                  0xC1, 0x05, 0xF2, 0x00, 0x11, 0x00, 0x00])
     assert feed(client, wire) == [Message("Hello"), Message("Hello")]
     deflater = Deflater(DeflateParams())
     assert deflater.compress(b"Hello", True) == bytes([0xF2, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00])

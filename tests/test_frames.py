@@ -95,7 +95,8 @@ def test_accelerator_is_used_unless_disabled():
     pure = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
     assert pure.stdout.strip() == "True"
     env.pop("SIMPLEWS_NO_EXTENSIONS")
-    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                             timeout=60)
     try:
         import simplews._speedups  # noqa: F401
     except ImportError:

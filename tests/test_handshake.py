@@ -80,7 +80,8 @@ def test_server_refusals(changes, status):
 
 
 def test_upgrade_and_connection_are_case_insensitive_token_lists():
-    response, _ = ServerHandshake().accept(request_with(Upgrade="WebSocket", Connection="keep-alive, UPGRADE"))
+    request = request_with(Upgrade="WebSocket", Connection="keep-alive, UPGRADE")
+    response, _ = ServerHandshake().accept(request)
     assert response.status == 101
 
 
@@ -126,7 +127,8 @@ def test_client_checks_the_response():
 
 # RFC 6455 §9.1's grammar broken: the handshake does not match §4.2.1, so 400 (issue 12, item 4).
 MALFORMED_EXTENSIONS = [";", "permessage-deflate;;", "permessage-deflate; ;",
-                        "permessage-deflate; =1", "foo=bar", 'permessage-deflate; a="b', 'permessage-deflate; a="b c"',
+                        "permessage-deflate; =1", "foo=bar", 'permessage-deflate; a="b',
+                        'permessage-deflate; a="b c"',
                         "permessage-deflate; client_max_window_bits=1 0", "permessage-deflate, ;"]
 # Well-formed offers that permessage-deflate must decline (RFC 7692 §7): 101, no compression.
 DECLINED_OFFERS = ["permessage-deflate; client_max_window_bits=abc",

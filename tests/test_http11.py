@@ -45,7 +45,8 @@ def test_invalid_requests(data):
         parse_request(data)
 
 
-@pytest.mark.parametrize("data", [b"HTTP/1.0 101 OK\r\n\r\n", b"HTTP/1.1 abc OK\r\n\r\n", b"HTTP/1.1\r\n\r\n"])
+@pytest.mark.parametrize("data", [b"HTTP/1.0 101 OK\r\n\r\n", b"HTTP/1.1 abc OK\r\n\r\n",
+                                  b"HTTP/1.1\r\n\r\n"])
 def test_invalid_responses(data):
     with pytest.raises(InvalidHandshake):
         parse_response(data)

@@ -1,7 +1,8 @@
 """Headless Chromium as a client of simplews servers (issue 7, part 1).
 
-The browser loads a page from a plain HTTP server on 127.0.0.1, then runs tests/interop/browser.js through chromedriver (execute/async): it
-opens a WebSocket to the server under test and reports what it saw. wss:// trusts the
+The browser loads a page from a plain HTTP server on 127.0.0.1, then runs
+tests/interop/browser.js through chromedriver (execute/async): it opens a WebSocket
+to the server under test and reports what it saw. wss:// trusts the
 test certificate with --ignore-certificate-errors-spki-list, and a server with another
 certificate is refused.
 """

@@ -69,14 +69,16 @@ def wait_for_port(port: int, process: subprocess.Popen) -> None:
             raise RuntimeError(f"tinyproxy exited with {process.returncode}: see its log")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
-            return
         except ConnectionRefusedError:
             time.sleep(0.02)
+        else:
+            return
     raise TimeoutError(f"tinyproxy did not listen on {port}")
 
 
 def find_tinyproxy() -> str:
-    path = shutil.which("tinyproxy") or ("/usr/bin/tinyproxy" if os.path.exists("/usr/bin/tinyproxy") else None)
+    installed = "/usr/bin/tinyproxy" if os.path.exists("/usr/bin/tinyproxy") else None
+    path = shutil.which("tinyproxy") or installed
     if path is None:
         if os.environ.get("SIMPLEWS_REQUIRE_PEERS"):
             pytest.fail("tinyproxy is missing (apt-get install tinyproxy); required in CI")

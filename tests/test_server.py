@@ -196,9 +196,9 @@ def test_failing_handshake_callback_answers_500_logs_and_keeps_serving(start_ser
         server = start_server(select_subprotocol=select_subprotocol)
     else:
         server = start_server(process_request=process_request)
-    with caplog.at_level(logging.ERROR, logger="simplews.server"):
-        with pytest.raises(simplews.InvalidStatus) as info:
-            connect(server, "boom")
+    with caplog.at_level(logging.ERROR, logger="simplews.server"), \
+            pytest.raises(simplews.InvalidStatus) as info:
+        connect(server, "boom")
     assert info.value.status == 500
     assert info.value.response.body == b"internal server error\n"  # no detail for the client
     # Logged (before the answer went out) with its traceback.

@@ -15,7 +15,8 @@ def test_valid_uris(uri, expected):
     assert parse_uri(uri) == expected
 
 
-@pytest.mark.parametrize("uri", ["http://example.com", "ws://", "ws://host/#frag", "ws://host:99999", "example.com"])
+@pytest.mark.parametrize("uri", ["http://example.com", "ws://", "ws://host/#frag", "ws://host:99999",
+                                 "example.com"])
 def test_invalid_uris(uri):
     with pytest.raises(InvalidURI):
         parse_uri(uri)
