@@ -39,6 +39,7 @@ life (another thread may be in sendall); timeouts are waits on the descriptor.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import mmap
 import os
@@ -287,13 +288,13 @@ class Transport:
         try:
             for buffer in buffers:
                 self.socket.sendall(buffer)
-            return True
         except OSError as exc:
             self._set_cause(exc)
             if self.protocol.closing:
                 return False
             self._cut_tcp(_ABNORMAL, "connection lost while writing")
             raise self._closing_exception() from exc
+        return True
 
     def _acquire_writer(self, idle: bool) -> bool:
         """Take the writer lock: at once or not at all for the keepalive thread, else
@@ -405,10 +406,8 @@ class Transport:
             self._close_deadline = Deadline(self.close_timeout or 0)
 
     def _shutdown(self, how: int) -> None:
-        try:  # socket.socket's: SSLSocket.shutdown() would drop the TLS state under a writer
+        with contextlib.suppress(OSError):  # socket.socket's: SSLSocket's would drop the TLS state
             socket.socket.shutdown(self.socket, how)
-        except OSError:
-            pass
 
     def _finish(self) -> None:
         """Record how the connection ended and close the socket (read lock held). No

@@ -162,9 +162,9 @@ class Connection(Transport):
         payload = data.encode() if isinstance(data, str) else bytes(data)
         self._write_lock.acquire()
         try:
-            if not self.protocol.closing and not self._tcp_closed:
-                if self._write([self.protocol.send_pong(payload)]):
-                    return
+            if not self.protocol.closing and not self._tcp_closed \
+                    and self._write([self.protocol.send_pong(payload)]):
+                return
         finally:
             self._release_writer()
         raise self._closed_exception()

@@ -9,6 +9,7 @@ the next tick, so a connection that is being read costs it nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import selectors
 import threading
@@ -165,7 +166,5 @@ def _unwatch(selector: selectors.BaseSelector, watched: Dict[Keepable, int],
              connection: Keepable) -> None:
     fd = watched.pop(connection, None)
     if fd is not None:
-        try:
+        with contextlib.suppress(KeyError, ValueError, OSError):
             selector.unregister(fd)
-        except (KeyError, ValueError, OSError):
-            pass

@@ -56,9 +56,9 @@ def _decode(data: Union[bytes, bytearray], decoder: Optional[codecs.IncrementalD
         pending = decoder.getstate()[0]  # CPython waits for a surrogate's third byte:
         if len(pending) > 1 and pending[0] == 0xED and pending[1] >= 0xA0:  # ED A0-BF
             raise UnicodeDecodeError("utf-8", pending, 0, 2, "invalid continuation byte")
-        return text
     except UnicodeDecodeError as exc:
         raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}", CloseCode.INVALID_DATA) from None
+    return text
 
 
 class Protocol:
@@ -136,7 +136,7 @@ class Protocol:
             if self._frame is None:  # the small-message shortcut first, with one call less
                 header = self._parse_header(buf)
                 if header is None or type(header) is Message:
-                    return header  # type: ignore[return-value]
+                    return header
                 self._frame = header  # type: ignore[assignment]
             return self._parse()
         except ProtocolError as exc:

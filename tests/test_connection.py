@@ -206,7 +206,8 @@ def test_close_from_another_thread_wakes_a_blocked_recv(start_server, connect):
     server = start_server()
     ws = connect(server)
     outcome = []
-    reader = threading.Thread(target=lambda: outcome.append(pytest.raises(simplews.ConnectionClosedOK, ws.recv)))
+    reader = threading.Thread(
+        target=lambda: outcome.append(pytest.raises(simplews.ConnectionClosedOK, ws.recv)))
     reader.start()
     while not ws._read_lock.locked():
         time.sleep(0.001)

@@ -386,8 +386,8 @@ def generate(rng: random.Random, kind: str, negotiated: Negotiated) -> List[F]:
         frame.fin = rng.random() < 0.7
         if compressor is not None and frame.opcode in (TEXT, BINARY) and rng.random() < 0.5:
             frame.rsv1 = True
-            frame.payload = zlib.compressobj(6, zlib.DEFLATED, -15).compress(bytes(4096)) if rng.random() < 0.5 \
-                else frame.payload
+            if rng.random() < 0.5:
+                frame.payload = zlib.compressobj(6, zlib.DEFLATED, -15).compress(bytes(4096))
         items.insert(where, [frame])
     elif kind == "close":
         roll = rng.random()
@@ -633,9 +633,11 @@ def model(wire: bytes, deflate: bool, reset: bool, max_size: int) -> Expect:
                     errors.add(1002)  # §5.2: the most significant bit must be 0
                 compressed = (msg.compressed if msg is not None else False) if opcode == CONT \
                     else rsv1 and deflate
-                if opcode in (TEXT, BINARY, CONT) and not compressed and not (opcode == CONT and msg is None):
-                    if (msg.size if opcode == CONT and msg is not None else 0) + length > max_size:
-                        errors.add(1009)
+                in_message = not (opcode == CONT and msg is None)
+                size = msg.size if opcode == CONT and msg is not None else 0
+                data_frame = opcode in (TEXT, BINARY, CONT) and not compressed and in_message
+                if data_frame and size + length > max_size:
+                    errors.add(1009)
         if available < header_size:
             if errors:
                 return expect.end("maybe_error", start, errors, "incomplete header that breaks a rule")
@@ -692,7 +694,8 @@ def model(wire: bytes, deflate: bool, reset: bool, max_size: int) -> Expect:
             data = payload + (TAIL if last else b"")
             errors = set()
             if not msg.ended:
-                inflater, done = inflate_frame_at_once(inflater, msg, data, len(data) - len(payload), max_size)
+                inflater, done = inflate_frame_at_once(inflater, msg, data, len(data) - len(payload),
+                                                       max_size)
                 if done:
                     data = b""
             for i in range(len(data)):
@@ -911,10 +914,8 @@ def handshake(sock: socket.socket, port: int, offer: Optional[str], rng: random.
 
 def shut_wr(sock: socket.socket) -> None:
     """Our TCP close (FIN); the server may have closed (or reset) the connection already."""
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_WR)
-    except OSError:
-        pass
 
 
 def client_close(rng: random.Random, code: Optional[int]) -> bytes:
@@ -991,10 +992,8 @@ def drive(sock: socket.socket, wire: bytes, expect: Expect, negotiated: Negotiat
     def after_close_frame() -> None:
         roll = rng.random()
         if roll < 0.4:
-            try:
+            with contextlib.suppress(OSError):
                 sock.sendall(client_close(rng, 1000))
-            except OSError:
-                pass
         elif roll < 0.7:
             shut_wr(sock)
         expect_tcp_close("after its close frame")
@@ -1016,10 +1015,9 @@ def drive(sock: socket.socket, wire: bytes, expect: Expect, negotiated: Negotiat
         if event is None or event[0] not in ("eof", "reset"):
             raise Mismatch(f"{event} from the server after our TCP close in the middle of a frame")
         return "incomplete+eof"
-    try:
+    # the server may close before it has read everything that follows the fault
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
         send_pieces(sock, wire[expect.cut:], rng)
-    except (BrokenPipeError, ConnectionResetError):
-        pass  # the server may close before it has read everything that follows the fault
     if expect.kind in ("close", "error"):
         event = next_event(time.monotonic() + limit)
         if event is None:
@@ -1077,7 +1075,6 @@ def run_frame_case(ports: Tuple[int, int], seed: int, index: int, stats: Counter
         stats[drive(sock, wire, expect, negotiated, rng)] += 1
         stats["deflate" if negotiated.deflate else "plain"] += 1
         stats["slow handler" if slow else "fast handler"] += 1
-        return None
     except (Mismatch, OSError) as exc:
         where = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return (f"frames case {index} (SIMPLEWS_FUZZ_SEED={seed} SIMPLEWS_FUZZ_CASE={index}), kind {kind}, "
@@ -1085,6 +1082,7 @@ def run_frame_case(ports: Tuple[int, int], seed: int, index: int, stats: Counter
                 f"  sent: {hexdump(wire)}")
     finally:
         sock.close()
+    return None
 
 
 def echo(ws: simplews.Connection) -> None:
@@ -1110,9 +1108,11 @@ def test_fuzz_frames_against_server(record_property):
     cases = 0
     started = time.monotonic()
     with bounded_resources():
-        servers = [simplews.serve(handler, "127.0.0.1", 0, max_size=MAX_SIZE, close_timeout=CLOSE_TIMEOUT,
-                                  open_timeout=IO_TIMEOUT, ping_interval=None) for handler in (echo, slow_echo)]
-        threads = [threading.Thread(target=server.serve_forever, name="fuzz-serve-forever") for server in servers]
+        options = dict(max_size=MAX_SIZE, close_timeout=CLOSE_TIMEOUT, open_timeout=IO_TIMEOUT,
+                       ping_interval=None)
+        servers = [simplews.serve(handler, "127.0.0.1", 0, **options) for handler in (echo, slow_echo)]
+        threads = [threading.Thread(target=server.serve_forever, name="fuzz-serve-forever")
+                   for server in servers]
         for thread in threads:
             thread.start()
         try:
@@ -1375,7 +1375,8 @@ FAIL_FAMILIES: Dict[str, Dict[str, Callable[[Answer, random.Random], None]]] = {
         "Upgrade missing": lambda a, r: a.remove(b"Upgrade"),
         "Upgrade: h2c": lambda a, r: a.set(b"Upgrade", r.choice((b"h2c", b"", b"websocket2", b"web socket"))),
         "Connection missing": lambda a, r: a.remove(b"Connection"),
-        "Connection: close": lambda a, r: a.set(b"Connection", r.choice((b"close", b"keep-alive", b"upgrades"))),
+        "Connection: close":
+            lambda a, r: a.set(b"Connection", r.choice((b"close", b"keep-alive", b"upgrades"))),
     },
     "status": {
         "status not 101": lambda a, r: setattr(a, "status", b"HTTP/1.1 %d X" % r.choice((
@@ -1385,7 +1386,8 @@ FAIL_FAMILIES: Dict[str, Dict[str, Callable[[Answer, random.Random], None]]] = {
         "bad status line": lambda a, r: setattr(a, "status", r.choice((
             b"HTTP/1.0 101 Switching Protocols", b"HTTP/2 101", b"http/1.1 101 x", b"HTTP/1.1 1O1 x",
             b"HTTP/1.1 10", b"HTTP/1.1 1010 X", b"ICY 101 OK", b"", b"HTTP/1.1", b" HTTP/1.1 101 x",
-            b"HTTP/1.1  101 x", b"HTTP/1.1 +01 x", b"HTTP/1.1 \xb9\xb2\xb3 x", b"HTTP/1.1 \xd9\xa1\xd9\xa0\xd9\xa1",
+            b"HTTP/1.1  101 x", b"HTTP/1.1 +01 x", b"HTTP/1.1 \xb9\xb2\xb3 x",
+            b"HTTP/1.1 \xd9\xa1\xd9\xa0\xd9\xa1",
             b"HTTP/1.1 101\tx", b"\x00HTTP/1.1 101 x"))),
     },
     "header_syntax": {
@@ -1401,7 +1403,8 @@ FAIL_FAMILIES: Dict[str, Dict[str, Callable[[Answer, random.Random], None]]] = {
 
 EITHER_MUTATIONS: Dict[str, Callable[[Answer, random.Random], None]] = {
     "Content-Length on the 101": lambda a, r: a.set(b"Content-Length", r.choice((b"0", b"5", b"\xb2"))),
-    "interim 100 Continue first": lambda a, r: setattr(a, "status", b"HTTP/1.1 100 Continue\r\n\r\n" + a.status),
+    "interim 100 Continue first":
+        lambda a, r: setattr(a, "status", b"HTTP/1.1 100 Continue\r\n\r\n" + a.status),
     "obs-fold line": lambda a, r: a.headers.append([b" folded", None]),
     "reset after the answer": lambda a, r: setattr(a, "after", "rst"),
     "LF line ends": lambda a, r: setattr(a, "raw", a.serialize().replace(b"\r\n", b"\n")),
@@ -1505,7 +1508,7 @@ class AnswerServer:
             with sock:
                 try:
                     self._handle(sock, index)
-                except Exception:  # a bug of this test: reported, not hidden
+                except Exception:  # noqa: BLE001 (a bug of this test: reported, not hidden)
                     self.errors.append(traceback.format_exc())
             index += 1
 
@@ -1600,7 +1603,7 @@ def run_hs_case(seed: int, index: int, stats: Counter) -> Optional[str]:
         try:
             ws = simplews.connect(f"ws://127.0.0.1:{server.port}/fuzz", open_timeout=open_timeout,
                                   close_timeout=0.5, ping_interval=None, proxy=None, **options)
-        except BaseException as exc:  # noqa: B036 - every exception is classified below
+        except BaseException as exc:  # noqa: BLE001 (every exception is classified below)
             result["error"] = exc
             result["connect"] = time.monotonic() - started
             return
@@ -1608,7 +1611,7 @@ def run_hs_case(seed: int, index: int, stats: Counter) -> Optional[str]:
         result["subprotocol"] = ws.subprotocol
         try:
             ws.close()
-        except BaseException as exc:  # noqa: B036
+        except BaseException as exc:  # noqa: BLE001 (classified below)
             result["close_error"] = exc
 
     thread = threading.Thread(target=client, name="fuzz-connect")
@@ -1709,13 +1712,13 @@ def test_final_deflate_block_then_an_empty_last_fragment():
     two = fresh.compress(b"two") + fresh.flush(zlib.Z_SYNC_FLUSH)
     rng = random.Random(0)
     frames = [F(TEXT, one, fin=False, rsv1=True), F(CONT, b""), F(TEXT, two[:-4], rsv1=True)]
-    with echo_server() as server:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=IO_TIMEOUT) as sock:
-            handshake(sock, server.port, "permessage-deflate", rng)
-            sock.sendall(b"".join(frame.encode(rng) for frame in frames))
-            reader = Reader(sock, deflate=True)
-            deadline = time.monotonic() + TIMEOUT
-            assert [reader.next(deadline), reader.next(deadline)] == [("text", "one"), ("text", "two")]
-            sock.sendall(client_close(rng, 1000))
-            assert reader.next(deadline) == ("close", 1000, "")
-            assert reader.next(deadline) in (("eof",), ("reset",))
+    with echo_server() as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=IO_TIMEOUT) as sock:
+        handshake(sock, server.port, "permessage-deflate", rng)
+        sock.sendall(b"".join(frame.encode(rng) for frame in frames))
+        reader = Reader(sock, deflate=True)
+        deadline = time.monotonic() + TIMEOUT
+        assert [reader.next(deadline), reader.next(deadline)] == [("text", "one"), ("text", "two")]
+        sock.sendall(client_close(rng, 1000))
+        assert reader.next(deadline) == ("close", 1000, "")
+        assert reader.next(deadline) in (("eof",), ("reset",))
