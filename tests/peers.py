@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import functools
 import hashlib
+import importlib.util
 import json
 import os
 import pathlib
@@ -666,74 +667,19 @@ class LineChild(Process):
         return self.stop()
 
 
-class TcpRelay:
-    """A loopback TCP relay that counts the bytes going each way (to see on the wire
-    whether permessage-deflate is in use, TLS or not)."""
+def _bench_relay() -> Any:
+    """scripts/bench/relay.py, loaded by its path (scripts/ stays off sys.path): the one
+    counting relay, shared with the benchmark, which cannot import this module (pytest)."""
+    spec = importlib.util.spec_from_file_location("simplews_bench_relay",
+                                                  REPO / "scripts" / "bench" / "relay.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
 
-    def __init__(self, target: Tuple[str, int]) -> None:
-        self.target = target
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.upstream_bytes = 0  # client -> server
-        self.downstream_bytes = 0  # server -> client
-        self._lock = threading.Lock()
-        self._sockets: List[socket.socket] = []
-        self._threads: List[threading.Thread] = []
-        self._accepting = threading.Thread(target=self._accept, name="relay-accept", daemon=True)
-        self._accepting.start()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.target, timeout=WAIT)
-                server.settimeout(None)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._sockets += [client, server]
-                for source, sink, up in ((client, server, True), (server, client, False)):
-                    thread = threading.Thread(target=self._pump, args=(source, sink, up),
-                                              name="relay-pump", daemon=True)
-                    self._threads.append(thread)
-                    thread.start()
-
-    def _pump(self, source: socket.socket, sink: socket.socket, up: bool) -> None:
-        try:
-            while True:
-                data = source.recv(65536)
-                if not data:
-                    break
-                sink.sendall(data)
-                with self._lock:
-                    if up:
-                        self.upstream_bytes += len(data)
-                    else:
-                        self.downstream_bytes += len(data)
-        except OSError:
-            pass
-        with contextlib.suppress(OSError):
-            sink.shutdown(socket.SHUT_WR)
-
-    def reset(self) -> None:
-        with self._lock:
-            self.upstream_bytes = self.downstream_bytes = 0
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
-        self._accepting.join(WAIT)
-        with self._lock:
-            sockets, threads = list(self._sockets), list(self._threads)
-        for sock in sockets:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)
-        for thread in threads:
-            thread.join(WAIT)
-        for sock in sockets:
-            sock.close()
+# A loopback TCP relay that counts the bytes going each way (to see on the wire whether
+# permessage-deflate is in use, TLS or not): TcpRelay((host, port)), .port,
+# .upstream_bytes, .downstream_bytes, .close(); its waits are bounded by 20 s, as WAIT.
+TcpRelay = _bench_relay().TcpRelay

@@ -1,72 +1,37 @@
 """Client side of scripts/bench.py: one adapter per library, and the timed
 workloads. Used in the bench process and in the client worker subprocess
 (the "simplews (pure)" column, which needs SIMPLEWS_NO_EXTENSIONS=1 at
-import time)."""
-import json
+import time; procs.worker_main)."""
+import contextlib
 import random
 import sys
 import threading
 import time
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from .texts import texts
 
 HOST = "127.0.0.1"
 RTT_MSG = "0123456789abcdef" * 2                 # 32 bytes, text
 PIPE_MSG = bytes(range(64))                      # 64 bytes, binary
 LARGE_SIZE = 4 * 1024 * 1024                     # 4 MiB, binary
-DEFLATE_TARGET = 17920                           # 17.5 KiB of JSON-like text
-DEFLATE_VARIANTS = 16                            # distinct texts, cycled
-
-
-def make_texts(n=DEFLATE_VARIANTS, target=DEFLATE_TARGET):
-    """Deterministic JSON-like texts of ~17.5 KiB with the same structure and
-    different values (so context takeover cannot just reference the previous
-    identical message)."""
-    words = ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu "
-             "nu xi omicron pi rho sigma tau upsilon phi chi psi omega red green "
-             "blue amber violet north south east west admin user guest pending "
-             "active archived").split()
-    out = []
-    for v in range(n):
-        rnd = random.Random(1000 + v)
-        recs = []
-        i = 0
-        while True:
-            rec = {
-                "id": 100000 + rnd.randrange(900000),
-                "name": "%s %s" % (rnd.choice(words).title(), rnd.choice(words).title()),
-                "email": "%s.%s%d@example.com" % (rnd.choice(words), rnd.choice(words), rnd.randrange(100)),
-                "role": rnd.choice(words[-6:]),
-                "score": round(rnd.random() * 100, 3),
-                "active": rnd.random() < 0.5,
-                "tags": rnd.sample(words, 3),
-                "created": "2024-%02d-%02dT%02d:%02d:%02dZ" % (
-                    rnd.randrange(1, 13), rnd.randrange(1, 29), rnd.randrange(24),
-                    rnd.randrange(60), rnd.randrange(60)),
-                "geo": {"lat": round(rnd.uniform(-90, 90), 5), "lon": round(rnd.uniform(-180, 180), 5)},
-            }
-            recs.append(rec)
-            i += 1
-            s = json.dumps({"page": v, "items": recs}, separators=(", ", ": "))
-            if len(s) >= target:
-                break
-        recs.pop()
-        s = json.dumps({"page": v, "items": recs}, separators=(", ", ": "))
-        pad = target - len(s) - len(', "pad": ""')
-        s = s[:-1] + ', "pad": "%s"}' % ("x" * max(pad, 0))
-        out.append(s)
-    return out
 
 
 # ---------------------------------------------------------------------------
 # adapters: connect(port, deflate) -> (conn, send_text, send_bin, recv, close)
 # recv() returns str for text and a bytes-like object for binary.
+Send = Callable[[Any], Any]
+Closer = Callable[[], Any]
+Opened = Tuple[Any, Send, Send, Callable[[], Any], Closer]
 
-def _floor(port, deflate):
-    import bench_floor
+
+def _floor(port: int, deflate: bool) -> Opened:
+    from . import bench_floor
     c = bench_floor.connect(HOST, port, deflate)
     return c, c.send_text, c.send_bin, c.recv, c.close
 
 
-def _simplews(port, deflate):
+def _simplews(port: int, deflate: bool) -> Opened:
     import simplews
     ws = simplews.connect("ws://%s:%d/" % (HOST, port),
                           compression="deflate" if deflate else None,
@@ -74,10 +39,10 @@ def _simplews(port, deflate):
     return ws, ws.send, ws.send, ws.recv, ws.close
 
 
-_ws_legacy = None
+_ws_legacy: Optional[Dict[str, bool]] = None
 
 
-def _websockets(port, deflate):
+def _websockets(port: int, deflate: bool) -> Opened:
     global _ws_legacy
     from websockets.sync.client import connect
     if _ws_legacy is None:
@@ -91,7 +56,7 @@ def _websockets(port, deflate):
     return ws, ws.send, ws.send, ws.recv, ws.close
 
 
-def _simple_websocket(port, deflate):
+def _simple_websocket(port: int, deflate: bool) -> Opened:
     if deflate:
         raise NotImplementedError("simple_websocket.Client does not offer permessage-deflate")
     import simple_websocket
@@ -99,7 +64,7 @@ def _simple_websocket(port, deflate):
     return ws, ws.send, ws.send, ws.receive, ws.close
 
 
-def _websocket_client(port, deflate):
+def _websocket_client(port: int, deflate: bool) -> Opened:
     if deflate:
         raise NotImplementedError("websocket-client has no permessage-deflate")
     import websocket
@@ -107,7 +72,7 @@ def _websocket_client(port, deflate):
     return ws, ws.send, ws.send_binary, ws.recv, ws.close
 
 
-ADAPTERS = {
+ADAPTERS: Dict[str, Callable[[int, bool], Opened]] = {
     "floor": _floor,
     "simplews": _simplews,
     "websockets": _websockets,
@@ -116,7 +81,7 @@ ADAPTERS = {
 }
 
 IMPORTS = {
-    "floor": "bench_floor",
+    "floor": __package__ + ".bench_floor",
     "simplews": "simplews",
     "websockets": "websockets.sync.client",
     "simple-websocket": "simple_websocket",
@@ -124,7 +89,7 @@ IMPORTS = {
 }
 
 
-def lib_version(lib):
+def lib_version(lib: str) -> str:
     try:
         if lib == "floor":
             return sys.version.split()[0]
@@ -133,11 +98,11 @@ def lib_version(lib):
             return simplews.__version__
         from importlib.metadata import version
         return version(lib)
-    except Exception:
+    except (ImportError, AttributeError, ValueError):   # PackageNotFoundError is an ImportError
         return "?"
 
 
-def simplews_extensions():
+def simplews_extensions() -> List[str]:
     """Compiled simplews modules loaded in this process (after a connection)."""
     out = []
     for name, mod in list(sys.modules.items()):
@@ -151,7 +116,7 @@ class CheckError(Exception):
     pass
 
 
-def _check(got, want):
+def _check(got: Any, want: Any) -> None:
     if got != want:
         g = got if isinstance(got, str) else bytes(got)
         if g != want:
@@ -161,12 +126,13 @@ def _check(got, want):
 # ---------------------------------------------------------------------------
 # workloads: each returns elapsed seconds for n operations
 
-def rtt(lib, port, n, deflate=False):
+def rtt(lib: str, port: int, n: int, deflate: bool = False) -> float:
     conn, send_text, _, recv, close = ADAPTERS[lib](port, False)
     return _timed_echoes(send_text, recv, close, RTT_MSG, n, warmup=min(200, n))
 
 
-def _timed_echoes(send, recv, close, msg, n, warmup):
+def _timed_echoes(send: Send, recv: Callable[[], Any], close: Closer, msg: Any, n: int,
+                  warmup: int) -> float:
     """Warm up, then time n echoes of msg with one in flight; checks the last echo."""
     for _ in range(warmup):
         send(msg)
@@ -183,19 +149,19 @@ def _timed_echoes(send, recv, close, msg, n, warmup):
     return dt
 
 
-def pipeline(lib, port, n, deflate=False):
+def pipeline(lib: str, port: int, n: int, deflate: bool = False) -> float:
     conn, _, send_bin, recv, close = ADAPTERS[lib](port, False)
     msg = PIPE_MSG
     for _ in range(min(500, n)):
         send_bin(msg)
         recv()
-    err = []
+    err: List[BaseException] = []
 
-    def sender():
+    def sender() -> None:
         try:
             for _ in range(n):
                 send_bin(msg)
-        except BaseException as e:  # reported by the receiver
+        except BaseException as e:  # noqa: BLE001 (reported by the receiver)
             err.append(e)
 
     th = threading.Thread(target=sender, daemon=True)
@@ -212,10 +178,10 @@ def pipeline(lib, port, n, deflate=False):
     return dt
 
 
-_large_payload = None
+_large_payload: Optional[bytes] = None
 
 
-def large(lib, port, n, deflate=False):
+def large(lib: str, port: int, n: int, deflate: bool = False) -> float:
     global _large_payload
     if _large_payload is None:
         _large_payload = random.Random(7).randbytes(LARGE_SIZE)
@@ -224,17 +190,7 @@ def large(lib, port, n, deflate=False):
     return _timed_echoes(send_bin, recv, close, msg, n, warmup=1)
 
 
-_texts = None
-
-
-def texts():
-    global _texts
-    if _texts is None:
-        _texts = make_texts()
-    return _texts
-
-
-def deflate(lib, port, n, deflate=True):
+def deflate(lib: str, port: int, n: int, deflate: bool = True) -> float:
     tx = texts()
     k = len(tx)
     conn, send_text, _, recv, close = ADAPTERS[lib](port, True)
@@ -251,7 +207,7 @@ def deflate(lib, port, n, deflate=True):
     return dt
 
 
-def deflate_echoes(lib, port, n):
+def deflate_echoes(lib: str, port: int, n: int) -> None:
     """n echoes of the deflate texts on one connection (for the wire-size
     measurement through the counting relay)."""
     tx = texts()
@@ -263,7 +219,7 @@ def deflate_echoes(lib, port, n):
     close()
 
 
-def handshakes(lib, port, n, deflate=False):
+def handshakes(lib: str, port: int, n: int, deflate: bool = False) -> float:
     adapter = ADAPTERS[lib]
     msg = RTT_MSG
     for _ in range(min(5, n)):
@@ -282,7 +238,7 @@ def handshakes(lib, port, n, deflate=False):
     return dt
 
 
-def idle_open(lib, port, n):
+def idle_open(lib: str, port: int, n: int) -> List[Closer]:
     """Open n connections, one echo each; return their close functions."""
     closers = []
     for _ in range(n):
@@ -293,56 +249,16 @@ def idle_open(lib, port, n):
     return closers
 
 
-def idle_close(closers):
+def idle_close(closers: List[Closer]) -> None:
     for close in closers:
-        try:
+        with contextlib.suppress(Exception):  # whatever a library raises, close the rest
             close()
-        except Exception:
-            pass
 
 
-WORKLOADS = {
+WORKLOADS: Dict[str, Callable[[str, int, int], float]] = {
     "rtt": rtt,
     "pipeline": pipeline,
     "large": large,
     "deflate": deflate,
     "handshakes": handshakes,
 }
-
-
-# ---------------------------------------------------------------------------
-# client worker: JSON lines on stdin -> JSON lines on stdout
-
-def worker_main():
-    out = sys.stdout
-    sys.stdout = sys.stderr      # keep the protocol channel clean
-    idle = None
-    for line in sys.stdin:
-        cmd = json.loads(line)
-        op = cmd["op"]
-        try:
-            if op == "import":
-                __import__(IMPORTS[cmd["lib"]])
-                res = {"version": lib_version(cmd["lib"])}
-            elif op == "run":
-                dt = WORKLOADS[cmd["row"]](cmd["lib"], cmd["port"], cmd["n"])
-                res = {"elapsed": dt, "ext": simplews_extensions()}
-            elif op == "idle_open":
-                idle = idle_open(cmd["lib"], cmd["port"], cmd["n"])
-                res = {}
-            elif op == "idle_close":
-                idle_close(idle or [])
-                idle = None
-                res = {}
-            elif op == "deflate_echoes":
-                deflate_echoes(cmd["lib"], cmd["port"], cmd["n"])
-                res = {}
-            elif op == "exit":
-                break
-            else:
-                raise ValueError(op)
-            res["ok"] = True
-        except Exception as e:
-            res = {"ok": False, "error": "%s: %s" % (type(e).__name__, e)}
-        out.write(json.dumps(res) + "\n")
-        out.flush()

@@ -20,6 +20,7 @@ stripped), on both sides, so the deflate row has a floor too.
 The server is thread-per-connection and echoes each message as it is
 parsed, straight out of the receive buffer (no copy, no UTF-8 decoding).
 """
+import contextlib
 import mmap
 import socket
 import struct
@@ -178,10 +179,8 @@ def _echo(sock, deflate):
     except (EOF, OSError):
         pass
     finally:
-        try:
+        with contextlib.suppress(OSError):
             sock.close()
-        except OSError:
-            pass
 
 
 def serve(host="127.0.0.1", port=0, deflate=False, ready=None):

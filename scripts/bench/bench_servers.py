@@ -19,6 +19,7 @@ werkzeug's own overhead.
 --profile FILE (simplews only): run each connection's handler under cProfile
 and write the merged stats to FILE when stdin closes.
 """
+import contextlib
 import json
 import os
 import sys
@@ -38,16 +39,15 @@ def ready(port, **info):
 
 def loaded_ext():
     return sorted(n for n, m in list(sys.modules.items())
-                  if n.startswith("simplews") and (getattr(m, "__file__", None) or "").endswith((".so", ".pyd")))
+                  if n.startswith("simplews")
+                  and (getattr(m, "__file__", None) or "").endswith((".so", ".pyd")))
 
 
 def watch_stdin(on_eof):
     def run():
-        try:
+        with contextlib.suppress(OSError, ValueError):
             while sys.stdin.buffer.read(1):
                 pass
-        except Exception:
-            pass
         on_eof()
     threading.Thread(target=run, daemon=True).start()
 
@@ -167,11 +167,9 @@ def run_simple_websocket(deflate):
                     ws.send(ws.receive())
             except simple_websocket.ConnectionClosed:
                 pass
-        except Exception:
-            try:
+        except Exception:  # noqa: BLE001 (a bad request or a peer's failure ends this connection)
+            with contextlib.suppress(OSError):
                 sock.close()
-            except OSError:
-                pass
 
     lsock = socket.socket()
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
