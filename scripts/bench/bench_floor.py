@@ -20,12 +20,15 @@ stripped), on both sides, so the deflate row has a floor too.
 The server is thread-per-connection and echoes each message as it is
 parsed, straight out of the receive buffer (no copy, no UTF-8 decoding).
 """
+from __future__ import annotations
+
 import contextlib
 import mmap
 import socket
 import struct
 import threading
 import zlib
+from typing import Any, Callable, Optional, Tuple, Union
 
 HDR = struct.Struct("!BI")
 T_TEXT = 1
@@ -38,14 +41,17 @@ WBITS = 12
 MEMLEVEL = 5
 
 
+Data = Union[bytes, bytearray, memoryview]
+
+
 class EOF(Exception):
-    pass
+    """The peer closed the connection."""
 
 
 class FloorConn:
     """One framed connection. ``recv``/``send_*`` may run in two threads."""
 
-    def __init__(self, sock, deflate=False):
+    def __init__(self, sock: socket.socket, deflate: bool = False) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock = sock
         self.sendall = sock.sendall
@@ -61,7 +67,7 @@ class FloorConn:
             self.decomp = zlib.decompressobj(-WBITS)
 
     # -- reading ---------------------------------------------------------
-    def _fill(self, need):
+    def _fill(self, need: int) -> None:
         """Make sure ``need`` bytes are buffered from self.start on."""
         start, end, mv = self.start, self.end, self.mv
         if start + need > BUFSIZE:          # compact (need <= BUFSIZE here)
@@ -77,7 +83,7 @@ class FloorConn:
             end += n
         self.start, self.end = start, end
 
-    def _read_frame(self):
+    def _read_frame(self) -> Tuple[int, Union[memoryview, bytearray]]:
         """Return (type, payload) with payload a memoryview into the buffer
         (valid until the next read) or a fresh bytearray for large frames."""
         if self.end - self.start < 5:
@@ -105,7 +111,8 @@ class FloorConn:
             have += k
         return t, payload
 
-    def recv(self):
+    def recv(self) -> Union[str, bytes, bytearray]:
+        """The next message: str for text, bytes (bytearray if large) for binary."""
         t, payload = self._read_frame()
         if t & F_Z:
             d = self.decomp
@@ -116,7 +123,7 @@ class FloorConn:
         return payload if type(payload) is bytearray else bytes(payload)
 
     # -- writing ---------------------------------------------------------
-    def _send(self, t, data):
+    def _send(self, t: int, data: Data) -> None:
         if self.deflate:
             c = self.comp
             data = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
@@ -129,19 +136,19 @@ class FloorConn:
             self.sendall(HDR.pack(t, n))
             self.sendall(data)
 
-    def send_text(self, s):
+    def send_text(self, s: str) -> None:
         self._send(T_TEXT, s.encode())
 
-    def send_bin(self, b):
+    def send_bin(self, b: Data) -> None:
         self._send(T_BIN, b)
 
-    def send(self, msg):
+    def send(self, msg: Union[str, Data]) -> None:
         if isinstance(msg, str):
             self._send(T_TEXT, msg.encode())
         else:
             self._send(T_BIN, msg)
 
-    def close(self):
+    def close(self) -> None:
         """Clean close: half-close, wait for the peer's EOF, close."""
         try:
             self.sock.shutdown(socket.SHUT_WR)
@@ -152,13 +159,15 @@ class FloorConn:
         self.sock.close()
 
 
-def connect(host, port, deflate=False):
+def connect(host: str, port: int, deflate: bool = False) -> FloorConn:
+    """A client connection to a floor server."""
     sock = socket.create_connection((host, port))
     return FloorConn(sock, deflate)
 
 
 # -- server ---------------------------------------------------------------
-def _echo(sock, deflate):
+def _echo(sock: socket.socket, deflate: bool) -> None:
+    """Serve one connection: echo each frame as it is parsed."""
     conn = FloorConn(sock, deflate)
     try:
         if deflate:
@@ -183,7 +192,9 @@ def _echo(sock, deflate):
             sock.close()
 
 
-def serve(host="127.0.0.1", port=0, deflate=False, ready=None):
+def serve(host: str = "127.0.0.1", port: int = 0, deflate: bool = False,
+          ready: Optional[Callable[[int], Any]] = None) -> None:
+    """Listen, call ready(port), then serve each connection in a thread, forever."""
     lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lsock.bind((host, port))

@@ -19,11 +19,14 @@ werkzeug's own overhead.
 --profile FILE (simplews only): run each connection's handler under cProfile
 and write the merged stats to FILE when stdin closes.
 """
+from __future__ import annotations
+
 import contextlib
 import json
 import os
 import sys
 import threading
+from typing import Any, Callable, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -31,20 +34,23 @@ sys.path.insert(0, HERE)
 HOST = "127.0.0.1"
 
 
-def ready(port, **info):
+def ready(port: int, **info: Any) -> None:
+    """Tell the bench: one line READY {json}."""
     info.update(port=port, pid=os.getpid())
     sys.stdout.write("READY " + json.dumps(info) + "\n")
     sys.stdout.flush()
 
 
-def loaded_ext():
+def loaded_ext() -> List[str]:
+    """Compiled simplews modules loaded in this process."""
     return sorted(n for n, m in list(sys.modules.items())
                   if n.startswith("simplews")
                   and (getattr(m, "__file__", None) or "").endswith((".so", ".pyd")))
 
 
-def watch_stdin(on_eof):
-    def run():
+def watch_stdin(on_eof: Callable[[], Any]) -> None:
+    """Call on_eof once stdin closes (the bench ended or stopped us)."""
+    def run() -> None:
         with contextlib.suppress(OSError, ValueError):
             while sys.stdin.buffer.read(1):
                 pass
@@ -52,14 +58,15 @@ def watch_stdin(on_eof):
     threading.Thread(target=run, daemon=True).start()
 
 
-_profiles = []
+_profiles: List[Any] = []   # cProfile.Profile of each finished handler
 _prof_lock = threading.Lock()
 
 
-def profiled(handler):
+def profiled(handler: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """handler, run under its own cProfile; the profile is kept for dump_profiles."""
     import cProfile
 
-    def wrapper(ws):
+    def wrapper(ws: Any) -> Any:
         p = cProfile.Profile()
         p.enable()
         try:
@@ -71,7 +78,8 @@ def profiled(handler):
     return wrapper
 
 
-def dump_profiles(path):
+def dump_profiles(path: str) -> None:
+    """The handlers' profiles merged into one stats file."""
     import pstats
     with _prof_lock:
         profs = list(_profiles)
@@ -83,16 +91,16 @@ def dump_profiles(path):
     st.dump_stats(path)
 
 
-def run_floor(deflate):
+def run_floor(deflate: bool) -> None:
     import bench_floor
     watch_stdin(lambda: os._exit(0))
     bench_floor.serve(HOST, 0, deflate, ready=lambda port: ready(port, kind="floor", deflate=deflate))
 
 
-def run_simplews(deflate, profile):
+def run_simplews(deflate: bool, profile: Optional[str]) -> None:
     import simplews
 
-    def handler(ws):
+    def handler(ws: Any) -> None:
         recv, send = ws.recv, ws.send
         try:
             while True:
@@ -100,13 +108,11 @@ def run_simplews(deflate, profile):
         except simplews.ConnectionClosed:
             pass
 
-    if profile:
-        handler = profiled(handler)
-
-    server = simplews.serve(handler, HOST, 0, compression="deflate" if deflate else None,
+    server = simplews.serve(profiled(handler) if profile else handler, HOST, 0,
+                            compression="deflate" if deflate else None,
                             max_size=None, ping_interval=None)
 
-    def on_eof():
+    def on_eof() -> None:
         if profile:
             import time
             time.sleep(0.5)     # let the last handler finish and record its profile
@@ -114,17 +120,18 @@ def run_simplews(deflate, profile):
         os._exit(0)
 
     watch_stdin(on_eof)
+    assert server.port is not None
     ready(server.port, kind="simplews", deflate=deflate, version=simplews.__version__,
           ext=loaded_ext(), no_ext=os.environ.get("SIMPLEWS_NO_EXTENSIONS", ""))
     server.serve_forever()
 
 
-def run_websockets(deflate):
+def run_websockets(deflate: bool) -> None:
     import websockets
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.server import serve
 
-    def handler(ws):
+    def handler(ws: Any) -> None:
         recv, send = ws.recv, ws.send
         try:
             while True:
@@ -140,12 +147,12 @@ def run_websockets(deflate):
     server.serve_forever()
 
 
-def run_simple_websocket(deflate):
+def run_simple_websocket(deflate: bool) -> None:
     import socket
     import simple_websocket
     from importlib.metadata import version
 
-    def conn_thread(sock):
+    def conn_thread(sock: socket.socket) -> None:
         try:
             data = b""
             while b"\r\n\r\n" not in data:
@@ -183,7 +190,7 @@ def run_simple_websocket(deflate):
         threading.Thread(target=conn_thread, args=(sock,), daemon=True).start()
 
 
-def main():
+def main() -> None:
     args = sys.argv[1:]
     kind = args[0]
     deflate = "--deflate" in args
