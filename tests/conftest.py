@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pathlib
 import socket
-import ssl
 import sys
 import threading
 import time
@@ -21,18 +20,7 @@ from simplews.http11 import parse_request, parse_response  # noqa: E402
 from simplews.protocol import Event, Protocol, Side  # noqa: E402
 from simplews.uri import parse_uri  # noqa: E402
 
-CERTS = pathlib.Path(__file__).parent / "certs"
-TIMEOUT = 10  # the bound on anything a test waits for
-
-
-def server_ssl_context(cert: str = "server") -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(CERTS / f"{cert}.pem", CERTS / f"{cert}.key")
-    return context
-
-
-def client_ssl_context() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
+from support import CERTS, TIMEOUT, client_ssl_context, server_ssl_context  # noqa: E402,F401
 
 
 def echo(ws: simplews.Connection) -> None:

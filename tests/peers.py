@@ -40,6 +40,8 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
 
+from support import client_ssl_context, free_port, server_ssl_context  # noqa: F401
+
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 CERTS = HERE / "certs"
@@ -234,14 +236,6 @@ def websockets_python() -> str:
 
 # ------------------------------------------------------------------ sockets and processes
 
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port that was free a moment ago (for peers that cannot report their own)."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]
-
-
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = WAIT,
                   process: Optional["Process"] = None) -> None:
     deadline = time.monotonic() + timeout
@@ -408,16 +402,6 @@ class RecordingServer:
 
 
 # ------------------------------------------------------------------ certificates
-
-def server_ssl_context() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(CERTS / "server.pem", CERTS / "server.key")
-    return context
-
-
-def client_ssl_context() -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
-
 
 def _der_item(data: bytes, offset: int) -> Tuple[int, int, int]:
     """(tag, start of contents, end of contents) of the DER item at ``offset``."""

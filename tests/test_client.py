@@ -11,13 +11,9 @@ import pytest
 import simplews
 from simplews.uri import parse_uri
 
+from support import free_port
 from conftest import TIMEOUT, RawServer, client_ssl_context, server_ssl_context
 
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_connection_refused():

@@ -18,6 +18,7 @@ import simplews
 from simplews.frames import Opcode
 from simplews.protocol import Close
 
+from support import scaled
 from conftest import TIMEOUT, raw_client
 
 BIG = bytes(32 << 20)  # far more than loopback's socket buffers: a send() of it blocks
@@ -89,7 +90,7 @@ def test_a_stalled_writer_and_a_bad_frame_do_not_freeze_the_keepalive_thread(sta
         dead = raw_client(server.uri + "dead")  # never reads, never answers a ping
         started = time.monotonic()
         assert handlers.done["/dead"].wait(TIMEOUT), "the keepalive thread is frozen"
-        assert time.monotonic() - started < 0.2 + 0.3 + 2  # ping + timeout + ticks, with slack
+        assert time.monotonic() - started < scaled(0.2 + 0.3 + 2)  # ping + timeout + ticks, slack
         assert isinstance(handlers.ended["/dead"], simplews.ConnectionClosedError)
         assert handlers.ended["/dead"].code == 1011
         # The stalled connection ends too, within its close_timeout: its sender sees
@@ -221,7 +222,7 @@ def test_slow_reader_holds_bounded_memory_and_loses_nothing(start_server):
 
 def test_shutdown_with_many_handlers_blocked_in_send_takes_less_than_close_timeout(start_server):
     # Issue 12, item 3: it took 0.1 s per blocked handler, one after another.
-    count, close_timeout = 40, 2.0
+    count, close_timeout = 40, scaled(2.0)
     handlers = Handlers()
     paths = [f"/stalled{i}" for i in range(count)]
     for path in paths:
@@ -251,7 +252,8 @@ def test_slow_reader_and_shutdown(start_server):
     handlers = Handlers()
     handlers.expect("/stalled")
     handlers.expect("/healthy")
-    server = start_server(handlers, ping_interval=None, close_timeout=1)
+    close_timeout = scaled(1.0)
+    server = start_server(handlers, ping_interval=None, close_timeout=close_timeout)
     stalled = raw_client(server.uri + "stalled")
     healthy = raw_client(server.uri + "healthy")
     try:
@@ -263,7 +265,7 @@ def test_slow_reader_and_shutdown(start_server):
         reader.start()  # reads the close and answers it
         started = time.monotonic()
         server.shutdown()
-        assert time.monotonic() - started < 1
+        assert time.monotonic() - started < close_timeout
         reader.join(TIMEOUT)
         assert events == [Close(1001, "server shutting down")]
         assert handlers.done["/healthy"].is_set() and "/healthy" not in handlers.ended  # a clean close

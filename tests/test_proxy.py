@@ -15,6 +15,7 @@ import pytest
 import simplews
 from simplews.proxy import proxy_for
 from simplews.uri import parse_uri
+from support import free_port
 from conftest import TIMEOUT, client_ssl_context, echo, server_ssl_context
 from test_cli import assert_one_line_error, run_cli, running_server, stderr_of
 
@@ -55,11 +56,6 @@ def test_unsupported_proxy_scheme_is_a_clear_error():
     with pytest.raises(simplews.ProxyError, match="only http://"):
         simplews.connect("ws://127.0.0.1:9/", proxy="socks5://127.0.0.1:1080", open_timeout=TIMEOUT)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for_port(port: int, process: subprocess.Popen) -> None:

@@ -3,7 +3,6 @@ same port; the loop reconnects with backoff, and stops on a normal close."""
 from __future__ import annotations
 
 import importlib
-import socket
 import subprocess
 import sys
 import threading
@@ -12,6 +11,7 @@ import time
 import pytest
 
 import simplews
+from support import free_port
 from conftest import TIMEOUT, client_ssl_context
 from test_cli import ROOT, _env
 
@@ -29,11 +29,6 @@ print("ready", flush=True)
 server.serve_forever()
 """
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServerProcess:
