@@ -27,7 +27,6 @@ TIMEOUT = 20  # seconds: the bound of every subprocess and every wait
 def _env():
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("SIMPLEWS_NO_RL_REDISPLAY", None)
     return env
 
 
@@ -644,17 +643,43 @@ def test_interactive_typing_is_not_broken_by_incoming_messages(tmux):
         assert recorder.close_code() == 1000
 
 
-def test_interactive_server_close_ends_the_prompt(tmux):
+@contextlib.contextmanager
+def interactive_client(tmux):
+    """The client on a terminal, connected to a recording echo server."""
     recorder = Recorder()
     with running_server(recorder) as server:
         term = tmux(_shell_command(url(server)))
         term.wait_text("Ctrl-D or Ctrl-C to quit")
-        ws = recorder.connections.get(timeout=TIMEOUT)
+        yield term, recorder, recorder.connections.get(timeout=TIMEOUT)
+
+
+def test_interactive_server_close_ends_the_prompt(tmux):
+    with interactive_client(tmux) as (term, recorder, ws):
         term.keys("half-typed")
         term.wait_for(lambda s: s.rstrip().endswith("> half-typed"), "the partial line")
         ws.close(4000, "kicked")
         screen = term.wait_text("[exit 8]")
         assert "simplews: connection closed abnormally: code 4000, reason 'kicked'" in screen
+
+
+def test_interactive_history_multiline_message_and_ctrl_c(tmux):
+    with interactive_client(tmux) as (term, recorder, ws):
+        term.keys("again", enter=True)
+        term.wait_text("< again")
+        term.key("Up")  # readline's history
+        term.wait_for(lambda s: s.rstrip().endswith("> again"), "the line recalled")
+        term.key("Enter")
+        assert [recorder.messages.get(timeout=TIMEOUT) for _ in range(2)] == ["again", "again"]
+        term.keys("half")
+        term.wait_for(lambda s: s.rstrip().endswith("> half"), "the partial line")
+        ws.send("two\nlines")  # takes two rows above the prompt
+        term.wait_for(lambda s: [line.rstrip() for line in s.splitlines() if line.strip()][-3:]
+                      == ["< two", "lines", "> half"], "the message above the partial line")
+        term.key("C-c")
+        term.wait_text("[exit 130]")
+        assert recorder.close_code() == 1000
+        term.keys("echoed")  # the terminal has its settings back: what is typed shows
+        term.wait_text("echoed")
 
 
 # -- broken handshake answers (issue 12, item 1) ----------------------------------------

@@ -1,0 +1,89 @@
+"""``simplews serve``: an echo server that logs its connections to stderr."""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import signal
+import ssl
+import sys
+
+from .._io import format_address
+from ..connection import Connection
+from ..exceptions import ConnectionClosed
+from ..server import serve
+from ..version import __version__
+from .errors import CONNECT, OK, USAGE, describe_close
+
+log = logging.getLogger("simplews.cli")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="simplews serve",
+        description="Run a WebSocket echo server: every message is sent back as is. Connections are "
+                    "logged to stderr. Ctrl-C or SIGTERM stops it, closing every connection with 1001 "
+                    "(going away).",
+        epilog="exit codes: 0 stopped by Ctrl-C/SIGTERM, 2 usage error (or unreadable certificate), "
+               "4 cannot listen on HOST:PORT")
+    add = p.add_argument
+    add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    add("--port", type=int, default=8765, help="port (default: 8765; 0: any free port)")
+    add("--unix-socket", metavar="PATH", help="listen on the Unix socket PATH instead of HOST:PORT")
+    add("--tls-cert", metavar="FILE", help="serve wss://: certificate chain (PEM)")
+    add("--tls-key", metavar="FILE", help="serve wss://: private key (PEM)")
+    add("--subprotocol", action="append", default=[], metavar="NAME",
+        help="accept this subprotocol (repeatable)")
+    add("--no-compression", action="store_true", help="refuse permessage-deflate")
+    add("-v", "--verbose", action="store_true", help="log every frame")
+    add("--version", action="version", version=f"simplews {__version__}")
+    return p
+
+
+def echo(ws: Connection) -> None:
+    """The handler: send every message back; log the connection and its end."""
+    peer = format_address(ws.remote_address)
+    subprotocol = f" (subprotocol {ws.subprotocol})" if ws.subprotocol else ""
+    log.info("%s connected: %s%s", peer, ws.request.path if ws.request else "?", subprotocol)
+    with contextlib.suppress(ConnectionClosed):
+        for message in ws:
+            ws.send(message)
+    log.info("%s disconnected: %s", peer, describe_close(ws.close_code, ws.close_reason))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until Ctrl-C or SIGTERM, then close every connection with 1001; the exit code."""
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("simplews serve: --tls-cert and --tls-key go together", file=sys.stderr)
+        return USAGE
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER) if args.tls_cert else None
+    try:
+        if context is not None:
+            context.load_cert_chain(args.tls_cert, args.tls_key)
+    except (OSError, ssl.SSLError) as exc:
+        print(f"simplews serve: cannot load the TLS certificate or key: "
+              f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
+        return USAGE
+    try:
+        server = serve(echo, args.host, args.port, ssl=context, unix_socket=args.unix_socket,
+                       subprotocols=args.subprotocol or None,
+                       compression=None if args.no_compression else "deflate")
+    except OSError as exc:
+        where = args.unix_socket or f"{args.host}:{args.port}"
+        print(f"simplews serve: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
+        return CONNECT
+    scheme, host = "wss" if context else "ws", f"[{args.host}]" if ":" in args.host else args.host
+    where = (f"the Unix socket {args.unix_socket} ({scheme})" if args.unix_socket
+             else f"{scheme}://{host}:{server.port}/")
+    log.info("listening on %s (Ctrl-C to stop)", where)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
+    for signum in (signal.SIGINT, signal.SIGTERM):  # a second one kills the process the usual way
+        signal.signal(signum, signal.SIG_DFL)
+    log.info("shutting down: closing connections with 1001 (going away)")
+    server.shutdown()
+    log.info("stopped")
+    return OK
