@@ -4,10 +4,17 @@ A timeout is the builtin ``TimeoutError``; nothing here shadows a builtin.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
-if TYPE_CHECKING:  # for the annotations only: this module imports no other one at run time
-    from .http11 import Response
+
+class HTTPAnswer(Protocol):
+    """What InvalidStatus and InvalidProxyStatus carry: an http11.Response (this
+    module is the leaf of the package: it imports none of the others)."""
+
+    status: int
+    reason: str
+    headers: Any  # http11.Headers
+    body: bytes
 
 __all__ = [
     "WebSocketError",
@@ -65,7 +72,7 @@ class InvalidHandshake(WebSocketError):
 class InvalidStatus(InvalidHandshake):
     """The server answered the opening handshake with a status other than 101."""
 
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: HTTPAnswer) -> None:
         self.response = response
         super().__init__(f"server rejected WebSocket connection: HTTP {response.status}")
 
@@ -93,7 +100,7 @@ class ProxyError(InvalidHandshake):
 class InvalidProxyStatus(ProxyError):
     """The proxy answered the CONNECT request with a status other than 2xx."""
 
-    def __init__(self, response: Response) -> None:
+    def __init__(self, response: HTTPAnswer) -> None:
         self.response = response
         super().__init__(
             f"proxy rejected the CONNECT request: HTTP {response.status} {response.reason}".rstrip())
