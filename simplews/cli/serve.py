@@ -7,6 +7,10 @@ import logging
 import signal
 import ssl
 import sys
+import threading
+import time
+from types import FrameType
+from typing import List, Optional
 
 from .._io import format_address
 from ..connection import Connection
@@ -58,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
     if bool(args.tls_cert) != bool(args.tls_key):
         print("simplews serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return USAGE
+    stop = _catch_stop_signals()
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER) if args.tls_cert else None
     try:
         if context is not None:
@@ -77,13 +82,30 @@ def run(args: argparse.Namespace) -> int:
     scheme, host = "wss" if context else "ws", f"[{args.host}]" if ":" in args.host else args.host
     where = (f"the Unix socket {args.unix_socket} ({scheme})" if args.unix_socket
              else f"{scheme}://{host}:{server.port}/")
+    serving = threading.Thread(target=server.serve_forever, name="simplews-serve")
+    serving.start()
     log.info("listening on %s (Ctrl-C to stop)", where)
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does
-    with contextlib.suppress(KeyboardInterrupt):
-        server.serve_forever()
-    for signum in (signal.SIGINT, signal.SIGTERM):  # a second one kills the process the usual way
-        signal.signal(signum, signal.SIG_DFL)
+    while not stop and serving.is_alive():
+        time.sleep(0.1)  # a signal handler only sets a flag: nothing is interrupted midway
     log.info("shutting down: closing connections with 1001 (going away)")
     server.shutdown()
+    serving.join()
     log.info("stopped")
     return OK
+
+
+def _catch_stop_signals() -> List[int]:
+    """SIGINT and SIGTERM stop the server: the first one is noted in the list returned
+    (the main thread polls it), a second one ends the process the usual way. Handlers
+    that raise (KeyboardInterrupt) could strike anywhere, even before the server is
+    up or inside its shutdown; these are installed before anything starts."""
+    received: List[int] = []
+
+    def note(signum: int, frame: Optional[FrameType]) -> None:
+        received.append(signum)
+        for each in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(each, signal.SIG_DFL)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, note)
+    return received
