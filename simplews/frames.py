@@ -59,6 +59,20 @@ class CloseCode(enum.IntEnum):
     BAD_GATEWAY = 1014
     TLS_HANDSHAKE = 1015
 
+    @property
+    def description(self) -> str:
+        """What the code means, for people: "going away", "message too big", ..."""
+        return _CLOSE_CODE_DESCRIPTIONS[self]
+
+
+_CLOSE_CODE_DESCRIPTIONS = {
+    1000: "normal closure", 1001: "going away", 1002: "protocol error", 1003: "unsupported data",
+    1005: "no status code", 1006: "abnormal closure, no close frame", 1007: "invalid data",
+    1008: "policy violation", 1009: "message too big", 1010: "mandatory extension missing",
+    1011: "internal error", 1012: "service restart", 1013: "try again later", 1014: "bad gateway",
+    1015: "TLS handshake failure",
+}
+
 
 class Frame(NamedTuple):
     """One frame as it is on the wire (payload unmasked, still compressed)."""

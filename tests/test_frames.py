@@ -131,3 +131,8 @@ def test_close_payload_rules():
     assert serialize_close(CloseCode.NO_STATUS_RCVD) == b""
     with pytest.raises(ValueError):
         serialize_close(1000, "x" * 124)
+
+
+def test_every_close_code_has_a_description():
+    assert CloseCode.GOING_AWAY.description == "going away"
+    assert all(code.description for code in CloseCode)

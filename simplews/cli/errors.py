@@ -35,11 +35,10 @@ class CliError(Exception):
 
 
 def describe_close(code: int | None, reason: str | None = "") -> str:
-    """``code 1011 (internal error), reason 'boom'``, named after the library's CloseCode."""
-    names = {int(known): known.name.replace("_", " ").lower() for known in CloseCode}
+    """``code 1011 (internal error), reason 'boom'``, described by the library's CloseCode."""
     text = "no close code" if code is None else f"code {code}"
-    if code in names:
-        text += f" ({names[code]})"
+    if code is not None and code in CloseCode._value2member_map_:
+        text += f" ({CloseCode(code).description})"
     return f"{text}, reason {reason!r}" if reason else text
 
 
