@@ -5,10 +5,17 @@ asserts on (``TIMEOUT``, ``scaled()``), for slow or heavily loaded machines.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import socket
 import ssl
+import subprocess
+import sys
+import threading
+from typing import Callable, Dict, Iterator
+
+import simplews
 
 CERTS = pathlib.Path(__file__).parent / "certs"
 TIME_SCALE = float(os.environ.get("SIMPLEWS_TEST_TIME_SCALE", "1"))
@@ -37,3 +44,54 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(family, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+# ------------------------------------------------------------ the command line and servers
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+CLI_TIMEOUT = scaled(20)  # the bound of every CLI subprocess
+
+
+def cli_env() -> Dict[str, str]:
+    """The environment for a subprocess that imports simplews from this checkout."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def run_cli(*args: str, input: bytes = b"", timeout: float = CLI_TIMEOUT) -> subprocess.CompletedProcess:
+    """``python -m simplews ARGS`` with ``input`` on stdin; its output captured."""
+    return subprocess.run([sys.executable, "-m", "simplews", *args], input=input, capture_output=True,
+                          timeout=timeout, env=cli_env(), cwd=str(ROOT), check=False)
+
+
+def stderr_of(result: subprocess.CompletedProcess) -> str:
+    return result.stderr.decode("utf-8", "replace")
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragments: str) -> str:
+    """The CLI failed with ``code`` and said why in one line naming every fragment."""
+    err = stderr_of(result)
+    assert result.returncode == code, (result.returncode, err)
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("simplews: "), err
+    for fragment in fragments:
+        assert fragment in lines[0], err
+    return lines[0]
+
+
+@contextlib.contextmanager
+def running_server(handler: Callable[[simplews.Connection], object],
+                   **kwargs: object) -> Iterator[simplews.Server]:
+    """A simplews server on 127.0.0.1 (any port) serving in a thread, shut down at the end."""
+    server = simplews.serve(handler, "127.0.0.1", 0, **kwargs)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        thread.join(timeout=CLI_TIMEOUT)
+        assert not thread.is_alive()

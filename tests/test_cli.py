@@ -7,63 +7,20 @@ import queue
 import shutil
 import signal
 import socket
-import ssl
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 
 import pytest
 
 import simplews
 
-ROOT = Path(__file__).resolve().parent.parent
-CERTS = Path(__file__).resolve().parent / "certs"
-TIMEOUT = 20  # seconds: the bound of every subprocess and every wait
+from support import (CERTS, CLI_TIMEOUT, ROOT, assert_one_line_error, cli_env, client_ssl_context,  # noqa: F401
+                     run_cli, running_server, server_ssl_context, stderr_of)
 
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return env
-
-
-def run_cli(*args, input=b"", timeout=TIMEOUT):
-    return subprocess.run(
-        [sys.executable, "-m", "simplews", *args],
-        input=input, capture_output=True, timeout=timeout, env=_env(), cwd=str(ROOT),
-    )
-
-
-def stderr_of(result):
-    return result.stderr.decode("utf-8", "replace")
-
-
-def assert_one_line_error(result, code, *fragments):
-    err = stderr_of(result)
-    assert result.returncode == code, (result.returncode, err)
-    assert "Traceback" not in err, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1, err
-    assert lines[0].startswith("simplews: "), err
-    for fragment in fragments:
-        assert fragment in lines[0], err
-    return lines[0]
-
-
-@contextlib.contextmanager
-def running_server(handler, **kwargs):
-    server = simplews.serve(handler, "127.0.0.1", 0, **kwargs)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        thread.join(timeout=TIMEOUT)
-        assert not thread.is_alive()
+TIMEOUT = CLI_TIMEOUT  # every subprocess and every wait here
 
 
 def url(server, scheme="ws", host="127.0.0.1"):
@@ -99,14 +56,8 @@ class Recorder:
                 return items
 
 
-def tls_server_context(name):
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(str(CERTS / f"{name}.pem"), str(CERTS / f"{name}.key"))
-    return context
-
-
-def tls_client_context():
-    return ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
+tls_server_context = server_ssl_context
+tls_client_context = client_ssl_context
 
 
 # -- pipe mode ---------------------------------------------------------------
@@ -189,7 +140,7 @@ def test_server_close_ends_the_client_while_stdin_stays_open():
         proc = subprocess.Popen(
             [sys.executable, "-m", "simplews", url(server)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_env(), cwd=str(ROOT),
+            env=cli_env(), cwd=str(ROOT),
         )
         try:
             proc.stdin.write(b"first\n")
@@ -410,7 +361,7 @@ class ServeProcess:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "simplews", "serve", "--port", "0", *args],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=_env(), cwd=str(ROOT),
+            env=cli_env(), cwd=str(ROOT),
         )
         self.lines = queue.Queue()
         self.log = []
@@ -531,7 +482,7 @@ def test_serve_port_in_use():
         port = sock.getsockname()[1]
         result = subprocess.run(
             [sys.executable, "-m", "simplews", "serve", "--port", str(port)],
-            capture_output=True, timeout=TIMEOUT, env=_env(), cwd=str(ROOT),
+            capture_output=True, timeout=TIMEOUT, env=cli_env(), cwd=str(ROOT),
         )
     assert result.returncode == 4
     assert "cannot listen" in stderr_of(result)
@@ -567,7 +518,7 @@ class Tmux:
 
     def run(self, *args):
         return subprocess.run(["tmux", "-L", self.socket, *args], capture_output=True,
-                               timeout=TIMEOUT, check=True, env=_env())
+                               timeout=TIMEOUT, check=True, env=cli_env())
 
     def keys(self, text, enter=False):
         self.run("send-keys", "-t", "t", "-l", text)

@@ -17,7 +17,7 @@ from simplews.proxy import proxy_for
 from simplews.uri import parse_uri
 from support import free_port
 from conftest import TIMEOUT, client_ssl_context, echo, server_ssl_context
-from test_cli import assert_one_line_error, run_cli, running_server, stderr_of
+from support import assert_one_line_error, run_cli, running_server, stderr_of
 
 USER, PASSWORD = "alice", "pa55word"  # tinyproxy takes letters and digits only
 

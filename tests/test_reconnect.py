@@ -13,7 +13,7 @@ import pytest
 import simplews
 from support import free_port
 from conftest import TIMEOUT, client_ssl_context
-from test_cli import ROOT, _env
+from support import ROOT, cli_env
 
 SERVER = """
 import sys, simplews
@@ -34,7 +34,7 @@ server.serve_forever()
 class ServerProcess:
     def __init__(self, port: int, generation: str) -> None:
         self.proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), generation],
-                                     stdout=subprocess.PIPE, env=_env(), cwd=str(ROOT))
+                                     stdout=subprocess.PIPE, env=cli_env(), cwd=str(ROOT))
         line = self.proc.stdout.readline()  # bounded by the test's own timeout below
         assert line == b"ready\n", line
 
