@@ -13,6 +13,7 @@ import logging
 import ssl
 import sys
 import time
+from typing import Any
 from urllib.parse import quote
 
 import simplews
@@ -28,7 +29,7 @@ def main() -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
-    options = dict(compression="deflate", max_size=None, ping_interval=None)
+    options: dict[str, Any] = dict(compression="deflate", max_size=None, ping_interval=None)
     if args.cafile:
         options["ssl"] = ssl.create_default_context(cafile=args.cafile)
     base = args.base.rstrip("/")

@@ -8,21 +8,25 @@ Stops on SIGTERM or SIGINT.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import signal
 import ssl
 import sys
+from types import FrameType
+from typing import Any, NoReturn, Optional
 
 import simplews
 
 
-def handler(ws):
+def handler(ws: simplews.Connection) -> None:
+    """Echo every message, text as text, binary as binary, until the connection closes."""
     for msg in ws:
         ws.send(msg)
 
 
-def _stop(signum, frame):
+def _stop(signum: int, frame: Optional[FrameType]) -> NoReturn:
     raise SystemExit(0)
 
 
@@ -37,7 +41,7 @@ def main() -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     signal.signal(signal.SIGTERM, _stop)
 
-    options = dict(compression="deflate", max_size=None, ping_interval=None)
+    options: dict[str, Any] = dict(compression="deflate", max_size=None, ping_interval=None)
     if args.cert:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(args.cert, args.key)
@@ -49,10 +53,8 @@ def main() -> int:
             f.write(f"{server.port}\n")
         os.replace(tmp, args.port_file)
         print(f"listening on 127.0.0.1:{server.port}", flush=True)
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             server.serve_forever()
-        except KeyboardInterrupt:
-            pass
     return 0
 
 

@@ -8,12 +8,13 @@ scripts/autobahn.py; the embedded web server must be disabled with ``-u 0``.
 """
 import sys
 
-from autobahntestsuite import fuzzing, wstest
+from autobahntestsuite import fuzzing, wstest  # type: ignore[import-not-found]  # Python 2.7 only
 
 _listenWS = fuzzing.listenWS
 
 
 def _listen_loopback(factory, contextFactory=None, backlog=50, interface='127.0.0.1'):
+    # type: (object, object, int, str) -> object
     return _listenWS(factory, contextFactory, backlog, interface or '127.0.0.1')
 
 
