@@ -37,6 +37,7 @@ LARGE_PAYLOAD = 16 * 1024  # payloads this large are returned apart from their h
 MASK_POOL_SIZE = 256  # bytes of os.urandom() per refill: 64 masking keys
 #: Each fragment counts at least this many bytes against max_size (bounds the frame count).
 MIN_FRAGMENT_COST = 16
+_NO_MASKS: List[bytes] = []  # shared by every Protocol until its first masked frame
 _CONT, _TEXT, _BINARY = Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value  # plain ints
 _CLOSE, _PING, _PONG = Opcode.CLOSE.value, Opcode.PING.value, Opcode.PONG.value
 # The 2-byte headers of final, uncompressed TEXT and BINARY frames with a 7-bit length,
@@ -96,7 +97,7 @@ class Protocol:
         self.closing = False  # a close frame sent or received, or a failure: close_timeout applies
         self._discard = False  # drop what is received (after a close frame or a failure)
         self._replies: List[Tuple[int, bytes]] = []  # a few at most
-        self._masks: List[bytes] = []  # masking keys not used yet (client side)
+        self._masks = _NO_MASKS  # masking keys not used yet (client side; refilled, never appended)
         self._pings: Dict[bytes, None] = {}
 
     @property
