@@ -1,6 +1,7 @@
 """ws:// and wss:// URIs (RFC 6455 §3)."""
 from __future__ import annotations
 
+import ipaddress
 import urllib.parse
 from typing import NamedTuple, Optional, Tuple
 
@@ -41,6 +42,11 @@ def parse_uri(uri: str) -> WebSocketURI:
         raise InvalidURI(f"{uri!r} is not a WebSocket URI: the scheme must be ws or wss")
     if not parts.hostname:
         raise InvalidURI(f"{uri!r} has no host")
+    if "[" in parts.netloc:  # RFC 3986 §3.2.2: an IP literal (Python 3.9's urlsplit does not check)
+        try:
+            ipaddress.IPv6Address(parts.hostname.split("%", 1)[0])
+        except ValueError:
+            raise InvalidURI(f"{uri!r} has an invalid IPv6 address") from None
     try:  # what getaddrinfo() and TLS's SNI do with the name: "a..b" fails with UnicodeError
         host = parts.hostname.encode("idna").decode("ascii")
     except UnicodeError as exc:

@@ -92,10 +92,15 @@ def test_server_close_4001_with_its_reason(fake, ticker):
     peer.close(4001, "bye", timeout=T)
     assert ticker.next_event() == ("open",)
     event = ticker.next_event()
-    if event[0] == "error":  # websocket-client reports a close with an error code this way too
-        assert "4001" in str(event[1])
+    frame_in_error = False
+    if event[0] == "error":  # websocket-client reports a close with an error code this way too:
+        # 1.9.2 as an error naming 4001; 1.9.0 (the last for Python 3.9) hands over the close
+        # frame itself, then calls on_close(None, None)
+        data = getattr(event[1], "data", b"")
+        frame_in_error = data == b"\x0f\xa1bye"
+        assert "4001" in str(event[1]) or frame_in_error
         event = ticker.next_event()
-    assert event == ("close", 4001, "bye")
+    assert event == ("close", 4001, "bye") or (frame_in_error and event == ("close", None, None))
     assert peer.wait_closed(timeout=T)[0] == 1000  # websocket-client answers any close with 1000
 
 

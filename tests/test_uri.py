@@ -26,3 +26,10 @@ def test_host_header():
     assert parse_uri("ws://h:80/").host_header == "h"
     assert parse_uri("wss://h:8443/").host_header == "h:8443"
     assert parse_uri("ws://[::1]:9/").host_header == "[::1]:9"
+
+
+@pytest.mark.parametrize("uri", ["ws://[zz]/", "ws://[1.2.3.4]/", "ws://[::1::2]:80/"])
+def test_an_invalid_ip_literal_is_an_invalid_uri(uri):
+    # Python 3.9's urlsplit lets "[zz]" through (3.11 raises ValueError): checked here.
+    with pytest.raises(InvalidURI):
+        parse_uri(uri)
