@@ -634,6 +634,9 @@ def test_interactive_history_multiline_message_and_ctrl_c(tmux):
         term.wait_for(lambda s: s.rstrip().endswith("> again"), "the line recalled")
         term.key("Enter")
         assert [recorder.messages.get(timeout=TIMEOUT) for _ in range(2)] == ["again", "again"]
+        # The echo must be on screen before typing: an echo landing while readline is still
+        # writing the new prompt can share the prompt's row (two threads write the terminal).
+        term.wait_for(lambda s: s.count("< again") == 2, "the second echo")
         term.keys("half")
         term.wait_for(lambda s: s.rstrip().endswith("> half"), "the partial line")
         ws.send("two\nlines")  # takes two rows above the prompt

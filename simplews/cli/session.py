@@ -65,17 +65,19 @@ class Console(logging.Handler):
         the cursor, make room below (the screen may scroll), go back up, insert blank rows,
         print on them, restore the cursor and move it down as many rows."""
         with self.writing:
-            rows = 0
-            if self.interactive:
-                width = max(1, shutil.get_terminal_size().columns)
-                rows = sum(max(1, -(-len(line) // width)) for line in text.split("\n"))
-                sys.stdout.write(f"{ESC}7" + "\n" * rows + f"{ESC}[{rows}A{ESC}[{rows}L")
-                sys.stdout.flush()
-            stream.write(text + "\n")
+            if not self.interactive:
+                stream.write(text + "\n")
+                stream.flush()
+                return
+            width = max(1, shutil.get_terminal_size().columns)
+            rows = sum(max(1, -(-len(line) // width)) for line in text.split("\n"))
+            sequence = (f"{ESC}7" + "\n" * rows + f"{ESC}[{rows}A{ESC}[{rows}L" + text + "\n"
+                        + f"{ESC}8{ESC}[{rows}B")
+            # One write(): readline draws its prompt from another thread, and a prompt that
+            # landed in the middle of the sequence would share the message's row.
+            sys.stdout.flush()
             stream.flush()
-            if rows:
-                sys.stdout.write(f"{ESC}8{ESC}[{rows}B")
-                sys.stdout.flush()
+            os.write(stream.fileno(), sequence.encode(stream.encoding or "utf-8", "replace"))
 
     def end(self, erase: bool = True) -> None:
         """Leave the prompt: give the terminal its settings back (readline may still be
