@@ -54,7 +54,7 @@ from ._io import NOW, Deadline, Flag, data_ready, wait_writable
 from .exceptions import ConcurrencyError, ConnectionClosed, ProtocolError
 from .frames import CloseCode
 from .http11 import Request, Response
-from .protocol import Close, Event, Fragment, Message, Pong, Protocol, Side
+from .protocol import Event, Fragment, Message, Ping, Pong, Protocol, Side
 
 __all__ = ["Transport"]
 
@@ -157,8 +157,7 @@ class Transport:
                 return Fragment(partial, False)
         reads = 0
         while True:
-            if protocol.closing and (protocol.close_rcvd is not None or protocol.failed is not None) \
-                    or self._tcp_closed:
+            if protocol.discarding or self._tcp_closed:  # only the TCP close is left
                 self._await_tcp_close(idle)
                 if idle:
                     return None
@@ -170,10 +169,8 @@ class Transport:
             protocol.streaming = streaming
             try:
                 event = protocol.next_event()
-            except ProtocolError as exc:
+            except ProtocolError as exc:  # the failing close goes out in _await_tcp_close
                 self.logger.info("failing connection with %d: %s", exc.close_code, exc)
-                self._start_closing()
-                self._flush_replies(idle)
                 continue
             if event is None:
                 if idle and reads:
@@ -227,7 +224,7 @@ class Transport:
         return True
 
     def _handle_control(self, event: Event, idle: bool) -> None:
-        """Ping, Pong, Close: the Protocol queued the replies; send them (read lock held)."""
+        """Ping, Pong (Close: the pump's next turn answers it, in _await_tcp_close)."""
         if self._debug:
             self.logger.debug("< %r", event)
         cls = type(event)
@@ -239,9 +236,8 @@ class Transport:
                     self.latency = now - waiter[1]
                     waiter[0].set()
             return
-        if cls is Close:
-            self._start_closing()
-        self._flush_replies(idle)  # the pong (§5.5.2) or the close echo (§5.5.1)
+        if cls is Ping:
+            self._flush_replies(idle)  # the pong (§5.5.2)
 
     def _await_tcp_close(self, idle: bool) -> None:
         """The closing handshake is over or failed: discard what the peer still sends
@@ -379,8 +375,7 @@ class Transport:
         or reader fails at once. The caller must not hold the writer lock."""
         if self._closed.is_set() or self._cut:
             return
-        self.protocol.fail(code, reason)
-        self._start_closing()
+        self.protocol.fail(code, reason)  # queues the close frame that the flush sends
         self._flush_replies(True)
         self._cut_tcp(code, reason)
         if self._read_lock.acquire(blocking=False):

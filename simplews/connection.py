@@ -221,7 +221,6 @@ class Connection(Transport):
         return f"<Connection {self.protocol.side.value} {self.remote_address} {self.state.name}>"
 
 
-
 def _fragment_bytes(item: Any, text: bool) -> Union[bytes, bytearray, memoryview]:
     if text:
         if not isinstance(item, str):

@@ -66,7 +66,7 @@ class Protocol:
     """One side of an open WebSocket connection."""
 
     __slots__ = ("side", "max_size", "deflate", "streaming", "close_sent", "close_rcvd", "failure",
-                 "failed", "eof", "closing", "_discard", "_client", "_deflater", "_inflater",
+                 "failed", "eof", "closing", "discarding", "_client", "_deflater", "_inflater",
                  "_compress_out", "_buf", "_frame", "_msg_opcode", "_msg_compressed", "_msg_size",
                  "_msg_streamed", "_parts", "_decoder", "_replies", "_pings", "_masks", "__dict__")
 
@@ -95,7 +95,7 @@ class Protocol:
         self.failed: Optional[Tuple[int, str]] = None  # why we failed the connection
         self.eof = False
         self.closing = False  # a close frame sent or received, or a failure: close_timeout applies
-        self._discard = False  # drop what is received (after a close frame or a failure)
+        self.discarding = False  # a close frame received or a failure: input dropped, TCP close left
         self._replies: List[Tuple[int, bytes]] = []  # a few at most
         self._masks = _NO_MASKS  # masking keys not used yet (client side; refilled, never appended)
         self._pings: Dict[bytes, None] = {}
@@ -119,7 +119,7 @@ class Protocol:
     def receive_data(self, data: Data) -> None:
         """Append bytes read from the network (dropped once a close frame was received
         or the connection failed: RFC 6455 §7.1.7 "MUST NOT ... process further data")."""
-        if not self._discard:
+        if not self.discarding:
             self._buf += data
 
     def receive_eof(self) -> None:  # the peer closed TCP
@@ -131,7 +131,7 @@ class Protocol:
         ProtocolError (PayloadTooBig for 1009); nothing more is parsed after it or
         after the peer's close frame."""
         buf = self._buf
-        if not buf or self._discard:
+        if not buf or self.discarding:
             return None
         try:
             if self._frame is None:  # the small-message shortcut first, with one call less
@@ -160,7 +160,7 @@ class Protocol:
             return
         self.failed = (code, reason)
         self.closing = True
-        self._discard = True  # (the buffer is the reader's: left for it to drop)
+        self.discarding = True  # (the buffer is the reader's: left for it to drop)
         if code != CloseCode.ABNORMAL_CLOSURE and self.close_sent is None:
             reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
             self._replies.append((_CLOSE, serialize_close(code, reason)))
@@ -416,7 +416,7 @@ class Protocol:
             return Pong(payload, acknowledged)
         code, reason = parse_close(payload)  # §5.5.1, §7.4: may raise 1002/1007
         self.close_rcvd = (code, reason)
-        self.closing = self._discard = True  # §5.5.1: nothing the peer sends after its close counts
+        self.closing = self.discarding = True  # §5.5.1: nothing the peer sends after its close counts
         self._buf.clear()
         if self.close_sent is None:  # §5.5.1: answer a close with a close, echoing its code
             self._replies.append((_CLOSE, serialize_close(code)))
