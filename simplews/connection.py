@@ -3,14 +3,16 @@ How it works underneath (threads, locks, closing): see _transport.py."""
 from __future__ import annotations
 
 import os
+import struct
 import threading
-from typing import Any, Iterable, Iterator, Optional, Union, cast
+from socket import SO_SNDTIMEO, SOL_SOCKET
+from typing import Any, Iterable, Iterator, List, Optional, Union, cast
 
 from ._io import Deadline, wait_writable
 from ._transport import Transport
 from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, ProtocolError
 from .frames import CloseCode, Opcode
-from .protocol import Event, Fragment, Message, State
+from .protocol import Event, Fragment, Message, Side, State
 
 __all__ = ["Connection"]
 
@@ -18,6 +20,7 @@ Data = Union[str, bytes]
 _BINARY_TYPES = (bytes, bytearray, memoryview)
 _TEXT, _BINARY, _CONT = Opcode.TEXT.value, Opcode.BINARY.value, Opcode.CONT.value
 _ABNORMAL = CloseCode.ABNORMAL_CLOSURE
+_TIMEVAL = struct.Struct("@ll")  # struct timeval (a long and a long, or padded int)
 
 
 class Connection(Transport):
@@ -149,6 +152,32 @@ class Connection(Transport):
         finally:
             self._release_writer()
         raise self._closed_exception()  # the connection is closing
+
+    def _send_now(self, opcode: int, data: bytes, frame: List[Any], timeout: float) -> bool:
+        """broadcast()'s send: the whole message now, or nothing and False while another
+        message or writer is busy, the socket has no room or the connection is closing.
+        ``frame``: the message framed for a server without compression (RFC 6455 §5.3:
+        only a client masks). A write that stalls ``timeout`` s (SO_SNDTIMEO) cuts TCP."""
+        if not self._message_lock.acquire(blocking=False):
+            return False
+        try:
+            if not self._acquire_writer(True):
+                return False
+            try:
+                protocol, sock = self.protocol, self.socket
+                if protocol.closing or self._tcp_closed or not wait_writable(sock, 0):
+                    return False
+                if protocol.side is Side.CLIENT or protocol.deflate is not None:
+                    frame = protocol.send_data(opcode, data)
+                sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, _TIMEVAL.pack(int(timeout), int(timeout % 1 * 1e6)))
+                try:
+                    return self._write(frame)
+                finally:
+                    sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, _TIMEVAL.pack(0, 0))  # no limit
+            finally:
+                self._release_writer()
+        finally:
+            self._message_lock.release()
 
     def ping(self, data: Union[str, bytes, None] = None) -> threading.Event:
         """Send a ping; the returned Event is set when its pong arrives (RFC 6455 §5.5.2)."""
