@@ -1,14 +1,14 @@
-"""What serve()'s Server and the WSGI takeover share: the handler, the handshake and
-connection options, the open connections, max_connections, and the upgrade itself."""
+"""What serve()'s Server and the WSGI takeover share: the options, the open connections,
+max_connections, the upgrade and the handler's run."""
 from __future__ import annotations
 
 import functools
 import logging
 import socket
 import threading
-from typing import Any, Callable, Optional, Sequence, Set, Union
+from typing import Any, Callable, Optional, Sequence, Set, Tuple, Union
 
-from ._io import send_head
+from ._io import format_address, send_head
 from .connection import Connection
 from .exceptions import ConnectionClosed, ProtocolError
 from .extensions import DeflateConfig, codec_settings, compression_config
@@ -33,8 +33,7 @@ class HandshakeInfo:
         self.request = request
         self._socket = sock
 
-    # Looked up when first read, during the handshake: most servers never ask.
-    @functools.cached_property
+    @functools.cached_property  # looked up when first read: most servers never ask
     def local_address(self) -> Any:
         return self._socket.getsockname()
 
@@ -77,25 +76,34 @@ class Endpoint:
 
     @property
     def connections(self) -> Set[Connection]:
-        """The open connections (a copy)."""
+        """The connections whose handler is running (open, or closing as it returns): a
+        new set at each read, a snapshot safe to iterate while connections come and go."""
         with self._lock:
             return set(self._active)
 
-    def _reserve_slot(self) -> bool:
-        """Count one more connection unless max_connections is reached. The slot counts
-        from before the 101 leaves: a client never sees room that isn't."""
+    def _accept(self, request: Request, info: HandshakeInfo) -> Tuple[Response, Optional[Accepted]]:
+        """The handshake's answer to ``request``; with a 101, what was agreed and a slot
+        for _upgrade(), counted from before the 101 leaves (a client never sees room that
+        isn't): past max_connections, 503. A refusal comes with None."""
+        response, accepted = self._handshake.accept(request, info)
+        if response.status != 101:
+            return response, None
         with self._lock:
-            if self.max_connections is not None and \
-                    len(self._active) + self._reserved >= self.max_connections:
-                return False
-            self._reserved += 1
-            return True
+            limit = self.max_connections
+            if limit is None or len(self._active) + self._reserved < limit:
+                self._reserved += 1
+                return response, accepted
+        return self._handshake.reject(503, "too many connections, try again later"), None
+
+    def _release_slot(self) -> None:
+        """Give back a slot from _accept() that no connection took."""
+        with self._lock:
+            self._reserved -= 1
 
     def _upgrade(self, sock: socket.socket, request: Request, response: Response,
-                 accepted: Accepted, leftover: bytes = b"",
-                 deadline: Optional[float] = None) -> Connection:
-        """On a slot from _reserve_slot(): write the 101 (RFC 6455 §4.2.2) before
-        ``deadline`` if given, and make the server-side Connection, now counted as open."""
+                 accepted: Accepted, deadline: Optional[float], leftover: bytes = b"") -> Connection:
+        """On a slot from _accept(): write the 101 (RFC 6455 §4.2.2) before ``deadline``
+        and make the server-side Connection, now counted as open; on failure, close ``sock``."""
         try:
             send_head(sock, response.serialize(), deadline)
             if sock.gettimeout() is not None:
@@ -108,16 +116,14 @@ class Endpoint:
                                     max_queue=self.max_queue, logger=self.logger, leftover=leftover)
         except BaseException:
             self._release_slot()
+            sock.close()
             raise
         with self._lock:
             self._reserved -= 1
             self._active.add(connection)
+        if self.logger.isEnabledFor(logging.INFO):  # formatting costs on every handshake
+            self.logger.info("connection open from %s", format_address(connection.remote_address))
         return connection
-
-    def _release_slot(self) -> None:
-        """Give back a slot from _reserve_slot() that no connection took."""
-        with self._lock:
-            self._reserved -= 1
 
     def _run_handler(self, connection: Connection) -> None:
         """Run the handler, then close: 1000 when it returns, 1011 (and the traceback

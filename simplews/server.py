@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import selectors
@@ -12,7 +11,7 @@ import stat
 import sys
 import threading
 from time import monotonic
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from ._io import format_address, open_unix_socket, read_head, send_head, set_nodelay, wait_readable
 from ._workers import STOP, Task, Workers
@@ -20,15 +19,23 @@ from .connection import Connection
 from .endpoint import Endpoint, Handler, HandshakeInfo
 from .exceptions import HeaderBlockTooLarge, InvalidHandshake
 from .frames import CloseCode
+from .handshake import Accepted
 from .http11 import Request, Response, parse_request
 
 __all__ = ["serve", "Server", "HandshakeInfo"]
 
 ProcessRequest = Callable[["HandshakeInfo", Request], Optional[Response]]
+#: At shutdown, how long connections whose writer is busy may take to send their close
+#: frame, all together (then their TCP connection is cut).
+SHUTDOWN_GRACE = 0.1
+_EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)  # Linux 4.5+
+# BSD and macOS sockets take O_NONBLOCK from the listening socket; Linux's do not.
+_ACCEPTED_INHERIT_NONBLOCKING = not sys.platform.startswith("linux")
 
 
 class Server(Endpoint):
-    """A listening WebSocket server; see serve()."""
+    """A listening WebSocket server; see serve(). ``server.connections`` is a snapshot
+    (a new set) of the connections whose handler is running: safe to iterate."""
 
     def __init__(self, handler: Handler, host: Optional[str] = "127.0.0.1", port: int = 0, *,
                  ssl: Optional[ssl_module.SSLContext] = None,
@@ -52,12 +59,10 @@ class Server(Endpoint):
         self._stopped.set()
         self._wakeup_r, self._wakeup_w = socket.socketpair()
 
-    # ------------------------------------------------------------- accepting
-
     def serve_forever(self) -> None:
-        """Accept connections until shutdown() is called from another thread (or this
-        one is interrupted, e.g. by KeyboardInterrupt). The idle worker threads accept
-        (see _Waiter); this one starts them."""
+        """Accept connections until shutdown() is called from another thread (or this one
+        is interrupted, e.g. by KeyboardInterrupt). The idle worker threads accept (see
+        _Waiter); this one starts them."""
         self._stopped.clear()
         self.logger.info("listening on %s", format_address(self.socket.getsockname()))
         try:
@@ -67,30 +72,26 @@ class Server(Endpoint):
             self._stopped.set()
 
     def _serve_connection(self, sock: socket.socket) -> None:
+        """The TLS and opening handshakes, within open_timeout, then the handler."""
+        deadline = monotonic() + (self.open_timeout if self.open_timeout is not None else 1e9)
         try:
-            connection = self._open(sock)
-            if connection is None:
+            try:
+                self._set_opening(sock)
+                connection = self._handshake_socket(sock, deadline)
+            except EOFError:  # a port probe, a client that gave up, or shutdown()
+                self.logger.debug("connection closed before the opening handshake")
                 return
-            self._run_handler(connection)
+            except (OSError, InvalidHandshake) as exc:  # TimeoutError and SSLError included
+                self.logger.info("opening handshake failed: %s", exc)
+                return
+            finally:
+                opening = self._end_opening()  # the TLS socket once it is wrapped
+                if opening is not None:  # refused or failed before the upgrade
+                    opening.close()
+            if connection is not None:
+                self._run_handler(connection)
         except Exception:  # never let a connection's thread die with a traceback on stderr
             self.logger.exception("unexpected error")
-
-    def _open(self, sock: socket.socket) -> Optional[Connection]:
-        """The TLS and opening handshakes, within open_timeout; None if refused."""
-        deadline = monotonic() + (self.open_timeout if self.open_timeout is not None else 1e9)
-        connection = None
-        try:
-            self._set_opening(sock)
-            connection = self._handshake_socket(sock, deadline)
-        except EOFError:  # a port probe, a client that gave up, or shutdown()
-            self.logger.debug("connection closed before the opening handshake")
-        except (OSError, TimeoutError, ssl_module.SSLError, InvalidHandshake) as exc:
-            self.logger.info("opening handshake failed: %s", exc)
-        finally:
-            opening = self._end_opening()  # the TLS socket once it is wrapped
-            if opening is not None:  # refused or failed before the upgrade
-                opening.close()
-        return connection
 
     def _set_opening(self, sock: socket.socket) -> None:
         """Record the socket this thread is opening, for shutdown() to wake it."""
@@ -105,6 +106,7 @@ class Server(Endpoint):
             return self._opening.pop(threading.get_ident(), None)
 
     def _handshake_socket(self, sock: socket.socket, deadline: float) -> Optional[Connection]:
+        """The connection, or None once refused; the caller closes ``sock`` unless upgraded."""
         set_nodelay(sock)
         if self.ssl is not None:
             sock = self.ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
@@ -114,47 +116,38 @@ class Server(Endpoint):
                 sock.do_handshake()
             except socket.timeout:
                 raise TimeoutError("timed out during the TLS handshake") from None
-        info = HandshakeInfo(self, sock)
         try:
             request, leftover = read_head(sock, parse_request, deadline)
-        except HeaderBlockTooLarge as exc:
-            self._refuse(sock, self._handshake.reject(431, str(exc)), deadline)
+            response, accepted = self._answer(HandshakeInfo(self, sock, request), request)
+        except InvalidHandshake as exc:  # past the header limits (DESIGN §5): 431
+            accepted = None
+            response = self._handshake.reject(431 if isinstance(exc, HeaderBlockTooLarge) else 400,
+                                              str(exc))
+        if accepted is None:
+            self._refuse(sock, response, deadline)
             return None
-        except InvalidHandshake as exc:
-            self._refuse(sock, self._handshake.reject(400, str(exc)), deadline)
-            return None
-        info.request = request
+        self._end_opening()  # the socket is the connection's now: shutdown() closes it with 1001
+        connection = self._upgrade(sock, request, response, accepted, deadline, leftover)
+        if self._stopping.is_set():  # shutdown() raced with this handshake
+            connection.close(CloseCode.GOING_AWAY, "server shutting down")
+        return connection
+
+    def _answer(self, info: HandshakeInfo, request: Request) -> Tuple[Response, Optional[Accepted]]:
+        """process_request's answer (a refusal), else Endpoint._accept()'s; 500 if they raise."""
         try:  # the application's callbacks (select_subprotocol runs in accept())
             answer = None if self.process_request is None else self.process_request(info, request)
             if answer is None:
-                response, accepted = self._handshake.accept(request, info)
-            elif not isinstance(answer, Response):
+                return self._accept(request, info)
+            if not isinstance(answer, Response):
                 raise TypeError(f"process_request returned {type(answer).__name__!r}, "
                                 "not a Response or None")
         except Exception:
             self.logger.exception("error while answering an opening handshake: HTTP 500")
             answer = self._handshake.reject(500, "internal server error")
-        if answer is not None:
-            self._refuse(sock, answer, deadline)
-            return None
-        if response.status == 101 and not self._reserve_slot():
-            response = self._handshake.reject(503, "too many connections, try again later")
-        if response.status != 101:
-            self._refuse(sock, response, deadline)
-            return None
-        self._end_opening()  # the socket is the connection's now: shutdown() closes it with 1001
-        try:
-            connection = self._upgrade(sock, request, response, accepted, leftover, deadline)
-        except BaseException:
-            sock.close()
-            raise
-        if self._stopping.is_set():  # shutdown() raced with this handshake
-            connection.close(CloseCode.GOING_AWAY, "server shutting down")
-        if self.logger.isEnabledFor(logging.INFO):  # formatting costs on every handshake
-            self.logger.info("connection open from %s", format_address(connection.remote_address))
-        return connection
+        return answer, None
 
     def _refuse(self, sock: socket.socket, response: Response, deadline: float) -> None:
+        """Send ``response`` and end our side of the TCP connection."""
         try:
             data = response.serialize()
         except Exception:  # process_request's Response: a header that is not latin-1, say
@@ -163,14 +156,9 @@ class Server(Endpoint):
             data = response.serialize()
         self.logger.info("refused %s: %d %s", format_address(sock.getpeername()), response.status,
                          response.reason)
-        try:
+        with contextlib.suppress(OSError):  # TimeoutError included
             send_head(sock, data, deadline)
             sock.shutdown(socket.SHUT_WR)
-        except OSError:  # TimeoutError included
-            pass
-        sock.close()
-
-    # -------------------------------------------------------------- stopping
 
     def shutdown(self) -> None:
         """Stop accepting, close every connection with 1001 and join their threads,
@@ -223,29 +211,27 @@ class Server(Endpoint):
 
 
 class _Waiter:
-    """An idle worker thread's wait for the next connection (simplews/_workers.py): its
-    own epoll on the listening socket, registered with EPOLLEXCLUSIVE so that a new
-    connection wakes one waiting thread, not all of them, and on the wake-up socket,
-    which wakes them all at shutdown. Without EPOLLEXCLUSIVE (not Linux), a selector:
-    the idle threads all wake, one accepts."""
+    """An idle worker thread's wait for the next connection (see _workers): its own epoll
+    on the listening socket, with EPOLLEXCLUSIVE so that a connection wakes one waiting
+    thread, not all, and on the wake-up socket, which wakes them all at shutdown. Without
+    EPOLLEXCLUSIVE (not Linux), a selector: the idle threads all wake, one accepts."""
 
     def __init__(self, server: Server) -> None:
         self._server = server
         listening, wakeup = server.socket.fileno(), server._wakeup_r.fileno()
         self._wait: Callable[[float], Sequence[object]]  # the ready sockets, or none
-        self._close: Callable[[], None]
         if _EPOLLEXCLUSIVE:
             poller = select.epoll()
             poller.register(listening, select.EPOLLIN | _EPOLLEXCLUSIVE)
             poller.register(wakeup, select.EPOLLIN)
             self._wait = lambda timeout: poller.poll(timeout, 2)
-            self._close = poller.close
+            self.close = poller.close
         else:  # pragma: no cover (Linux has EPOLLEXCLUSIVE since 4.5)
             selector = selectors.DefaultSelector()
             selector.register(listening, selectors.EVENT_READ)
             selector.register(wakeup, selectors.EVENT_READ)
             self._wait = selector.select
-            self._close = selector.close
+            self.close = selector.close
 
     def __call__(self, timeout: float) -> Task:
         server = self._server
@@ -270,17 +256,6 @@ class _Waiter:
             return sock, f"simplews-{address}"
         return STOP
 
-    def close(self) -> None:
-        self._close()
-
-
-#: At shutdown, how long connections whose writer is busy may take to send their close
-#: frame, all together (then their TCP connection is cut).
-SHUTDOWN_GRACE = 0.1
-_EPOLLEXCLUSIVE = getattr(select, "EPOLLEXCLUSIVE", 0)  # Linux 4.5+
-# BSD and macOS sockets take O_NONBLOCK from the listening socket; Linux's do not.
-_ACCEPTED_INHERIT_NONBLOCKING = not sys.platform.startswith("linux")
-
 
 def _listen(host: Optional[str], port: int, backlog: int, reuse_port: bool) -> socket.socket:
     """A listening socket: IPv4 or IPv6 as ``host`` says, both for host None or ""."""
@@ -295,17 +270,14 @@ def _listen(host: Optional[str], port: int, backlog: int, reuse_port: bool) -> s
 
 def _listen_unix(path: str, backlog: int) -> socket.socket:
     """A listening Unix socket at ``path``; a stale socket file (nobody listening) is replaced."""
-    try:
-        stale = stat.S_ISSOCK(os.stat(path).st_mode)
-    except FileNotFoundError:
-        stale = False
-    if stale:
-        try:
-            open_unix_socket(path, timeout=1).close()  # someone listens: bind() below fails
-        except ConnectionRefusedError:
-            os.unlink(path)
-        except OSError:
-            pass
+    with contextlib.suppress(FileNotFoundError):
+        if stat.S_ISSOCK(os.stat(path).st_mode):
+            try:
+                open_unix_socket(path, timeout=1).close()  # someone listens: bind() below fails
+            except ConnectionRefusedError:
+                os.unlink(path)
+            except OSError:
+                pass
     return open_unix_socket(path, listen_backlog=backlog)
 
 

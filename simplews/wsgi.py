@@ -1,32 +1,17 @@
 """WebSockets inside a WSGI application: take over the WSGI server's own socket.
 
-A :class:`WebSocketApp` is a WSGI application. Mount it as the whole app, or
-return it from a Flask view (Flask calls a returned WSGI application)::
+A :class:`WebSocketApp` is a WSGI application: mount it as the whole app, or return it
+from a Flask view (``return WebSocketApp(handler, subprotocols=["chat"])``). It works
+under the servers that hand the application their client socket, in plain HTTP
+(terminate TLS in front): Werkzeug's development server (``environ["werkzeug.socket"]``)
+and gunicorn's ``gthread`` worker (``environ["gunicorn.socket"]``). Each WebSocket holds
+the server thread that serves it until it closes.
 
-    echo = WebSocketApp(handler, subprotocols=["chat"], max_connections=8)
-
-    @app.route("/ws", websocket=True)
-    def ws():
-        return echo
-
-It works under the servers that hand the application their client socket:
-Werkzeug's development server (``environ["werkzeug.socket"]``) and gunicorn's
-``gthread`` worker (``environ["gunicorn.socket"]``), in plain HTTP (terminate
-TLS in front of them). Each WebSocket holds the server thread that serves it
-until it closes.
-
-How the server is kept off the stream:
-
-1. The handshake is checked and the ``101`` is written by simplews itself, on a
-   duplicate of the server's socket (RFC 6455 §4.2.2), then the handler runs to
-   the end in the server's thread, and the closing handshake completes.
-2. Before control goes back to the server, TCP is shut down in both directions.
-   From then on the kernel refuses every write on that connection: whatever the
-   server tries to write (its status line, a ``Connection: close``) fails with
-   ``EPIPE``, which Werkzeug and gunicorn treat as a client that went away.
-   Nothing can follow the close frame on the wire.
-3. What the server gets back is a ``101`` with no body, so that its access log
-   says what happened; its own file descriptor is left for it to close.
+simplews checks the handshake and writes the 101 itself, on a duplicate of the server's
+socket (RFC 6455 §4.2.2), runs the handler, and completes the closing handshake. Then TCP
+is shut down both ways, so that whatever the server writes next fails with ``EPIPE`` (a
+client gone, to Werkzeug and gunicorn) and nothing follows the close frame on the wire;
+the server gets a 101 with no body back, for its access log, and closes its descriptor.
 """
 from __future__ import annotations
 
@@ -34,15 +19,14 @@ import contextlib
 import socket
 import ssl
 from time import monotonic
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List
 from urllib.parse import quote
 
-from .endpoint import Endpoint
+from ._io import format_address
+from .endpoint import Endpoint, HandshakeInfo
 from .frames import CloseCode
 from .handshake import Accepted
 from .http11 import Headers, Request, Response
-from ._io import format_address
-from .endpoint import HandshakeInfo
 
 __all__ = ["WebSocketApp", "request_from_environ"]
 
@@ -77,16 +61,10 @@ class WebSocketApp(Endpoint):
                               "is not supported" if sock is not None else "the WSGI server does not "
                               "expose it (Werkzeug or gunicorn gthread needed)")
             return _respond(start_response, self._handshake.reject(500, "WebSocket not available"))
-        try:
-            info = HandshakeInfo(self, sock, request)
-        except OSError as exc:  # the client is gone already
-            self.logger.info("opening handshake failed: %s", exc)
-            return _respond(start_response, self._handshake.reject(400, "connection lost"))
+        info = HandshakeInfo(self, sock, request)
         info.environ = environ  # type: ignore[attr-defined]
-        response, accepted = self._handshake.accept(request, info)
-        if response.status == 101 and not self._reserve_slot():
-            response = self._handshake.reject(503, "too many connections, try again later")
-        if response.status != 101:
+        response, accepted = self._accept(request, info)
+        if accepted is None:
             self.logger.info("refused %s: %d %s", format_address(info.remote_address),
                              response.status, response.reason)
             return _respond(start_response, response)
@@ -101,23 +79,20 @@ class WebSocketApp(Endpoint):
         # A duplicate descriptor: Connection closes its own, the server closes its.
         # Nothing can be left in the server's read buffer: the client must wait
         # for the 101 before it sends anything else (RFC 6455 §4.1).
-        dup: Optional[socket.socket] = None
+        dup = None
         try:
             dup = sock.dup()
             deadline = None if self.open_timeout is None else monotonic() + self.open_timeout
-            connection = self._upgrade(dup, request, response, accepted, deadline=deadline)
+            connection = self._upgrade(dup, request, response, accepted, deadline)
         except BaseException as exc:
             if dup is None:
-                self._release_slot()  # _upgrade() releases it itself
-            else:
-                dup.close()
+                self._release_slot()  # _upgrade() releases it (and closes dup) itself
             _shutdown(sock)
             if not isinstance(exc, OSError):  # socket.timeout included
                 raise
             self.logger.info("opening handshake failed: %s", exc)
             return
         connection.environ = environ  # type: ignore[attr-defined]
-        self.logger.info("connection open from %s", format_address(connection.remote_address))
         try:
             self._run_handler(connection)
         except Exception:  # never a traceback through the WSGI server
@@ -134,13 +109,8 @@ def request_from_environ(environ: Dict[str, Any]) -> Request:
     names in title case; a header the client repeated comes as one joined value)."""
     headers = Headers()
     for key, value in environ.items():
-        if key.startswith("HTTP_"):
-            name = key[5:]
-        elif key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value:
-            name = key
-        else:
-            continue
-        headers.add(name.replace("_", "-").title(), str(value))
+        if key.startswith("HTTP_") or (key in ("CONTENT_TYPE", "CONTENT_LENGTH") and value):
+            headers.add(key.replace("HTTP_", "", 1).replace("_", "-").title(), str(value))
     target = environ.get("RAW_URI") or environ.get("REQUEST_URI")
     if not target:
         path = environ.get("SCRIPT_NAME", "") + environ.get("PATH_INFO", "")
@@ -153,8 +123,8 @@ def request_from_environ(environ: Dict[str, Any]) -> Request:
 
 def _respond(start_response: StartResponse, response: Response) -> List[bytes]:
     """Send a refusal through the WSGI server."""
-    headers: List[Tuple[str, str]] = [(name, value) for name, value in response.headers.items()
-                                      if name.lower() not in _SERVER_OWNED]
+    headers = [(name, value) for name, value in response.headers.items()
+               if name.lower() not in _SERVER_OWNED]
     headers.append(("Content-Length", str(len(response.body))))
     start_response(f"{response.status} {response.reason}", headers)
     return [response.body]
