@@ -13,9 +13,10 @@ touched, so an idle connection costs little more than its thread (the floor
 of the idle row).
 
 The "deflate" variant compresses every message like permessage-deflate with
-websockets' default parameters (raw deflate, 4 KiB window (12 bits), memLevel
-5, default level, context takeover, Z_SYNC_FLUSH with the 4-byte tail
-stripped), on both sides, so the deflate row has a floor too.
+the settings simplews negotiates by default between its client and server
+(read from simplews.extensions.DeflateConfig(): raw deflate, 32 KiB window (15
+bits) each way, level 2, memLevel 8, context takeover both ways, Z_SYNC_FLUSH
+with the 4-byte tail stripped), on both sides: the deflate row's zlib floor.
 
 The server is thread-per-connection and echoes each message as it is
 parsed, straight out of the receive buffer (no copy, no UTF-8 decoding).
@@ -37,8 +38,21 @@ F_Z = 0x40          # payload is deflated
 BUFSIZE = 256 * 1024
 SMALL = 64 * 1024   # below this, header + payload go out in one sendall
 TAIL = b"\x00\x00\xff\xff"
-WBITS = 12
-MEMLEVEL = 5
+
+
+def simplews_deflate() -> Tuple[int, int, int]:
+    """(level, window bits, memLevel) of simplews' default permessage-deflate: a
+    client's default offer ("client_max_window_bits" without a value) accepted by a
+    server's default DeflateConfig leaves both windows at 15 bits."""
+    try:
+        from simplews.extensions import DeflateConfig
+    except ImportError:
+        return 2, 15, 8
+    c = DeflateConfig()
+    return c.compress_level, c.server_max_window_bits or 15, c.mem_level
+
+
+LEVEL, WBITS, MEMLEVEL = simplews_deflate()
 
 
 Data = Union[bytes, bytearray, memoryview]
@@ -62,9 +76,8 @@ class FloorConn:
         self.end = 0
         self.deflate = deflate
         if deflate:
-            self.comp = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED,
-                                         -WBITS, MEMLEVEL)
-            self.decomp = zlib.decompressobj(-WBITS)
+            self.comp = zlib.compressobj(LEVEL, zlib.DEFLATED, -WBITS, MEMLEVEL)
+            self.decomp = zlib.decompressobj(-15)
 
     # -- reading ---------------------------------------------------------
     def _fill(self, need: int) -> None:
