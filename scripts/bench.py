@@ -3,7 +3,9 @@
 
     python scripts/bench.py [--with-peers] [--quick] [--rounds N] [--json FILE]
                             [--only COL,COL] [--rows ROW,ROW] [--profile]
-                            [--pin CPU] [-v]
+                            [--pin CPU] [-v] [--scale-n N,N] [--scale-time S]
+                            [--scale-clients K] [--scale-rounds R]
+                            [--switch-interval S] [--idle-n N] [--idle-time S]
 """
 import os
 import sys

@@ -2,10 +2,13 @@
 
     python scripts/bench.py [--with-peers] [--quick] [--rounds N] [--json FILE]
                             [--only COL,COL] [--rows ROW,ROW] [--profile]
-                            [--pin CPU] [-v]
+                            [--pin CPU] [-v] [--scale-n N,N] [--scale-time S]
+                            [--scale-clients K] [--scale-rounds R]
+                            [--switch-interval S] [--idle-n N] [--idle-time S]
     python scripts/bench ...   (the same)
 
-Rows (full counts; --quick scales them down to finish in under a minute):
+Rows (full counts; --quick scales them down: the first six finish in under a minute,
+scale runs N = 100, 200 for 2 s, idle-cpu 500 connections for 5 s):
 
     rtt         10,000 round trips of a 32-byte text message, one in flight
     pipeline    40,000 binary 64-byte messages sent by one thread while the
@@ -21,6 +24,27 @@ Rows (full counts; --quick scales them down to finish in under a minute):
     handshakes  300 x (connect, one 32-byte echo, close)
     idle        server-side VmRSS and Threads (from /proc/PID/status) added per
                 connection for 200 idle connections, on a fresh server process
+    scale       how throughput holds as connections grow: for N = 500, 1,000,
+                2,000, 4,000 (--scale-n), a fresh server process (the library's
+                defaults, keepalive on) and N connections in closed-loop echo of
+                32-byte text messages for 10 s (--scale-time; after a 1 s
+                warm-up): msg/s, p50 and p99 latency; once with the default
+                switch interval, once with sys.setswitchinterval(0.1) in the
+                server process (--switch-interval). One load client for every
+                server (scripts/bench/loadgen.py: a process forking
+                --scale-clients parts, 2 by default, each driving its share of
+                the connections with epoll and raw masked frames); its own CPU
+                is reported. Every echo is checked (connection and sequence
+                number in the payload); a lost or wrong echo, or a connection
+                the server closes, makes the cell an error. --scale-rounds
+                (default --rounds). Full: about 15 s per cell, 8 cells per column
+                per round.
+    idle-cpu    the CPU (user+sys from /proc/PID/stat, % of one core) of a fresh
+                server process holding 10,000 idle connections (--idle-n) with
+                its default keepalive, over 20 s (--idle-time) from 1 s after
+                the last one connected, and its VmRSS added per connection; the
+                load client answers the pings. Both rows raise RLIMIT_NOFILE's
+                soft limit to the hard one and say so if that is too low.
 
 Columns:
 
@@ -28,8 +52,12 @@ Columns:
                       4-byte length), recv_into a reusable buffer, TCP_NODELAY,
                       thread-per-connection echo server (scripts/bench/bench_floor.py);
                       its deflate row runs zlib on both sides the way
-                      permessage-deflate does, with websockets' default
-                      parameters (12-bit window, memLevel 5, level 6)
+                      permessage-deflate does, at the settings simplews
+                      negotiates by default (15-bit windows, level 2,
+                      memLevel 8, context takeover): the zlib floor.
+                      Its scale and idle-cpu rows run a thread-per-connection
+                      raw-socket server speaking minimal WebSocket instead
+                      (scripts/bench/wsfloor.py)
     simplews          simplews client + simplews server (C accelerator if built)
     simplews (pure)   SIMPLEWS_NO_EXTENSIONS=1 in the server process and in a
                       client worker subprocess (the flag is read at import time,

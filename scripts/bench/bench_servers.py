@@ -1,13 +1,17 @@
 """Echo servers for scripts/bench.py, one per process:
 
     python scripts/bench/bench_servers.py KIND [--deflate] [--profile FILE]
+                                          [--defaults] [--switch-interval S]
 
-KIND: floor | simplews | websockets | simple-websocket. Binds 127.0.0.1 on a
+KIND: floor | wsfloor | simplews | websockets | simple-websocket. Binds 127.0.0.1 on a
 free port, prints one line "READY {json}" (port, pid, versions, loaded
 simplews extensions) and serves until its stdin closes (the bench process
 holds the pipe, so a dead bench never leaves a server behind) or it is
 killed. Compression is off unless --deflate; max_size is unlimited;
-keepalive pings are off.
+keepalive pings are off. --defaults (the scale and idle-cpu rows): the
+library's defaults instead (keepalive on, compression offered, max_size).
+--switch-interval S: sys.setswitchinterval(S) first. RLIMIT_NOFILE's soft
+limit is raised to the hard one. wsfloor: scripts/bench/wsfloor.py.
 
 simple-websocket has no server of its own: it is driven from a WSGI server
 (werkzeug/gunicorn/eventlet/gevent) that hands it the socket through the
@@ -24,9 +28,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import resource
 import sys
 import threading
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -36,7 +41,7 @@ HOST = "127.0.0.1"
 
 def ready(port: int, **info: Any) -> None:
     """Tell the bench: one line READY {json}."""
-    info.update(port=port, pid=os.getpid())
+    info.update(port=port, pid=os.getpid(), switch_interval=sys.getswitchinterval())
     sys.stdout.write("READY " + json.dumps(info) + "\n")
     sys.stdout.flush()
 
@@ -97,7 +102,20 @@ def run_floor(deflate: bool) -> None:
     bench_floor.serve(HOST, 0, deflate, ready=lambda port: ready(port, kind="floor", deflate=deflate))
 
 
-def run_simplews(deflate: bool, profile: Optional[str]) -> None:
+def run_wsfloor() -> None:
+    import wsfloor
+    watch_stdin(lambda: os._exit(0))
+    wsfloor.serve(HOST, ready=lambda port: ready(port, kind="wsfloor"))
+
+
+def options(deflate: bool, defaults: bool) -> Dict[str, Any]:
+    """The servers' keyword arguments: the bench's (see the docstring) or the library's."""
+    if defaults:
+        return {}
+    return {"compression": "deflate" if deflate else None, "max_size": None, "ping_interval": None}
+
+
+def run_simplews(deflate: bool, profile: Optional[str], defaults: bool) -> None:
     import simplews
 
     def handler(ws: Any) -> None:
@@ -109,8 +127,7 @@ def run_simplews(deflate: bool, profile: Optional[str]) -> None:
             pass
 
     server = simplews.serve(profiled(handler) if profile else handler, HOST, 0,
-                            compression="deflate" if deflate else None,
-                            max_size=None, ping_interval=None)
+                            **options(deflate, defaults))
 
     def on_eof() -> None:
         if profile:
@@ -126,7 +143,7 @@ def run_simplews(deflate: bool, profile: Optional[str]) -> None:
     server.serve_forever()
 
 
-def run_websockets(deflate: bool) -> None:
+def run_websockets(deflate: bool, defaults: bool) -> None:
     import websockets
     from websockets.exceptions import ConnectionClosed
     from websockets.sync.server import serve
@@ -139,8 +156,7 @@ def run_websockets(deflate: bool) -> None:
         except ConnectionClosed:
             pass
 
-    server = serve(handler, HOST, 0, compression="deflate" if deflate else None,
-                   max_size=None, ping_interval=None)
+    server = serve(handler, HOST, 0, **options(deflate, defaults))
     watch_stdin(lambda: os._exit(0))
     ready(server.socket.getsockname()[1], kind="websockets", deflate=deflate,
           version=websockets.__version__)
@@ -195,12 +211,19 @@ def main() -> None:
     kind = args[0]
     deflate = "--deflate" in args
     profile = args[args.index("--profile") + 1] if "--profile" in args else None
+    defaults = "--defaults" in args
+    if "--switch-interval" in args:
+        sys.setswitchinterval(float(args[args.index("--switch-interval") + 1]))
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if kind == "floor":
         run_floor(deflate)
+    elif kind == "wsfloor":
+        run_wsfloor()
     elif kind == "simplews":
-        run_simplews(deflate, profile)
+        run_simplews(deflate, profile, defaults)
     elif kind == "websockets":
-        run_websockets(deflate)
+        run_websockets(deflate, defaults)
     elif kind == "simple-websocket":
         run_simple_websocket(deflate)
     else:

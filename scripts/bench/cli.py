@@ -13,13 +13,14 @@ from .harness import Bench
 from .peervenv import ensure_venv
 from .procs import PROCS, worker_main
 from .profiling import profile_main
+from .scale import add_arguments
 
 
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=(USAGE or "").split("\n")[0])
     ap.add_argument("--with-peers", action="store_true",
                     help="install the peers into .cache/bench-venv and run there")
-    ap.add_argument("--quick", action="store_true", help="scaled-down counts (< 1 minute)")
+    ap.add_argument("--quick", action="store_true", help="scaled-down counts")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--only", help="comma-separated column names")
@@ -30,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
                     help="pin the bench and every server to this CPU (children inherit it): "
                          "measures CPU cost without cross-CPU wake-ups (steadier on VMs)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every measurement")
+    add_arguments(ap)
     return ap
 
 

@@ -13,7 +13,7 @@ LOGS = os.path.join(CACHE, "bench-logs")
 
 FULL = {"rtt": 10000, "pipeline": 40000, "large": 16, "deflate": 2000, "handshakes": 300, "idle": 200}
 QUICK = {"rtt": 2000, "pipeline": 8000, "large": 4, "deflate": 250, "handshakes": 50, "idle": 50}
-ROWS = ["rtt", "pipeline", "large", "deflate", "handshakes", "idle"]
+ROWS = ["rtt", "pipeline", "large", "deflate", "handshakes", "idle", "scale", "idle-cpu"]
 
 # table rows: (key, label, unit, higher_is_better)
 TABLE: List[Tuple[str, str, str, bool]] = [
@@ -26,7 +26,9 @@ TABLE: List[Tuple[str, str, str, bool]] = [
     ("handshakes", "handshakes", "hs/s", True),
     ("idle_kib", "idle memory", "KiB/conn", False),
     ("idle_threads", "idle threads", "thr/conn", False),
-]
+    ("idle_cpu", "idle-cpu CPU", "% core", False),
+    ("idle_cpu_kib", "idle-cpu memory", "KiB/conn", False),
+]                        # + the scale rows (scale.table_rows)
 
 
 class Column:

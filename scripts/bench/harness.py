@@ -9,6 +9,7 @@ import time
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import bench_clients as bc
+from . import scale
 from .config import COLUMNS, FULL, LOGS, QUICK, ROWS, TABLE, BenchError, BenchTimeout, Column
 from .machine import proc_status, tree_has_extension, tree_state, uptime
 from .procs import Server, Worker, in_process_call
@@ -27,11 +28,13 @@ class Bench:
         self.columns: List[Column] = []
         self.servers: Dict[Tuple[str, bool], Server] = {}   # (column name, deflate) -> Server
         self.workers: Dict[str, Worker] = {}                 # column name -> Worker
-        self.results: Dict[str, Dict[str, List[float]]] = {k: {} for k, *_ in TABLE}
+        self.scale = scale.settings(args)
+        self.table = TABLE + scale.table_rows(args)
+        self.results: Dict[str, Dict[str, List[float]]] = {k: {} for k, *_ in self.table}
         self.errors: Dict[str, Dict[str, str]] = {}
         self.notes: List[str] = []
         self.round = 0
-        self.by_round: Dict[str, Dict[str, Dict[int, float]]] = {k: {} for k, *_ in TABLE}
+        self.by_round: Dict[str, Dict[str, Dict[int, float]]] = {k: {} for k, *_ in self.table}
         self.meta: Dict[str, Any] = {}
 
     # -- setup -------------------------------------------------------------
@@ -219,6 +222,7 @@ class Bench:
             "uptime_start": uptime(),
             "tree": tree_state(),
             "counts": self.counts,
+            "scale": self.scale,
             "rounds": self.args.rounds,
             "quick": self.args.quick,
             "cpus": os.cpu_count(),
@@ -244,6 +248,14 @@ class Bench:
                 if row == "idle":
                     for col in order:
                         self.measure_idle(col)
+                    continue
+                if row == "scale":
+                    if r < self.scale["rounds"]:
+                        scale.measure_scale(self, order)
+                    continue
+                if row == "idle-cpu":
+                    for col in order:
+                        scale.measure_idle_cpu(self, col)
                     continue
                 for col in order:
                     self.measure(row, col)

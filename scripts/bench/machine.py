@@ -65,3 +65,10 @@ def extension_stale() -> bool:
     """True if a C source in simplews/ is newer than a compiled module (or none is built)."""
     src, built = _mtimes((".c",)), _mtimes((".so", ".pyd"))
     return bool(src) and (not built or max(src) > min(built))
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc/PID/stat."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -122,12 +122,14 @@ class Server:
     """An echo server process (bench_servers.py), up once it printed READY."""
 
     def __init__(self, kind: str, deflate: bool = False, env: Optional[Dict[str, str]] = None,
-                 profile: Optional[str] = None, tag: str = "") -> None:
+                 profile: Optional[str] = None, tag: str = "",
+                 extra: Optional[List[str]] = None) -> None:
         args = [sys.executable, os.path.join(HERE, "bench_servers.py"), kind]
         if deflate:
             args.append("--deflate")
         if profile:
             args += ["--profile", profile]
+        args += extra or []
         name = "server-%s%s%s.log" % (kind, "-deflate" if deflate else "", tag)
         self.proc = PROCS.spawn(args, child_env(env), name)
         line = readline_timeout(self.proc, 30)

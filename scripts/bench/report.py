@@ -6,7 +6,7 @@ import json
 import statistics
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from .config import TABLE
+from .scale_report import at_least, goal, paired, print_scale, scale_goals
 
 if TYPE_CHECKING:
     from .harness import Bench
@@ -17,16 +17,16 @@ Best = Dict[str, Tuple[float, str]]          # key -> (value, column) of the bes
 
 def medians(b: Bench) -> Medians:
     return {key: {c: statistics.median(v) for c, v in b.results[key].items() if v}
-            for key, *_ in TABLE}
+            for key, *_ in b.table}
 
 
 def fmt(key: str, v: Optional[float]) -> str:
     """A table cell."""
     if v is None:
         return "-"
-    if key == "idle_threads":
+    if key in ("idle_threads", "idle_cpu"):
         return "%.2f" % v
-    if key == "idle_kib" or key == "large":
+    if key in ("idle_kib", "idle_cpu_kib", "large"):
         return "%.1f" % v
     return "{:,.0f}".format(v)
 
@@ -36,7 +36,9 @@ def print_table(b: Bench, med: Medians, best: Best) -> None:
     cols = [c.name for c in b.columns]
     header = ["row", "unit"] + cols + ["best peer"]
     lines = []
-    for key, label, unit, _ in TABLE:
+    for key, label, unit, _ in b.table:
+        if key.startswith("scale:"):
+            continue        # print_scale
         if not any(c in med[key] for c in cols) and key not in b.errors:
             continue
         cells = [label, unit]
@@ -62,13 +64,16 @@ def report(b: Bench) -> None:
     med = medians(b)
     peers = [c.name for c in b.columns if c.peer]
     best: Best = {}
-    for key, _, _, hib in TABLE:
+    for key, _, _, hib in b.table:
         vals = [(med[key][p], p) for p in peers if p in med[key]]
         if vals:
             best[key] = max(vals) if hib else min(vals)
     print_table(b, med, best)
+    print_scale(b, med)
     spread = []
-    for key, label, _, _ in TABLE:
+    for key, label, _, _ in b.table:
+        if key.endswith((":p50", ":p99", ":cli")):
+            continue
         cells = []
         for c in b.columns:
             v = b.results[key].get(c.name)
@@ -83,6 +88,9 @@ def report(b: Bench) -> None:
                                                 "quick counts" if b.args.quick else "full counts",
                                                 b.meta["seconds"]))
     print("counts: " + ", ".join("%s %d" % kv for kv in b.counts.items()))
+    print("idle-cpu: %d connections, %g s window; scale: N %s, %g s, raised switch interval %g s" % (
+        b.scale["idle_n"], b.scale["idle_seconds"], ",".join(map(str, b.scale["n"])),
+        b.scale["seconds"], b.scale["switch_interval"]))
     print("start: %s" % b.meta["uptime_start"])
     print("end:   %s" % b.meta["uptime_end"])
     print("tree:  %s" % b.meta["tree"])
@@ -108,8 +116,9 @@ def report(b: Bench) -> None:
         print("ratios and goals")
         for rname, rr in rats.items():
             for g in rr:
-                print("  %-16s %-12s %-34s %-22s %s" % (rname, g["row"], g["what"], g["goal"],
-                                                        g["status"]))
+                if g["value"] is not None:      # rows not run (or failed: see the errors)
+                    print("  %-16s %-18s %-28s %-10s %s" % (rname, g["row"], g["what"], g["goal"],
+                                                            g["status"]))
     if b.args.json:
         write_json(b, med, best, rats)
 
@@ -120,7 +129,7 @@ def write_json(b: Bench, med: Medians, best: Best, rats: Dict[str, List[Dict[str
         "columns": {c.name: {"lib": c.lib, "server": c.server, "version": c.version,
                              "peer": c.peer, "client_ext": c.client_ext, "server_ext": c.server_ext}
                     for c in b.columns},
-        "units": {key: unit for key, _, unit, _ in TABLE},
+        "units": {key: unit for key, _, unit, _ in b.table},
         "values": b.results,
         "values_by_round": b.by_round,
         "medians": med,
@@ -141,7 +150,8 @@ def ratios(b: Bench, med: Medians, best: Best) -> Dict[str, List[Dict[str, Any]]
 
 
 def column_ratios(b: Bench, name: str, med: Medians, best: Best) -> List[Dict[str, Any]]:
-    """The goals' rows for one simplews column."""
+    """The goals' rows for one simplews column: issue 14's (ratios to the floor), the
+    peers' ratios of issue 6 as information."""
     res: List[Dict[str, Any]] = []
 
     def ratio(key: str, ref: Optional[float]) -> Optional[float]:
@@ -149,25 +159,9 @@ def column_ratios(b: Bench, name: str, med: Medians, best: Best) -> List[Dict[st
             return med[key][name] / ref
         return None
 
-    def paired(key: str, refcol: Optional[str]) -> Optional[float]:
-        """median over rounds of this round's simplews / this round's reference"""
-        a = b.by_round[key].get(name, {})
-        r = b.by_round[key].get(refcol, {}) if refcol else {}
-        rs = [a[i] / r[i] for i in a if i in r and r[i]]
-        return statistics.median(rs) if rs else None
-
-    def add(row: str, what: str, val: Optional[float], goal: str, ok: Callable[[float], bool],
-            pair: Optional[float] = None) -> None:
-        if val is None:
-            status = "n/a"
-        elif goal == "(info)":
-            status = "%.2f" % val
-        else:
-            status = "%.2f  %s" % (val, "PASS" if ok(val) else "MISS")
-        if pair is not None:
-            status += "   (paired per round: %.2f)" % pair
-        res.append({"row": row, "what": what, "value": val, "goal": goal, "status": status,
-                    "paired": pair})
+    def add(row: str, what: str, val: Optional[float], target: str, ok: Callable[[float], bool],
+            refcol: Optional[str] = None) -> None:
+        res.append(goal(row, what, val, target, ok, paired(b, row, name, refcol) if refcol else None))
 
     def info(row: str, what: str, val: Optional[float]) -> None:
         add(row, what, val, "(info)", lambda v: True)
@@ -178,32 +172,17 @@ def column_ratios(b: Bench, name: str, med: Medians, best: Best) -> List[Dict[st
     def ws(key: str) -> Optional[float]:
         return med[key].get("websockets")
 
-    def bp(key: str) -> Optional[float]:
-        return best[key][0] if key in best else None
-
-    def bpc(key: str) -> Optional[str]:
-        return best[key][1] if key in best else None
-
-    add("rtt", "x floor", ratio("rtt", floor("rtt")), ">= 0.8", lambda v: v >= 0.8,
-        paired("rtt", "floor"))
-    info("rtt", "x best peer", ratio("rtt", bp("rtt")))
-    add("pipeline", "x best peer", ratio("pipeline", bp("pipeline")), ">= 1.3", lambda v: v >= 1.3,
-        paired("pipeline", bpc("pipeline")))
-    info("pipeline", "x floor", ratio("pipeline", floor("pipeline")))
-    add("large", "x best peer", ratio("large", bp("large")), ">= 1.2", lambda v: v >= 1.2,
-        paired("large", bpc("large")))
-    info("large", "x floor", ratio("large", floor("large")))
-    add("deflate", "x websockets", ratio("deflate", ws("deflate")), ">= 1.3", lambda v: v >= 1.3,
-        paired("deflate", "websockets"))
-    info("deflate", "x floor", ratio("deflate", floor("deflate")))
+    for row, lim in (("rtt", 0.95), ("pipeline", 0.95), ("large", 0.90), ("deflate", 0.9),
+                     ("handshakes", 0.60)):
+        add(row, "x floor", ratio(row, floor(row)), ">= %.2f" % lim, at_least(lim),
+            "floor")
+        info(row, "x best peer (%s)" % (best[row][1] if row in best else "-"),
+             ratio(row, best[row][0] if row in best else None))
     add("deflate", "size srv->cli / websockets", ratio("deflate_size_s2c", ws("deflate_size_s2c")),
         "<= 1.10", lambda v: v <= 1.10)
     add("deflate", "size cli->srv / websockets", ratio("deflate_size_c2s", ws("deflate_size_c2s")),
         "<= 1.10", lambda v: v <= 1.10)
-    add("handshakes", "x best peer", ratio("handshakes", bp("handshakes")), ">= 2.0", lambda v: v >= 2.0,
-        paired("handshakes", bpc("handshakes")))
-    info("handshakes", "x floor", ratio("handshakes", floor("handshakes")))
-    add("idle", "KiB per conn", med["idle_kib"].get(name), "<= 30", lambda v: v <= 30)
-    add("idle", "threads per conn", med["idle_threads"].get(name), "== 1 (+1 keepalive/proc)",
+    add("idle", "KiB per conn", med["idle_kib"].get(name), "<= 20", lambda v: v <= 20)
+    add("idle", "threads per conn", med["idle_threads"].get(name), "1 (+1/proc)",
         lambda v: abs(v - 1) <= 1.0 / b.counts["idle"] + 1e-9)
-    return res
+    return res + scale_goals(b, name, med)

@@ -1,0 +1,76 @@
+"""Smoke tests of the benchmark's scale and idle-cpu rows (scripts/bench/): the load
+client against the WebSocket floor, and a tiny run of both rows through bench.py."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Dict
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+BENCH = REPO / "scripts" / "bench"
+
+
+def _wsfloor_port() -> int:
+    """A wsfloor server in a daemon thread of this process (it serves until exit)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("simplews_bench_wsfloor", BENCH / "wsfloor.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ready = threading.Event()
+    port = []
+
+    def on_ready(p: int) -> None:
+        port.append(p)
+        ready.set()
+    threading.Thread(target=mod.serve, args=("127.0.0.1", on_ready), daemon=True).start()
+    assert ready.wait(10)
+    return port[0]
+
+
+def _loadgen(*args: str, stdin: str = "") -> Dict[str, Any]:
+    out = subprocess.run([sys.executable, str(BENCH / "loadgen.py"), *args], input=stdin,
+                         capture_output=True, text=True, timeout=60)
+    lines = out.stdout.splitlines()
+    assert lines and lines[0].startswith("CONNECTED "), (out.stdout, out.stderr)
+    assert lines[-1].startswith("RESULT "), (out.stdout, out.stderr)
+    res: Dict[str, Any] = json.loads(lines[-1][7:])
+    return res
+
+
+def test_loadgen_scale_against_the_floor() -> None:
+    res = _loadgen("scale", str(_wsfloor_port()), "20", "0.5", "2")
+    assert res["lost"] == res["bad"] == res["closed_by_server"] == 0
+    assert res["msgs_per_s"] > 0 and 0 < res["p50_ms"] <= res["p99_ms"]
+    assert res["sent"] >= res["msgs"] > 0
+
+
+def test_loadgen_idle_holds_until_told() -> None:
+    res = _loadgen("idle", str(_wsfloor_port()), "20", "0", "2", stdin="stop\n")
+    assert res["closed_by_server"] == 0
+
+
+@pytest.mark.slow
+def test_bench_scale_and_idle_cpu_rows(tmp_path: Path) -> None:
+    """bench.py --rows scale,idle-cpu at N=20, 1 s: a value for the floor and simplews
+    in every cell, no error (about 15 s)."""
+    out = tmp_path / "bench.json"
+    env = dict(os.environ)
+    env.pop("SIMPLEWS_NO_EXTENSIONS", None)
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--rows", "scale,idle-cpu",
+                          "--rounds", "1", "--only", "floor,simplews", "--scale-n", "20",
+                          "--scale-time", "1", "--idle-n", "20", "--idle-time", "1",
+                          "--json", str(out)], capture_output=True, text=True, timeout=180, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    data = json.loads(out.read_text())
+    assert not data["errors"], data["errors"]
+    for key in ("scale:20:d", "scale:20:r", "scale:20:d:p99", "idle_cpu", "idle_cpu_kib"):
+        assert set(data["medians"][key]) == {"floor", "simplews"}, key
+    assert data["medians"]["idle_cpu"]["floor"] < 5
+    assert "x floor" in run.stdout
