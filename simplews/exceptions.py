@@ -1,38 +1,23 @@
-"""The one error tree of simplews: every exception it raises is a WebSocketError.
-
-A timeout is the builtin ``TimeoutError``; nothing here shadows a builtin.
-"""
+"""The one error tree of simplews: every exception it raises is a WebSocketError (a
+timeout is the builtin ``TimeoutError``: nothing here shadows a builtin)."""
 from __future__ import annotations
 
 from typing import Any, Protocol
 
+__all__ = ["WebSocketError", "ConnectionClosed", "ConnectionClosedOK", "ConnectionClosedError",
+           "InvalidURI", "InvalidHandshake", "InvalidStatus", "InvalidHeader", "HeaderBlockTooLarge",
+           "NegotiationError", "ProxyError", "InvalidProxyStatus", "ProtocolError", "PayloadTooBig",
+           "ConcurrencyError"]
+
 
 class HTTPAnswer(Protocol):
-    """What InvalidStatus and InvalidProxyStatus carry: an http11.Response (this
-    module is the leaf of the package: it imports none of the others)."""
+    """An http11.Response, as InvalidStatus and InvalidProxyStatus carry it (this module
+    imports no other of the package)."""
 
     status: int
     reason: str
     headers: Any  # http11.Headers
     body: bytes
-
-__all__ = [
-    "WebSocketError",
-    "ConnectionClosed",
-    "ConnectionClosedOK",
-    "ConnectionClosedError",
-    "InvalidURI",
-    "InvalidHandshake",
-    "InvalidStatus",
-    "InvalidHeader",
-    "HeaderBlockTooLarge",
-    "NegotiationError",
-    "ProxyError",
-    "InvalidProxyStatus",
-    "ProtocolError",
-    "PayloadTooBig",
-    "ConcurrencyError",
-]
 
 
 class WebSocketError(Exception):
@@ -70,15 +55,13 @@ class InvalidHandshake(WebSocketError):
 
 
 class InvalidStatus(InvalidHandshake):
-    """The server answered the opening handshake with a status other than 101."""
+    """The server answered the opening handshake with a status other than 101: the
+    ``response``, its ``status``."""
 
     def __init__(self, response: HTTPAnswer) -> None:
         self.response = response
+        self.status = response.status
         super().__init__(f"server rejected WebSocket connection: HTTP {response.status}")
-
-    @property
-    def status(self) -> int:
-        return self.response.status
 
 
 class InvalidHeader(InvalidHandshake):
@@ -98,16 +81,14 @@ class ProxyError(InvalidHandshake):
 
 
 class InvalidProxyStatus(ProxyError):
-    """The proxy answered the CONNECT request with a status other than 2xx."""
+    """The proxy answered the CONNECT request with a status other than 2xx: the
+    ``response``, its ``status``."""
 
     def __init__(self, response: HTTPAnswer) -> None:
         self.response = response
+        self.status = response.status
         super().__init__(
             f"proxy rejected the CONNECT request: HTTP {response.status} {response.reason}".rstrip())
-
-    @property
-    def status(self) -> int:
-        return self.response.status
 
 
 class ProtocolError(WebSocketError):
