@@ -136,25 +136,29 @@ def test_server_close_ends_the_client_while_stdin_stays_open():
         ws.send(ws.recv().upper())
         ws.close(1001, "restarting")
 
-    with running_server(close_after_one) as server:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "simplews", url(server)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=cli_env(), cwd=str(ROOT),
-        )
-        try:
-            proc.stdin.write(b"first\n")
-            proc.stdin.flush()  # stdin stays open: the client must not wait for its end
-            assert proc.wait(timeout=TIMEOUT) == 0
-            assert proc.stdout.read() == b"FIRST\n"
-            err = proc.stderr.read().decode()
-            assert "closed by the server: code 1001 (going away), reason 'restarting'" in err
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=TIMEOUT)
-            for stream in (proc.stdin, proc.stdout, proc.stderr):
-                stream.close()
+    with running_server(close_after_one) as server, cli_process(url(server)) as proc:
+        proc.stdin.write(b"first\n")
+        proc.stdin.flush()  # stdin stays open: the client must not wait for its end
+        assert proc.wait(timeout=TIMEOUT) == 0
+        assert proc.stdout.read() == b"FIRST\n"
+        err = proc.stderr.read().decode()
+        assert "closed by the server: code 1001 (going away), reason 'restarting'" in err
+
+
+@contextlib.contextmanager
+def cli_process(*args):
+    """``python -m simplews ARGS`` with pipes for its stdin, stdout and stderr; killed if
+    still running at the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "simplews", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(), cwd=str(ROOT))
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=TIMEOUT)
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            stream.close()
 
 
 def test_no_compression_and_verbose_frames():
@@ -291,17 +295,31 @@ def test_missing_cafile_is_a_usage_error():
 
 
 @pytest.mark.parametrize("code,reason,expected", [
-    (4000, "bye", "code 4000, reason 'bye'"),
+    (4001, "bye", "code 4001, reason 'bye'"),
     (1011, "", "code 1011 (internal error)"),
 ])
-def test_abnormal_close(code, reason, expected):
+def test_server_closes_with_an_error_code(code, reason, expected):
+    # Issue 16, item 10: a deliberate close is the server's, not "closed abnormally" (exit 8 as before).
     def close_after_one(ws):
         ws.recv()
         ws.close(code, reason)
 
     with running_server(close_after_one) as server:
         result = run_cli("--wait", "10", url(server), input=b"x\n")
-    assert_one_line_error(result, 8, "connection closed abnormally", expected)
+        line = assert_one_line_error(result, 8, "connection closed by the server: " + expected)
+        assert "abnormally" not in line
+        result = run_cli("--once", url(server), input=b"x")
+        assert_one_line_error(result, 8, "connection closed by the server: " + expected)
+
+
+def test_dropped_connection_is_an_abnormal_close():
+    def drop(ws):
+        ws.recv()
+        ws.abort()  # TCP cut, no close frame
+
+    with running_server(drop) as server:
+        result = run_cli("--wait", "10", url(server), input=b"x\n")
+    assert_one_line_error(result, 8, "connection closed abnormally: code 1006")
 
 
 def test_handler_crash_is_an_abnormal_close():
@@ -623,7 +641,7 @@ def test_interactive_server_close_ends_the_prompt(tmux):
         term.wait_for(lambda s: s.rstrip().endswith("> half-typed"), "the partial line")
         ws.close(4000, "kicked")
         screen = term.wait_text("[exit 8]")
-        assert "simplews: connection closed abnormally: code 4000, reason 'kicked'" in screen
+        assert "simplews: connection closed by the server: code 4000, reason 'kicked'" in screen
 
 
 def test_interactive_history_multiline_message_and_ctrl_c(tmux):

@@ -8,12 +8,15 @@ import ssl
 import sys
 from typing import Any, Callable, Dict, Tuple
 
+import certifi
+
 from ..client import connect
 from ..connection import Connection
-from ..exceptions import ConnectionClosedOK
+from ..exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
+from ..reconnect import reconnect
 from ..uri import parse_uri
 from ..version import __version__
-from .errors import EXIT_CODES, INTERRUPTED, OK, TIMEOUT, USAGE, CliError, describe_close, fail
+from .errors import EXIT_CODES, INTERRUPTED, OK, TIMEOUT, USAGE, CliError, by_server, describe_close, fail
 from .session import Console, Session, as_message
 
 DESCRIPTION = """Connect to a WebSocket server.
@@ -22,7 +25,8 @@ On a terminal: a prompt; each line typed is sent as a text message and each mess
 received is printed as it arrives, marked with '< '. In a pipe: each line of stdin is
 sent as a message, messages received are printed one per line, and at the end of input
 the connection is closed cleanly (after waiting up to --wait seconds for replies).
-Binary messages are printed as '[binary, N bytes] HEX'.
+Binary messages are printed as '[binary, N bytes] HEX'. At a terminal (in a pipe too with
+--slash), lines starting with '/' are commands: /help lists them.
 'simplews serve --help': the echo server."""
 
 
@@ -64,10 +68,19 @@ def parser() -> argparse.ArgumentParser:
         help="offer a subprotocol (repeatable, preferred first)")
     add("--origin", metavar="ORIGIN", help="Origin header")
     add("--binary", action="store_true", help="send binary messages instead of text")
-    add("--base64", dest="binary_format", action="store_const", const="base64", default="hex",
-        help="print received binary messages in base64, not hex")
+    add("--hex", action="store_true", help="each line is hex, sent as a binary message")
+    add("--binary-output", choices=("hex", "base64", "raw"), default="hex", help="print received "
+        "binary messages in hex (default), base64, or raw (the bytes as they are)")
+    add("--base64", dest="binary_output", action="store_const", const="base64", help="--binary-output base64")
+    add("--json", action="store_true", help="pretty-print text messages that are JSON")
+    add("-t", "--timestamps", action="store_true", help="prefix messages with their arrival time")
+    add("--show-control", action="store_true", help="print pings, pongs and the close frame received")
+    add("--slash", action="store_true", help="slash commands in a pipe too (always on at a terminal)")
+    add("--reconnect", action="store_true", help="reconnect after abnormal closes, with backoff")
     add("--insecure", action="store_true", help="wss://: do not verify the server's certificate")
     add("--cafile", metavar="FILE", help="wss://: trust only the CA certificates in FILE (PEM)")
+    add("--cert", metavar="FILE", help="wss://: client certificate (PEM; with its key unless --key)")
+    add("--key", metavar="FILE", help="wss://: the client certificate's private key (PEM)")
     add("--no-compression", action="store_true", help="do not offer permessage-deflate")
     add("--ping-interval", type=seconds, metavar="S", help="keepalive pings every S seconds (20; 0 disables)")
     add("--timeout", type=_number(float, "seconds", positive=True), default=10.0, metavar="S",
@@ -96,12 +109,17 @@ def _connect_kwargs(args: argparse.Namespace, secure: bool) -> Dict[str, Any]:
         "compression": None if args.no_compression else "deflate"}
     given = {"ping_interval": args.ping_interval, "max_size": args.max_size}  # 0: None, no limit
     kwargs.update({name: value or None for name, value in given.items() if value is not None})
-    if secure and (args.insecure or args.cafile):  # else the library's default: certifi's CA bundle
+    if args.key and not args.cert:
+        raise CliError(USAGE, "--key goes with --cert")
+    if secure and (args.insecure or args.cafile or args.cert):  # else the library's default
+        what = f"--cafile {args.cafile}"
         try:
-            kwargs["ssl"] = context = ssl.create_default_context(cafile=args.cafile)
+            kwargs["ssl"] = context = ssl.create_default_context(cafile=args.cafile or certifi.where())
+            what = f"--cert {args.cert}" + (f" --key {args.key}" if args.key else "")
+            if args.cert:
+                context.load_cert_chain(args.cert, args.key)
         except (OSError, ssl.SSLError) as exc:
-            raise CliError(USAGE, f"cannot load --cafile {args.cafile}: "
-                                  f"{getattr(exc, 'strerror', None) or exc}") from None
+            raise CliError(USAGE, f"cannot load {what}: {getattr(exc, 'strerror', None) or exc}") from None
         if args.insecure:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
@@ -111,31 +129,40 @@ def _connect_kwargs(args: argparse.Namespace, secure: bool) -> Dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     """Connect, then run the session (or --once); the exit code."""
     interactive = not args.once and sys.stdin.isatty() and sys.stdout.isatty()
-    console = Console(interactive, args.binary_format)
+    console = Console(interactive, args)
     logger = logging.getLogger("simplews")
     logger.propagate = False  # errors are reported by the CLI itself, as one line
-    logger.handlers = [console if args.verbose else logging.NullHandler()]
-    logger.setLevel(logging.DEBUG if args.verbose else logging.CRITICAL + 1)
+    logger.handlers = [console]  # it shows what the options ask for
+    logger.setLevel(logging.DEBUG if args.verbose or args.show_control
+                    else logging.INFO if args.reconnect else logging.CRITICAL + 1)
     with contextlib.suppress(AttributeError, ValueError):
         sys.stdout.reconfigure(errors="backslashreplace")  # type: ignore[union-attr]
     try:
         data = sys.stdin.buffer.read() if args.once else b""
-        ws = connect(args.url, **_connect_kwargs(args, parse_uri(args.url).secure))
-        if interactive:
-            detail = f" (subprotocol: {ws.subprotocol})" if ws.subprotocol else ""
-            console.status(f"connected to {args.url}{detail}; Ctrl-D or Ctrl-C to quit")
-        return _once(ws, data, args, console) if args.once else Session(ws, console, args).run()
+        kwargs, session, code = _connect_kwargs(args, parse_uri(args.url).secure), Session(console, args), OK
+        for ws in reconnect(args.url, **kwargs) if args.reconnect else [connect(args.url, **kwargs)]:
+            if args.verbose:
+                console.heads(ws.request, ws.response)
+            if interactive:
+                detail = f" (subprotocol: {ws.subprotocol})" if ws.subprotocol else ""
+                console.status(f"connected to {args.url}{detail}; Ctrl-D or Ctrl-C to quit")
+            code = _once(ws, data, args, console) if args.once else session.run(ws)
+            if args.once or code == INTERRUPTED or session.we_closed is not None or session.eof:
+                break
     except KeyboardInterrupt:
         return INTERRUPTED
     except Exception as exc:  # noqa: BLE001 (every failure ends as one line and an exit code)
+        if args.verbose and isinstance(exc, InvalidStatus):
+            console.heads(None, exc.response)
         return fail(exc, args.url, args.verbose, args.timeout)
+    return code
 
 
 def _once(ws: Connection, data: bytes, args: argparse.Namespace, console: Console) -> int:
     """--once: send stdin as one message (if any), print the first message received."""
     with ws:
         if data:
-            ws.send(data if args.binary else as_message(data, False))
+            ws.send(data if args.binary else as_message(data, args))
         try:
             message = ws.recv(timeout=args.wait)
         except TimeoutError:
@@ -144,6 +171,8 @@ def _once(ws: Connection, data: bytes, args: argparse.Namespace, console: Consol
             console.status(f"connection closed by the server before any message: "
                            f"{describe_close(exc.code, exc.reason)}")
             return OK
+        except ConnectionClosed as exc:
+            return fail(by_server(exc, ws))
         with contextlib.suppress(BrokenPipeError):
             console.message(message)
     return OK

@@ -6,6 +6,7 @@ import ssl
 import sys
 import traceback
 
+from ..connection import Connection
 from ..exceptions import (ConnectionClosed, ConnectionClosedError, InvalidHandshake, InvalidProxyStatus,
                           InvalidStatus, InvalidURI, PayloadTooBig, ProtocolError, ProxyError, WebSocketError)
 from ..frames import CloseCode
@@ -15,13 +16,14 @@ OK, ERROR, USAGE, INVALID_URI, CONNECT, TIMEOUT, TLS, HANDSHAKE, CLOSED, INTERRU
 EXIT_CODES = [
     (OK, "success: clean close (1000 or 1001, from either side) or end of input"),
     (ERROR, "unexpected error"),
-    (USAGE, "usage error: bad option, unreadable --cafile or TLS certificate"),
+    (USAGE, "usage error: bad option or input line, unreadable --cafile, --cert or --key"),
     (INVALID_URI, "invalid URI (not ws:// or wss://, bad port, ...)"),
     (CONNECT, "connection failed: refused, unreachable, unknown host"),
     (TIMEOUT, "timeout: opening handshake over --timeout, or no reply within --wait with --once"),
     (TLS, "TLS failure: certificate verification or TLS handshake"),
     (HANDSHAKE, "WebSocket handshake refused (HTTP status shown) or invalid"),
-    (CLOSED, "connection closed abnormally (close code shown), protocol error"),
+    (CLOSED, "connection closed by the server with an error code (4001, 1011: shown), "
+             "or abnormally; protocol error"),
     (INTERRUPTED, "interrupted (Ctrl-C)"),
 ]
 
@@ -49,9 +51,14 @@ def classify(exc: BaseException, uri: str = "", timeout: float | None = None) ->
     if isinstance(exc, InvalidURI):
         return CliError(INVALID_URI, f"invalid URI: {exc}")
     if isinstance(exc, InvalidStatus):
-        text = f"handshake refused: HTTP {exc.status} {exc.response.reason}".rstrip()
-        body = getattr(exc.response, "body", b"").decode("utf-8", "replace").strip().splitlines()[:1]
-        return CliError(HANDSHAKE, f"{text}: {body[0]}" if body and len(body[0]) <= 200 else text)
+        reason = exc.response.reason
+        text = f"handshake refused: HTTP {exc.status} {reason}".rstrip()
+        body = exc.response.body.decode("utf-8", "replace").strip().split("\n")[0]
+        for said in (f"{exc.status} {reason}", reason, str(exc.status)):  # said once ("401 Unauthorized")
+            if said and body.lower().startswith(said.lower()):
+                body = body[len(said):].lstrip(" :-.")
+                break
+        return CliError(HANDSHAKE, f"{text}: {body}" if body and len(body) <= 200 else text)
     if isinstance(exc, InvalidProxyStatus):
         return CliError(CONNECT, f"the proxy refused the tunnel to {uri}: HTTP {exc.status} "
                                  f"{exc.response.reason}".rstrip())
@@ -87,6 +94,13 @@ def classify(exc: BaseException, uri: str = "", timeout: float | None = None) ->
     if isinstance(exc, OSError):
         return CliError(CONNECT, f"cannot connect to {uri}: {exc.strerror or str(exc) or type(exc).__name__}")
     return CliError(ERROR, f"unexpected error: {type(exc).__name__}: {exc}")
+
+
+def by_server(exc: BaseException, ws: Connection) -> BaseException:
+    """A close frame the server sent with an error code (4001, 1011) is said as such."""
+    if isinstance(exc, ConnectionClosedError) and ws.protocol.close_rcvd and ws.protocol.failed is None:
+        return CliError(CLOSED, f"connection closed by the server: {describe_close(exc.code, exc.reason)}")
+    return exc
 
 
 def fail(exc: BaseException, uri: str = "", verbose: bool = False, timeout: float | None = None) -> int:

@@ -1,39 +1,60 @@
 """The client's session: the main thread receives and prints, a daemon thread reads stdin
-and sends. On a terminal, what arrives is inserted above the prompt: the line being typed
-stays as it is, under it (nothing interrupts or redraws it)."""
+and sends its lines (or runs slash commands). On a terminal, what arrives is inserted
+above the prompt: the line being typed stays as it is, under it (nothing redraws it)."""
 from __future__ import annotations
 
 import argparse
 import base64
 import contextlib
+import datetime
+import json
 import logging
 import os
 import shutil
 import sys
 import threading
+import time
 from typing import Any, TextIO
 
 from ..connection import Connection
-from ..exceptions import ConnectionClosed, ConnectionClosedOK, WebSocketError
-from .errors import INTERRUPTED, OK, describe_close, fail
+from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, WebSocketError
+from ..frames import is_valid_close_code, serialize_close
+from ..protocol import Close, Ping, Pong
+from .errors import INTERRUPTED, OK, USAGE, CliError, by_server, describe_close, fail
 
 PROMPT = "> "
 ESC = "\x1b"
+HELP = """/ping [TEXT]            send a ping, print the pong's round-trip time
+/close [CODE [REASON]]  close the connection (code 1000 by default)
+/binary HEX, /b64 DATA  send a binary message given in hex or base64
+//TEXT                  send the text message /TEXT"""
+SECRET = {"authorization", "proxy-authorization", "cookie", "set-cookie"}
 
 
-def as_message(line: bytes, binary: bool) -> str | bytes:
-    """A line of stdin without its line ending, as a text (or binary) message."""
+def as_message(line: bytes, args: argparse.Namespace) -> str | bytes:
+    """A line of stdin without its line ending: text, or binary (--binary: as is; --hex)."""
     line = line[:-1].removesuffix(b"\r") if line.endswith(b"\n") else line
-    return line if binary else line.decode("utf-8", "replace")
+    if args.hex:
+        return bytes.fromhex(line.decode("utf-8", "replace"))
+    return line if args.binary else line.decode("utf-8", "replace")
+
+
+def shown(data: bytes) -> str:
+    """A control frame's payload: quoted text, else hex."""
+    try:
+        return repr(data.decode())
+    except UnicodeDecodeError:
+        return data.hex()
 
 
 class Console(logging.Handler):
-    """Prints messages (stdout), status lines (stderr) and with -v the library's log lines
-    (as a logging handler); on a terminal, above the prompt."""
+    """Prints messages (stdout), status lines (stderr), and as a logging handler the
+    control frames (--show-control), the library's log (-v) and reconnect()'s (--reconnect);
+    on a terminal, above the prompt."""
 
-    def __init__(self, interactive: bool, binary_format: str = "hex") -> None:
+    def __init__(self, interactive: bool, args: argparse.Namespace) -> None:
         super().__init__()
-        self.interactive, self.binary_format = interactive, binary_format
+        self.interactive, self.args = interactive, args
         self.writing = threading.Lock()
         self.tty: Any = None  # the terminal's settings, given back at the end
         if interactive:
@@ -43,12 +64,26 @@ class Console(logging.Handler):
 
                 self.tty = (termios, termios.tcgetattr(0))
 
+    def stamp(self, text: str) -> str:
+        return f"{datetime.datetime.now():%H:%M:%S.%f}"[:-3] + " " + text if self.args.timestamps else text
+
     def message(self, message: str | bytes) -> None:
-        if isinstance(message, bytes):
-            shown = base64.b64encode(message).decode() if self.binary_format == "base64" else message.hex()
-            message = f"[binary, {len(message)} bytes] {shown}".rstrip()
+        raw = isinstance(message, bytes) and self.args.binary_output == "raw"
+        if isinstance(message, bytes) and not raw:
+            base64_ = self.args.binary_output == "base64"
+            text = base64.b64encode(message).decode() if base64_ else message.hex()
+            message = f"[binary, {len(message)} bytes] {text}".rstrip()
+        elif isinstance(message, str) and self.args.json:
+            with contextlib.suppress(ValueError, RecursionError):
+                message = json.dumps(json.loads(message), indent=2, ensure_ascii=False)
         try:
-            self.write(f"< {message}" if self.interactive else message, sys.stdout)
+            if isinstance(message, bytes):
+                with self.writing:
+                    sys.stdout.flush()
+                    sys.stdout.buffer.write(message)
+                    sys.stdout.buffer.flush()
+            else:
+                self.write(self.stamp(f"< {message}" if self.interactive else message), sys.stdout)
         except BrokenPipeError:  # stdout's reader went away (| head): no error at exit either
             with contextlib.suppress(OSError, ValueError):
                 os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -58,7 +93,22 @@ class Console(logging.Handler):
         self.write(text, sys.stderr)
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.status(self.format(record))
+        event = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        if self.args.show_control and isinstance(event, (Ping, Pong, Close)):
+            text = describe_close(event.code, event.reason) if isinstance(event, Close) else shown(event.data)
+            self.status(self.stamp(f"[{type(event).__name__.lower()}] {text}"))
+        elif self.args.verbose or (self.args.reconnect and record.levelno >= logging.INFO):
+            self.status(self.format(record))
+
+    def heads(self, request: Any, response: Any) -> None:
+        """-v: the opening handshake's request (if known) and response, secrets redacted."""
+        sent = [] if request is None else [(">", f"{request.method} {request.path} {request.version}",
+                                            request.headers)]
+        for mark, start, headers in [*sent, ("<", f"HTTP/1.1 {response.status} {response.reason}",
+                                              response.headers)]:
+            self.status(f"{mark} {start}")
+            for name, value in headers.items():
+                self.status(f"{mark} {name}: {'<redacted>' if name.lower() in SECRET else value}")
 
     def write(self, text: str, stream: TextIO) -> None:
         """On a terminal, insert the text's rows above the cursor's row (the prompt): save
@@ -91,56 +141,118 @@ class Console(logging.Handler):
 
 
 class Session:
-    """Line mode (a pipe) and interactive mode (a terminal) alike."""
+    """Line mode (a pipe) and interactive mode (a terminal) alike, over one connection
+    after another with --reconnect (one stdin thread for them all)."""
 
-    def __init__(self, ws: Connection, console: Console, args: argparse.Namespace) -> None:
-        self.ws, self.console, self.args = ws, console, args
+    def __init__(self, console: Console, args: argparse.Namespace) -> None:
+        self.console, self.args = console, args
+        self.slash = console.interactive or args.slash
+        self.ws: Connection
         self.cond = threading.Condition()
         self.sent = self.received = 0
         self.done = False  # the main thread has seen the end of the connection
-        self.we_closed = False
-        self.error: Exception | None = None  # reading stdin failed
+        self.eof = False  # the end of input
+        self.we_closed: int | None = None  # the code we closed with
+        self.error: Exception | None = None  # reading stdin failed, or a bad line in a pipe
         # Not sys.stdin's buffer: at exit, Python would close it under the reading thread.
         self.stdin = open(sys.stdin.fileno(), "rb", closefd=False)  # noqa: SIM115
+        self.reader = threading.Thread(target=self.send_lines, name="simplews-cli-stdin", daemon=True)
 
-    def read_line(self) -> str | bytes | None:
+    def read_line(self) -> bytes | None:
         """The next line typed (or of stdin); None at the end of input."""
         if not self.console.interactive:
-            line = self.stdin.readline()
-            return as_message(line, self.args.binary) if line else None
+            return self.stdin.readline() or None
         try:
-            text = input(PROMPT)
+            return input(PROMPT).encode("utf-8", "surrogateescape")
         except EOFError:  # Ctrl-D
             return None
-        return text.encode("utf-8", "surrogateescape") if self.args.binary else text
+
+    def send(self, message: str | bytes) -> None:
+        self.ws.send(message)
+        with self.cond:
+            self.sent += 1
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        serialize_close(code, reason)  # ValueError: a reason over 123 bytes
+        self.we_closed = code
+        self.ws.close(code, reason)
+
+    def replied(self) -> bool:
+        """Wait for as many replies as messages sent, at most --wait seconds; True if the
+        connection ended meanwhile."""
+        with self.cond:
+            wait = 1.0 if self.args.wait is None else self.args.wait
+            return self.cond.wait_for(lambda: self.done or self.received >= self.sent, wait) and self.done
+
+    def handle(self, line: bytes) -> None:
+        """Send a line, or run its slash command."""
+        if not self.slash or not line.startswith(b"/") or line.startswith(b"//"):
+            self.send(as_message(line[1:] if self.slash and line.startswith(b"/") else line, self.args))
+            return
+        name, _, rest = line[1:].decode("utf-8", "replace").strip().partition(" ")
+        code, _, reason = rest.partition(" ")
+        if name == "ping":
+            if len(rest.encode()) > 125:
+                raise ValueError("a ping carries at most 125 bytes")
+            start = time.monotonic()
+            answered = self.ws.ping(rest or None).wait(self.args.timeout)
+            self.console.status(f"pong after {(time.monotonic() - start) * 1000:.1f} ms" if answered
+                                else f"no pong within {self.args.timeout:g} s")
+        elif name == "close":
+            if code and not (code.isdigit() and is_valid_close_code(int(code))):
+                raise ValueError(f"not a close code to send: {code}")
+            if self.console.interactive or not self.replied():  # a pipe: its replies first
+                self.close(int(code or 1000), reason)
+        elif name in ("binary", "b64"):
+            self.send(bytes.fromhex(rest) if name == "binary" else base64.b64decode(rest, validate=True))
+        elif name == "help":
+            self.console.status(HELP)
+        else:
+            raise ValueError(f"unknown command /{name} (/help lists them; //TEXT sends /TEXT)")
 
     def send_lines(self) -> None:
-        """The daemon thread: send each line; at the end of input, wait for the replies (as
-        many as messages sent, at most --wait seconds), then close, unless --keep-open."""
+        """The daemon thread: handle each line; at the end of input, wait for the replies
+        (as many as messages sent, at most --wait seconds), then close, unless --keep-open."""
         try:
             while (line := self.read_line()) is not None:
-                self.ws.send(line)
-                with self.cond:
-                    self.sent += 1
-            with self.cond:
-                wait = 1.0 if self.args.wait is None else self.args.wait
-                self.cond.wait_for(lambda: self.done or self.received >= self.sent, wait)
-                if self.done or self.args.keep_open:
-                    return
-                self.we_closed = True
+                while True:
+                    ws = self.ws
+                    try:
+                        self.handle(line)
+                    except (ValueError, ConcurrencyError) as exc:  # binascii.Error too
+                        if not self.console.interactive:
+                            text = line.rstrip().decode("utf-8", "replace")[:40]
+                            raise CliError(USAGE, f"cannot send {text!r}: {exc}") from None
+                        self.console.status(f"simplews: {exc}")
+                    except ConnectionClosed:
+                        if not self.args.reconnect:
+                            return  # the main thread says how
+                        with self.cond:  # sent once reconnected
+                            self.cond.wait_for(lambda: self.ws is not ws)  # noqa: B023
+                        continue
+                    break
+            self.eof = True
+            if self.replied() or self.args.keep_open:
+                return
         except ConnectionClosed:
-            return  # the main thread says how
-        except (OSError, ValueError) as exc:  # unreadable stdin, a line that is not UTF-8
+            return
+        except (OSError, ValueError, CliError) as exc:  # unreadable stdin, a bad line in a pipe
             self.error = exc
-        self.ws.close()
+        self.close()
 
-    def run(self) -> int:
+    def run(self, ws: Connection) -> int:
         """Receive and print until the connection ends; the exit code."""
-        threading.Thread(target=self.send_lines, name="simplews-cli-stdin", daemon=True).start()
+        with self.cond:
+            self.ws, self.done = ws, False
+            self.cond.notify_all()
+        if self.reader.ident is None:
+            self.reader.start()
+        elif self.eof:  # the input ended while reconnecting
+            self.close()
         try:
             try:
                 while True:
-                    self.console.message(self.ws.recv())
+                    self.console.message(ws.recv())
                     with self.cond:
                         self.received += 1
                         self.cond.notify_all()
@@ -151,15 +263,16 @@ class Session:
         except KeyboardInterrupt:
             self.console.end(erase=False)
             with contextlib.suppress(KeyboardInterrupt, ConnectionClosed, OSError):
-                self.ws.close()  # a second Ctrl-C: do not wait for the closing handshake
+                ws.close()  # a second Ctrl-C: do not wait for the closing handshake
             return INTERRUPTED
         except BrokenPipeError:  # | head: enough
             return OK
         except (WebSocketError, OSError) as exc:
             self.console.end()
-            if self.error is not None or not isinstance(exc, ConnectionClosedOK):
-                return fail(self.error or exc, self.args.url, self.args.verbose)
-            if self.console.interactive or not self.we_closed:
-                by = "" if self.we_closed else " by the server"
+            if self.error is not None or not isinstance(exc, ConnectionClosed) or not (
+                    isinstance(exc, ConnectionClosedOK) or exc.code == self.we_closed):
+                return fail(self.error or by_server(exc, ws), self.args.url, self.args.verbose)
+            if self.console.interactive or self.we_closed is None:
+                by = "" if self.we_closed is not None else " by the server"
                 self.console.status(f"connection closed{by}: {describe_close(exc.code, exc.reason)}")
             return OK
