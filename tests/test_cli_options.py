@@ -15,7 +15,7 @@ from support import (CERTS, CLI_TIMEOUT, assert_one_line_error, run_cli, running
 import test_cli
 from test_cli import Recorder, _shell_command, cli_process, url
 
-tmux = test_cli.tmux  # the fixture
+serve_process, tmux = test_cli.serve_process, test_cli.tmux  # the fixtures
 
 TIMEOUT = CLI_TIMEOUT
 STAMP = r"\d\d:\d\d:\d\d\.\d\d\d "
@@ -276,6 +276,34 @@ def test_an_unsupported_proxy_is_said_in_full():
     result = run_cli("--proxy", "socks5://127.0.0.1:1080", "ws://127.0.0.1:9/")
     line = assert_one_line_error(result, 4, "proxy")
     assert line.endswith("only http:// proxies are supported"), line
+
+
+# -- simplews serve --broadcast --send-on-connect (item 9) -------------------------
+
+
+def test_serve_broadcast_and_send_on_connect(serve_process):
+    server = serve_process("--broadcast", "--send-on-connect", "welcome")
+    where = f"ws://127.0.0.1:{server.port}/"
+    with simplews.connect(where, open_timeout=TIMEOUT) as one, \
+            simplews.connect(where, open_timeout=TIMEOUT) as two:
+        assert one.recv(timeout=TIMEOUT) == two.recv(timeout=TIMEOUT) == "welcome"
+        server.wait_for("connected")
+        server.wait_for("connected")  # both are in the room
+        one.send("from one")
+        assert one.recv(timeout=TIMEOUT) == two.recv(timeout=TIMEOUT) == "from one"
+        two.send(b"\x00from two")
+        assert one.recv(timeout=TIMEOUT) == two.recv(timeout=TIMEOUT) == b"\x00from two"
+
+
+def test_serve_echo_by_default_greets_only_with_send_on_connect(serve_process):
+    server = serve_process()
+    where = f"ws://127.0.0.1:{server.port}/"
+    with simplews.connect(where, open_timeout=TIMEOUT) as one, \
+            simplews.connect(where, open_timeout=TIMEOUT) as two:
+        one.send("mine")
+        two.send("yours")
+        assert one.recv(timeout=TIMEOUT) == "mine"
+        assert two.recv(timeout=TIMEOUT) == "yours"
 
 
 # -- in a real terminal (tmux) ------------------------------------------------

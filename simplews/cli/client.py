@@ -21,12 +21,11 @@ from .session import Console, Session, as_message
 
 DESCRIPTION = """Connect to a WebSocket server.
 
-On a terminal: a prompt; each line typed is sent as a text message and each message
-received is printed as it arrives, marked with '< '. In a pipe: each line of stdin is
-sent as a message, messages received are printed one per line, and at the end of input
-the connection is closed cleanly (after waiting up to --wait seconds for replies).
-Binary messages are printed as '[binary, N bytes] HEX'. At a terminal (in a pipe too with
---slash), lines starting with '/' are commands: /help lists them.
+On a terminal: a prompt; each line typed is sent as a text message, each message received
+is printed as it arrives, marked with '< ', and lines starting with '/' are commands (/help).
+In a pipe: each line of stdin is sent as a message, messages received are printed one per
+line, and at the end of input the connection is closed cleanly (after waiting up to --wait
+seconds for replies). Binary messages are printed as '[binary, N bytes] HEX'.
 'simplews serve --help': the echo server."""
 
 

@@ -22,8 +22,7 @@ EXIT_CODES = [
     (TIMEOUT, "timeout: opening handshake over --timeout, or no reply within --wait with --once"),
     (TLS, "TLS failure: certificate verification or TLS handshake"),
     (HANDSHAKE, "WebSocket handshake refused (HTTP status shown) or invalid"),
-    (CLOSED, "connection closed by the server with an error code (4001, 1011: shown), "
-             "or abnormally; protocol error"),
+    (CLOSED, "closed by the server with an error code (shown), or abnormally; protocol error"),
     (INTERRUPTED, "interrupted (Ctrl-C)"),
 ]
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import logging
 import signal
 import ssl
@@ -15,7 +16,7 @@ from typing import List, Optional
 from .._io import format_address
 from ..connection import Connection
 from ..exceptions import ConnectionClosed
-from ..server import serve
+from ..server import Server, serve
 from ..version import __version__
 from .errors import CONNECT, OK, USAGE, describe_close
 
@@ -25,9 +26,9 @@ log = logging.getLogger("simplews.cli")
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="simplews serve",
-        description="Run a WebSocket echo server: every message is sent back as is. Connections are "
-                    "logged to stderr. Ctrl-C or SIGTERM stops it, closing every connection with 1001 "
-                    "(going away).",
+        description="Run a WebSocket echo server: every message is sent back as is (with --broadcast, "
+                    "to every client). Connections are logged to stderr. Ctrl-C or SIGTERM stops it, "
+                    "closing every connection with 1001 (going away).",
         epilog="exit codes: 0 stopped by Ctrl-C/SIGTERM, 2 usage error (or unreadable certificate), "
                "4 cannot listen on HOST:PORT")
     add = p.add_argument
@@ -39,19 +40,26 @@ def parser() -> argparse.ArgumentParser:
     add("--subprotocol", action="append", default=[], metavar="NAME",
         help="accept this subprotocol (repeatable)")
     add("--no-compression", action="store_true", help="refuse permessage-deflate")
+    add("--broadcast", action="store_true", help="send each message to every client (the sender too)")
+    add("--send-on-connect", metavar="TEXT", help="send TEXT to each client as it connects")
     add("-v", "--verbose", action="store_true", help="log every frame")
     add("--version", action="version", version=f"simplews {__version__}")
     return p
 
 
-def echo(ws: Connection) -> None:
-    """The handler: send every message back; log the connection and its end."""
+def echo(args: argparse.Namespace, server: List[Server], ws: Connection) -> None:
+    """The handler: greet (--send-on-connect), send every message back (or to every client:
+    --broadcast); log the connection and its end."""
     peer = format_address(ws.remote_address)
     subprotocol = f" (subprotocol {ws.subprotocol})" if ws.subprotocol else ""
     log.info("%s connected: %s%s", peer, ws.request.path if ws.request else "?", subprotocol)
     with contextlib.suppress(ConnectionClosed):
+        if args.send_on_connect is not None:
+            ws.send(args.send_on_connect)
         for message in ws:
-            ws.send(message)
+            for each in server[0].connections if args.broadcast else [ws]:  # a plain fan-out
+                with contextlib.suppress(ConnectionClosed):
+                    each.send(message)
     log.info("%s disconnected: %s", peer, describe_close(ws.close_code, ws.close_reason))
 
 
@@ -63,22 +71,24 @@ def run(args: argparse.Namespace) -> int:
         print("simplews serve: --tls-cert and --tls-key go together", file=sys.stderr)
         return USAGE
     stop = _catch_stop_signals()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER) if args.tls_cert else None
     try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER) if args.tls_cert else None
         if context is not None:
             context.load_cert_chain(args.tls_cert, args.tls_key)
     except (OSError, ssl.SSLError) as exc:
         print(f"simplews serve: cannot load the TLS certificate or key: "
               f"{getattr(exc, 'strerror', None) or exc}", file=sys.stderr)
         return USAGE
+    servers: List[Server] = []
     try:
-        server = serve(echo, args.host, args.port, ssl=context, unix_socket=args.unix_socket,
-                       subprotocols=args.subprotocol or None,
+        server = serve(functools.partial(echo, args, servers), args.host, args.port, ssl=context,
+                       unix_socket=args.unix_socket, subprotocols=args.subprotocol or None,
                        compression=None if args.no_compression else "deflate")
     except OSError as exc:
         where = args.unix_socket or f"{args.host}:{args.port}"
         print(f"simplews serve: cannot listen on {where}: {exc.strerror or exc}", file=sys.stderr)
         return CONNECT
+    servers.append(server)
     scheme, host = "wss" if context else "ws", f"[{args.host}]" if ":" in args.host else args.host
     where = (f"the Unix socket {args.unix_socket} ({scheme})" if args.unix_socket
              else f"{scheme}://{host}:{server.port}/")

@@ -1,6 +1,5 @@
-"""The client's session: the main thread receives and prints, a daemon thread reads stdin
-and sends its lines (or runs slash commands). On a terminal, what arrives is inserted
-above the prompt: the line being typed stays as it is, under it (nothing redraws it)."""
+"""The client's session: the main thread receives and prints, a daemon thread reads stdin and
+sends its lines (or runs slash commands). On a terminal, messages are inserted above the prompt."""
 from __future__ import annotations
 
 import argparse
@@ -48,9 +47,8 @@ def shown(data: bytes) -> str:
 
 
 class Console(logging.Handler):
-    """Prints messages (stdout), status lines (stderr), and as a logging handler the
-    control frames (--show-control), the library's log (-v) and reconnect()'s (--reconnect);
-    on a terminal, above the prompt."""
+    """Prints messages (stdout), status lines (stderr), and as a logging handler control frames
+    (--show-control), the library's log (-v) and reconnect()'s (--reconnect)."""
 
     def __init__(self, interactive: bool, args: argparse.Namespace) -> None:
         super().__init__()
@@ -68,18 +66,16 @@ class Console(logging.Handler):
         return f"{datetime.datetime.now():%H:%M:%S.%f}"[:-3] + " " + text if self.args.timestamps else text
 
     def message(self, message: str | bytes) -> None:
-        raw = isinstance(message, bytes) and self.args.binary_output == "raw"
-        if isinstance(message, bytes) and not raw:
-            base64_ = self.args.binary_output == "base64"
-            text = base64.b64encode(message).decode() if base64_ else message.hex()
+        form = self.args.binary_output
+        if isinstance(message, bytes) and form != "raw":
+            text = base64.b64encode(message).decode() if form == "base64" else message.hex()
             message = f"[binary, {len(message)} bytes] {text}".rstrip()
         elif isinstance(message, str) and self.args.json:
             with contextlib.suppress(ValueError, RecursionError):
                 message = json.dumps(json.loads(message), indent=2, ensure_ascii=False)
         try:
-            if isinstance(message, bytes):
+            if isinstance(message, bytes):  # --binary-output raw
                 with self.writing:
-                    sys.stdout.flush()
                     sys.stdout.buffer.write(message)
                     sys.stdout.buffer.flush()
             else:
@@ -111,9 +107,8 @@ class Console(logging.Handler):
                 self.status(f"{mark} {name}: {'<redacted>' if name.lower() in SECRET else value}")
 
     def write(self, text: str, stream: TextIO) -> None:
-        """On a terminal, insert the text's rows above the cursor's row (the prompt): save
-        the cursor, make room below (the screen may scroll), go back up, insert blank rows,
-        print on them, restore the cursor and move it down as many rows."""
+        """On a terminal, insert the text's rows above the prompt's: save the cursor, make room
+        below (the screen may scroll), go up, insert rows, print, restore the cursor, go down."""
         with self.writing:
             if not self.interactive:
                 stream.write(text + "\n")
@@ -123,15 +118,13 @@ class Console(logging.Handler):
             rows = sum(max(1, -(-len(line) // width)) for line in text.split("\n"))
             sequence = (f"{ESC}7" + "\n" * rows + f"{ESC}[{rows}A{ESC}[{rows}L" + text + "\n"
                         + f"{ESC}8{ESC}[{rows}B")
-            # One write(): readline draws its prompt from another thread, and a prompt that
-            # landed in the middle of the sequence would share the message's row.
+            # One write(): readline draws its prompt from another thread, maybe amid the sequence.
             sys.stdout.flush()
             stream.flush()
             os.write(stream.fileno(), sequence.encode(stream.encoding or "utf-8", "replace"))
 
     def end(self, erase: bool = True) -> None:
-        """Leave the prompt: give the terminal its settings back (readline may still be
-        reading in its thread) and erase the prompt's row (or end it)."""
+        """Leave the prompt: the terminal's settings back, the prompt's row erased (or ended)."""
         if self.interactive:
             if self.tty is not None:
                 termios, settings = self.tty
@@ -178,8 +171,7 @@ class Session:
         self.ws.close(code, reason)
 
     def replied(self) -> bool:
-        """Wait for as many replies as messages sent, at most --wait seconds; True if the
-        connection ended meanwhile."""
+        """Wait for a reply to each message sent (--wait at most); True if the connection ended."""
         with self.cond:
             wait = 1.0 if self.args.wait is None else self.args.wait
             return self.cond.wait_for(lambda: self.done or self.received >= self.sent, wait) and self.done
