@@ -3,12 +3,15 @@ events (RFC 6455 §5.5, §5.6)."""
 from __future__ import annotations
 
 import enum
+from dataclasses import dataclass
 from typing import Tuple, Union
 
 __all__ = ["Side", "State", "Event", "Message", "Fragment", "Ping", "Pong", "Close", "DataEvent"]
 
 
 class Side(enum.Enum):
+    """Which end of the connection a Protocol is."""
+
     CLIENT = "client"
     SERVER = "server"
 
@@ -23,64 +26,53 @@ class State(enum.IntEnum):
 
 
 class Event:
+    """Base class of the events; each is a dataclass, equal to an event of its type
+    with the same fields."""
+
     __slots__ = ()
 
-    def __repr__(self) -> str:
-        slots: Tuple[str, ...] = self.__slots__
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in slots)
-        return f"{type(self).__name__}({fields})"
 
-    def __eq__(self, other: object) -> bool:
-        slots: Tuple[str, ...] = self.__slots__
-        return type(self) is type(other) and all(getattr(self, n) == getattr(other, n) for n in slots)
-
-
+@dataclass
 class Message(Event):
     """A complete data message: ``str`` for text, ``bytes`` for binary."""
 
     __slots__ = ("data",)
-
-    def __init__(self, data: Union[str, bytes]) -> None:
-        self.data = data
+    data: Union[str, bytes]
 
 
+@dataclass
 class Fragment(Event):
     """A piece of a message read in streaming mode; ``last`` ends the message."""
 
     __slots__ = ("data", "last")
-
-    def __init__(self, data: Union[str, bytes], last: bool) -> None:
-        self.data = data
-        self.last = last
+    data: Union[str, bytes]
+    last: bool
 
 
+@dataclass
 class Ping(Event):
     """A ping; its pong is already queued (RFC 6455 §5.5.2)."""
 
     __slots__ = ("data",)
-
-    def __init__(self, data: bytes) -> None:
-        self.data = data
+    data: bytes
 
 
+@dataclass
 class Pong(Event):
     """A pong; ``acknowledged`` lists the payloads of the pings it answers, oldest first."""
 
     __slots__ = ("data", "acknowledged")
-
-    def __init__(self, data: bytes, acknowledged: Tuple[bytes, ...]) -> None:
-        self.data = data
-        self.acknowledged = acknowledged
+    data: bytes
+    acknowledged: Tuple[bytes, ...]
 
 
+@dataclass
 class Close(Event):
     """The peer's close frame (code 1005 when it had no payload)."""
 
     __slots__ = ("code", "reason")
-
-    def __init__(self, code: int, reason: str) -> None:
-        self.code = code
-        self.reason = reason
+    code: int
+    reason: str
 
 
 #: What recv() and recv_streaming() deliver.

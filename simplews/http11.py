@@ -3,30 +3,20 @@ from __future__ import annotations
 
 import re
 from collections import abc
+from http.client import responses
 from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .exceptions import HeaderBlockTooLarge, InvalidHandshake
 
-__all__ = [
-    "Headers",
-    "HeadersLike",
-    "Request",
-    "Response",
-    "MAX_HEADER_BYTES",
-    "MAX_HEADERS",
-    "parse_request",
-    "parse_response",
-    "split_tokens",
-]
+__all__ = ["Headers", "HeadersLike", "Request", "Response", "MAX_HEADER_BYTES", "MAX_HEADERS",
+           "parse_request", "parse_response", "split_tokens"]
 
 MAX_HEADER_BYTES = 64 * 1024  # DESIGN §5: 64 KiB for the whole header block
 MAX_HEADERS = 256
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-_FIELD_VALUE = re.compile(rb"[\x09\x20-\x7e\x80-\xff]*")
-# RFC 7230 §3.2: field-name ":" OWS field-value OWS, checked in one match (the
-# trailing OWS is stripped after it).
-_HEADER_LINE = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*([\x09\x20-\x7e\x80-\xff]*)")
+# RFC 7230 §3.2: field-name ":" OWS field-value OWS in one match (the trailing OWS stripped after)
+_HEADER_LINE = re.compile(rb"(%s):[ \t]*([\x09\x20-\x7e\x80-\xff]*)" % _TOKEN.pattern)
 
 
 class Headers:
@@ -126,7 +116,7 @@ class Response:
     def __init__(self, status: int, reason: str = "", headers: Optional[HeadersLike] = None,
                  body: bytes = b"") -> None:
         self.status = status
-        self.reason = reason or _REASONS.get(status, "")
+        self.reason = reason or responses.get(status, "")
         self.headers = headers if isinstance(headers, Headers) else Headers(headers)
         self.body = body
 
@@ -143,16 +133,6 @@ class Response:
 
     def __repr__(self) -> str:
         return f"Response({self.status} {self.reason})"
-
-
-_REASONS = {
-    101: "Switching Protocols", 200: "OK", 301: "Moved Permanently", 302: "Found",
-    303: "See Other", 307: "Temporary Redirect", 308: "Permanent Redirect",
-    400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
-    405: "Method Not Allowed", 407: "Proxy Authentication Required", 426: "Upgrade Required",
-    431: "Request Header Fields Too Large", 500: "Internal Server Error",
-    503: "Service Unavailable",
-}
 
 
 def _split_head(buffer: Union[bytes, bytearray]) -> Optional[Tuple[List[bytes], int]]:
@@ -215,6 +195,4 @@ def parse_response(buffer: Union[bytes, bytearray],
 
 def split_tokens(value: Optional[str]) -> List[str]:
     """A comma-separated list of tokens (RFC 7230 §7), lower-cased, empty items skipped."""
-    if not value:
-        return []
-    return [item.strip().lower() for item in value.split(",") if item.strip()]
+    return [item.strip().lower() for item in (value or "").split(",") if item.strip()]
