@@ -5,7 +5,7 @@ import base64
 import binascii
 import hashlib
 import os
-from typing import Any, Callable, List, NamedTuple, Optional, Sequence
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .exceptions import InvalidHeader, InvalidStatus, NegotiationError
 from .extensions import DeflateConfig, DeflateParams, client_accept, client_offer, server_accept
@@ -13,13 +13,7 @@ from .http11 import Headers, HeadersLike, Request, Response, split_tokens
 from .uri import WebSocketURI
 from .version import __version__
 
-__all__ = [
-    "accept_key",
-    "ClientHandshake",
-    "ServerHandshake",
-    "Accepted",
-    "USER_AGENT",
-]
+__all__ = ["accept_key", "ClientHandshake", "ServerHandshake", "Accepted", "USER_AGENT"]
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # §1.3
 USER_AGENT = f"simplews/{__version__}"
@@ -48,12 +42,8 @@ class ClientHandshake:
         self.key = base64.b64encode(os.urandom(16)).decode("ascii")
         self.subprotocols = list(subprotocols or [])
         self.compression = compression
-        headers = Headers()
-        headers.add("Host", uri.host_header)
-        headers.add("Upgrade", "websocket")
-        headers.add("Connection", "Upgrade")
-        headers.add("Sec-WebSocket-Key", self.key)
-        headers.add("Sec-WebSocket-Version", "13")
+        headers = Headers([("Host", uri.host_header), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                           ("Sec-WebSocket-Key", self.key), ("Sec-WebSocket-Version", "13")])
         if origin is not None:
             headers.add("Origin", origin)
         if self.subprotocols:
@@ -75,17 +65,15 @@ class ClientHandshake:
         if response.status != 101:
             raise InvalidStatus(response)
         headers = response.headers
-        if "websocket" not in split_tokens(headers.get("Upgrade")):
-            raise InvalidHeader(f"invalid Upgrade header: {headers.get('Upgrade')!r}")
-        if "upgrade" not in split_tokens(headers.get("Connection")):
-            raise InvalidHeader(f"invalid Connection header: {headers.get('Connection')!r}")
+        for name, token in (("Upgrade", "websocket"), ("Connection", "upgrade")):
+            if token not in split_tokens(headers.get(name)):
+                raise InvalidHeader(f"invalid {name} header: {headers.get(name)!r}")
         if headers.get_all("Sec-WebSocket-Accept") != [accept_key(self.key)]:
             raise InvalidHeader("invalid Sec-WebSocket-Accept header")
         subprotocol = headers.get("Sec-WebSocket-Protocol")
         if subprotocol is not None and subprotocol not in self.subprotocols:
             raise NegotiationError(f"server chose a subprotocol we did not offer: {subprotocol}")
-        deflate = client_accept(headers.get("Sec-WebSocket-Extensions"), self.compression)
-        return Accepted(subprotocol, deflate)
+        return Accepted(subprotocol, client_accept(headers.get("Sec-WebSocket-Extensions"), self.compression))
 
 
 SelectSubprotocol = Callable[[Any, List[str]], Optional[str]]
@@ -119,29 +107,23 @@ class ServerHandshake:
         if len(headers.get_all("Host")) != 1:
             return self.reject(400, "missing or repeated Host header"), refused
         if "websocket" not in split_tokens(headers.get("Upgrade")):
-            response = self.reject(426, "this is a WebSocket server: Upgrade: websocket expected")
-            response.headers.add("Upgrade", "websocket")
-            response.headers.add("Connection", "Upgrade")
-            return response, refused
+            return self.reject(426, "this is a WebSocket server: Upgrade: websocket expected",
+                               ("Upgrade", "websocket"), ("Connection", "Upgrade")), refused
         if "upgrade" not in split_tokens(headers.get("Connection")):
             return self.reject(400, "missing Connection: Upgrade"), refused
         keys = headers.get_all("Sec-WebSocket-Key")
         if len(keys) != 1 or not _is_valid_key(keys[0]):
             return self.reject(400, "missing or invalid Sec-WebSocket-Key"), refused
-        if headers.get_all("Sec-WebSocket-Version") != ["13"]:
-            # §4.2.2: 426 with the versions that we support.
-            response = self.reject(426, "unsupported WebSocket version: 13 expected")
-            response.headers.add("Sec-WebSocket-Version", "13")
-            return response, refused
+        if headers.get_all("Sec-WebSocket-Version") != ["13"]:  # §4.2.2: 426 with the versions we support
+            return self.reject(426, "unsupported WebSocket version: 13 expected",
+                               ("Sec-WebSocket-Version", "13")), refused
         if self.origins is not None and headers.get("Origin") not in self.origins:
             return self.reject(403, "origin not allowed"), refused  # §4.2.2 / §10.2
-        response = Response(101, "Switching Protocols", Headers([
-            ("Upgrade", "websocket"),
-            ("Connection", "Upgrade"),
-            ("Sec-WebSocket-Accept", accept_key(keys[0])),
-        ]))
+        response = Response(101, "Switching Protocols", [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+                                                         ("Sec-WebSocket-Accept", accept_key(keys[0]))])
         offered = [p.strip() for p in (headers.get("Sec-WebSocket-Protocol") or "").split(",") if p.strip()]
-        subprotocol = self._choose_subprotocol(connection, offered)
+        subprotocol = (self.select_subprotocol(connection, offered) if self.select_subprotocol is not None
+                       else next((p for p in offered if p in self.subprotocols), None))  # the client's order
         if subprotocol is not None:
             response.headers.add("Sec-WebSocket-Protocol", subprotocol)
         deflate = None
@@ -157,19 +139,10 @@ class ServerHandshake:
             response.headers.add("Server", self.server_header)
         return response, Accepted(subprotocol, deflate)
 
-    def _choose_subprotocol(self, connection: Any, offered: List[str]) -> Optional[str]:
-        if self.select_subprotocol is not None:
-            return self.select_subprotocol(connection, offered)
-        for name in offered:  # the client's order of preference
-            if name in self.subprotocols:
-                return name
-        return None
-
-    def reject(self, status: int, text: str) -> Response:
+    def reject(self, status: int, text: str, *extra_headers: Tuple[str, str]) -> Response:
         """A plain-text error response."""
-        headers = Headers([("Content-Type", "text/plain; charset=utf-8")])
-        if self.server_header:
-            headers.add("Server", self.server_header)
+        server = [("Server", self.server_header)] if self.server_header else []
+        headers = Headers([("Content-Type", "text/plain; charset=utf-8"), *server, *extra_headers])
         return Response(status, "", headers, (text + "\n").encode("utf-8"))
 
 
