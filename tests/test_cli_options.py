@@ -336,3 +336,40 @@ def test_interactive_slash_commands_and_control_frames(tmux):
         assert "connection closed: code 4001" in screen
         assert (ws.close_code, ws.close_reason) == (4001, "bye")
         assert recorder.received() == [b"\x01\x02", b"hi", "/literal"]
+
+
+def test_interactive_reconnect_keeps_the_prompt(tmux):
+    connections = queue.Queue()
+
+    def handler(ws):
+        connections.put(ws)
+        if connections.qsize() == 1:
+            ws.close(1012, "restarting")
+            return
+        for message in ws:
+            ws.send(message)
+
+    with running_server(handler) as server:
+        term = tmux(_shell_command("--reconnect", url(server)))
+        term.wait_text("next attempt in")
+        term.keys("typed meanwhile")  # the prompt stays while it reconnects
+        term.wait_for(lambda s: s.count("Ctrl-D or Ctrl-C to quit") == 2, "the second connection")
+        term.key("Enter")
+        term.wait_text("< typed meanwhile")
+        assert "simplews: connection closed by the server: code 1012 (service restart)" in term.screen()
+        term.key("C-d")
+        term.wait_text("[exit 0]")
+        assert connections.qsize() == 2
+
+
+def test_interactive_ctrl_c_while_waiting_to_reconnect(tmux):
+    def handler(ws):
+        ws.close(1012, "restarting")
+
+    with running_server(handler) as server:
+        term = tmux(_shell_command("--reconnect", url(server)))
+        term.wait_text("next attempt in")
+        term.key("C-c")
+        term.wait_text("[exit 130]")
+        term.keys("echoed")  # the terminal has its settings back: what is typed shows
+        term.wait_text("echoed")

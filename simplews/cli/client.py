@@ -140,20 +140,23 @@ def run(args: argparse.Namespace) -> int:
         data = sys.stdin.buffer.read() if args.once else b""
         kwargs, session, code = _connect_kwargs(args, parse_uri(args.url).secure), Session(console, args), OK
         for ws in reconnect(args.url, **kwargs) if args.reconnect else [connect(args.url, **kwargs)]:
-            if args.verbose:
-                console.heads(ws.request, ws.response)
+            for head in (ws.request, ws.response) if args.verbose else ():
+                console.head(head)
             if interactive:
                 detail = f" (subprotocol: {ws.subprotocol})" if ws.subprotocol else ""
                 console.status(f"connected to {args.url}{detail}; Ctrl-D or Ctrl-C to quit")
             code = _once(ws, data, args, console) if args.once else session.run(ws)
             if args.once or code == INTERRUPTED or session.we_closed is not None or session.eof:
                 break
-    except KeyboardInterrupt:
+        if args.reconnect and code != INTERRUPTED:  # the prompt stayed between connections
+            console.end()
+    except KeyboardInterrupt:  # while connecting (or waiting to reconnect)
+        console.end(erase=False)
         return INTERRUPTED
     except Exception as exc:  # noqa: BLE001 (every failure ends as one line and an exit code)
         if args.verbose and isinstance(exc, InvalidStatus):
-            console.heads(None, exc.response)
-        return fail(exc, args.url, args.verbose, args.timeout)
+            console.head(exc.response)
+        return fail(exc, console.status, args.url, args.verbose, args.timeout)
     return code
 
 
@@ -165,13 +168,13 @@ def _once(ws: Connection, data: bytes, args: argparse.Namespace, console: Consol
         try:
             message = ws.recv(timeout=args.wait)
         except TimeoutError:
-            return fail(CliError(TIMEOUT, f"no message received within {args.wait:g} s"))
+            return fail(CliError(TIMEOUT, f"no message received within {args.wait:g} s"), console.status)
         except ConnectionClosedOK as exc:
             console.status(f"connection closed by the server before any message: "
                            f"{describe_close(exc.code, exc.reason)}")
             return OK
         except ConnectionClosed as exc:
-            return fail(by_server(exc, ws))
+            return fail(by_server(exc, ws), console.status)
         with contextlib.suppress(BrokenPipeError):
             console.message(message)
     return OK

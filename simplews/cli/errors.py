@@ -1,10 +1,12 @@
 """Exit codes, and the one line printed for each expected failure."""
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 import sys
 import traceback
+from typing import Callable
 
 from ..connection import Connection
 from ..exceptions import (ConnectionClosed, ConnectionClosedError, InvalidHandshake, InvalidProxyStatus,
@@ -53,10 +55,8 @@ def classify(exc: BaseException, uri: str = "", timeout: float | None = None) ->
         reason = exc.response.reason
         text = f"handshake refused: HTTP {exc.status} {reason}".rstrip()
         body = exc.response.body.decode("utf-8", "replace").strip().split("\n")[0]
-        for said in (f"{exc.status} {reason}", reason, str(exc.status)):  # said once ("401 Unauthorized")
-            if said and body.lower().startswith(said.lower()):
-                body = body[len(said):].lstrip(" :-.")
-                break
+        # without what the status line says already ("401 Unauthorized: missing credentials")
+        body = re.sub(rf"^({exc.status} ?)?({re.escape(reason)})?(?<=\w)[\s:.-]*", "", body, flags=re.I)
         return CliError(HANDSHAKE, f"{text}: {body}" if body and len(body) <= 200 else text)
     if isinstance(exc, InvalidProxyStatus):
         return CliError(CONNECT, f"the proxy refused the tunnel to {uri}: HTTP {exc.status} "
@@ -102,11 +102,11 @@ def by_server(exc: BaseException, ws: Connection) -> BaseException:
     return exc
 
 
-def fail(exc: BaseException, uri: str = "", verbose: bool = False, timeout: float | None = None) -> int:
-    """Print the one line for ``exc`` (and, with -v, the traceback of an unexpected error);
-    return its exit code."""
+def fail(exc: BaseException, say: Callable[[str], None], uri: str = "", verbose: bool = False,
+         timeout: float | None = None) -> int:
+    """``say`` the one line for ``exc`` (-v: the traceback of an unexpected error); its exit code."""
     error = classify(exc, uri, timeout)
     if verbose and error.exit_code == ERROR:
         traceback.print_exception(type(exc), exc, exc.__traceback__, file=sys.stderr)
-    print(f"simplews: {error}", file=sys.stderr, flush=True)
+    say(f"simplews: {error}")
     return error.exit_code

@@ -21,7 +21,6 @@ from ..frames import is_valid_close_code, serialize_close
 from ..protocol import Close, Ping, Pong
 from .errors import INTERRUPTED, OK, USAGE, CliError, by_server, describe_close, fail
 
-PROMPT = "> "
 ESC = "\x1b"
 HELP = """/ping [TEXT]            send a ping, print the pong's round-trip time
 /close [CODE [REASON]]  close the connection (code 1000 by default)
@@ -40,10 +39,8 @@ def as_message(line: bytes, args: argparse.Namespace) -> str | bytes:
 
 def shown(data: bytes) -> str:
     """A control frame's payload: quoted text, else hex."""
-    try:
-        return repr(data.decode())
-    except UnicodeDecodeError:
-        return data.hex()
+    text = data.decode("utf-8", "replace")
+    return data.hex() if "\ufffd" in text else repr(text)
 
 
 class Console(logging.Handler):
@@ -96,15 +93,13 @@ class Console(logging.Handler):
         elif self.args.verbose or (self.args.reconnect and record.levelno >= logging.INFO):
             self.status(self.format(record))
 
-    def heads(self, request: Any, response: Any) -> None:
-        """-v: the opening handshake's request (if known) and response, secrets redacted."""
-        sent = [] if request is None else [(">", f"{request.method} {request.path} {request.version}",
-                                            request.headers)]
-        for mark, start, headers in [*sent, ("<", f"HTTP/1.1 {response.status} {response.reason}",
-                                              response.headers)]:
-            self.status(f"{mark} {start}")
-            for name, value in headers.items():
-                self.status(f"{mark} {name}: {'<redacted>' if name.lower() in SECRET else value}")
+    def head(self, head: Any) -> None:
+        """-v: the opening handshake's request or response, secrets redacted."""
+        mark, start = ((">", f"{head.method} {head.path} {head.version}") if hasattr(head, "method")
+                       else ("<", f"HTTP/1.1 {head.status} {head.reason}"))
+        self.status(f"{mark} {start}")
+        for name, value in head.headers.items():
+            self.status(f"{mark} {name}: {'<redacted>' if name.lower() in SECRET else value}")
 
     def write(self, text: str, stream: TextIO) -> None:
         """On a terminal, insert the text's rows above the prompt's: save the cursor, make room
@@ -156,7 +151,7 @@ class Session:
         if not self.console.interactive:
             return self.stdin.readline() or None
         try:
-            return input(PROMPT).encode("utf-8", "surrogateescape")
+            return input("> ").encode("utf-8", "surrogateescape")
         except EOFError:  # Ctrl-D
             return None
 
@@ -260,10 +255,12 @@ class Session:
         except BrokenPipeError:  # | head: enough
             return OK
         except (WebSocketError, OSError) as exc:
-            self.console.end()
+            if not self.args.reconnect:  # else the prompt stays, for the next connection
+                self.console.end()
             if self.error is not None or not isinstance(exc, ConnectionClosed) or not (
                     isinstance(exc, ConnectionClosedOK) or exc.code == self.we_closed):
-                return fail(self.error or by_server(exc, ws), self.args.url, self.args.verbose)
+                return fail(self.error or by_server(exc, ws), self.console.status, self.args.url,
+                            self.args.verbose)
             if self.console.interactive or self.we_closed is None:
                 by = "" if self.we_closed is not None else " by the server"
                 self.console.status(f"connection closed{by}: {describe_close(exc.code, exc.reason)}")
