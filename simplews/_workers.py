@@ -1,14 +1,12 @@
-"""The server's threads. Idle threads all wait for the next connection; the one that
-gets it serves it itself, so that the handshake starts in the thread the kernel woke,
-with no hand-off between threads in its way. If no other thread is then left waiting,
-run() starts one. A thread whose connection ended waits for the next one instead of
-exiting (starting a thread costs more than a handshake); each connection still has one
-thread of its own while it lives."""
+"""The server's threads. Idle threads all wait for the next connection; the one that gets
+it serves it itself (no hand-off between threads), and run() starts another if none is
+left waiting. A thread whose connection ended waits for the next one instead of exiting
+(starting a thread costs more than a handshake)."""
 from __future__ import annotations
 
 import enum
 import threading
-from typing import Any, Callable, List, Literal, Optional, Protocol, Set, Tuple, Union
+from typing import Any, Callable, List, Literal, Protocol, Set, Tuple, Union
 
 __all__ = ["Workers", "Waiter", "Task", "STOP"]
 
@@ -18,7 +16,6 @@ class _Stop(enum.Enum):
 
 
 STOP = _Stop.STOP  # what a Waiter returns once the server stops
-#: What a Waiter returns: ``(item, thread name)``, None (idle), or STOP.
 Task = Union[Tuple[Any, str], None, Literal[_Stop.STOP]]
 
 
@@ -82,14 +79,14 @@ class Workers:
 
     def _run(self) -> None:
         me = threading.current_thread()
-        waiter: Optional[Waiter] = None
         try:
-            try:
-                waiter = self._open_waiter()
-            except (OSError, ValueError):  # the listening socket is closed already
-                with self._lock:
-                    self._idle -= 1
-                return
+            waiter = self._open_waiter()
+        except (OSError, ValueError):  # the listening socket is closed already
+            with self._lock:
+                self._idle -= 1
+                self._threads.discard(me)
+            return
+        try:
             while True:
                 task = waiter(self.idle_timeout)
                 if task is STOP:
@@ -111,7 +108,6 @@ class Workers:
                         return
                     self._idle += 1
         finally:
-            if waiter is not None:
-                waiter.close()
+            waiter.close()
             with self._lock:
                 self._threads.discard(me)
