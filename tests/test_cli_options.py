@@ -373,3 +373,12 @@ def test_interactive_ctrl_c_while_waiting_to_reconnect(tmux):
         term.wait_text("[exit 130]")
         term.keys("echoed")  # the terminal has its settings back: what is typed shows
         term.wait_text("echoed")
+
+
+def test_once_with_hex():
+    with running_server(Recorder()) as server:
+        result = run_cli("--once", "--hex", url(server), input=b"00ff\n")
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stdout == b"[binary, 2 bytes] 00ff\n"
+        result = run_cli("--once", "--hex", url(server), input=b"0g")
+    assert_one_line_error(result, 2, "cannot send stdin", "non-hexadecimal")

@@ -163,10 +163,12 @@ def run(args: argparse.Namespace) -> int:
 def _once(ws: Connection, data: bytes, args: argparse.Namespace, console: Console) -> int:
     """--once: send stdin as one message (if any), print the first message received."""
     with ws:
-        if data:
-            ws.send(data if args.binary else as_message(data, args))
         try:
+            if data:
+                ws.send(data if args.binary else as_message(data, args))
             message = ws.recv(timeout=args.wait)
+        except ValueError as exc:  # --hex: not hex
+            return fail(CliError(USAGE, f"cannot send stdin: {exc}"), console.status)
         except TimeoutError:
             return fail(CliError(TIMEOUT, f"no message received within {args.wait:g} s"), console.status)
         except ConnectionClosedOK as exc:

@@ -48,8 +48,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def echo(args: argparse.Namespace, server: List[Server], ws: Connection) -> None:
-    """The handler: greet (--send-on-connect), send every message back (or to every client:
-    --broadcast); log the connection and its end."""
+    """The handler: greet, echo (or broadcast) each message; log the connection and its end."""
     peer = format_address(ws.remote_address)
     subprotocol = f" (subprotocol {ws.subprotocol})" if ws.subprotocol else ""
     log.info("%s connected: %s%s", peer, ws.request.path if ws.request else "?", subprotocol)

@@ -138,8 +138,7 @@ class Session:
         self.ws: Connection
         self.cond = threading.Condition()
         self.sent = self.received = 0
-        self.done = False  # the main thread has seen the end of the connection
-        self.eof = False  # the end of input
+        self.done = self.eof = False  # the end of the connection (seen by the main thread), of input
         self.we_closed: int | None = None  # the code we closed with
         self.error: Exception | None = None  # reading stdin failed, or a bad line in a pipe
         # Not sys.stdin's buffer: at exit, Python would close it under the reading thread.
