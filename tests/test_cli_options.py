@@ -35,7 +35,7 @@ def test_slash_commands_in_a_pipe():
         assert (ws.close_code, ws.close_reason) == (4001, "bye")
     assert result.stdout == b"[binary, 2 bytes] 00ff\n[binary, 3 bytes] 616263\n/slash\n"
     err = stderr_of(result)
-    assert re.search(r"^pong after \d+\.\d ms$", err, re.M), err
+    assert re.search(r"^pong 'hi' after \d+\.\d ms$", err, re.M), err
     assert "/close [CODE [REASON]]" in err and "//TEXT" in err, err
 
 
@@ -317,7 +317,7 @@ def test_interactive_slash_commands_and_control_frames(tmux):
         ws = recorder.connections.get(timeout=TIMEOUT)
         term.keys("/ping hey", enter=True)
         term.wait_text("[pong] 'hey'")
-        term.wait_for(lambda s: re.search(r"^pong after \d+\.\d ms", s, re.M), "the round-trip time")
+        term.wait_for(lambda s: re.search(r"^pong 'hey' after \d+\.\d ms", s, re.M), "the round-trip time")
         term.keys("/binary 0102", enter=True)
         term.wait_text("< [binary, 2 bytes] 0102")
         term.keys("/b64 aGk=", enter=True)

@@ -178,12 +178,12 @@ class Session:
         name, _, rest = line[1:].decode("utf-8", "replace").strip().partition(" ")
         code, _, reason = rest.partition(" ")
         if name == "ping":
-            if len(rest.encode()) > 125:
+            payload, start = rest.encode() or os.urandom(4), time.monotonic()
+            if len(payload) > 125:
                 raise ValueError("a ping carries at most 125 bytes")
-            start = time.monotonic()
-            answered = self.ws.ping(rest or None).wait(self.args.timeout)
-            self.console.status(f"pong after {(time.monotonic() - start) * 1000:.1f} ms" if answered
-                                else f"no pong within {self.args.timeout:g} s")
+            answered = self.ws.ping(payload).wait(self.args.timeout)
+            self.console.status(f"pong {shown(payload)} after {(time.monotonic() - start) * 1000:.1f} ms"
+                                if answered else f"no pong within {self.args.timeout:g} s")
         elif name == "close":
             if code and not (code.isdigit() and is_valid_close_code(int(code))):
                 raise ValueError(f"not a close code to send: {code}")
