@@ -50,7 +50,7 @@ from time import monotonic
 from typing import Any, Dict, List, Optional, Tuple
 
 from . import keepalive
-from ._io import NOW, Deadline, Flag, data_ready, wait_writable
+from ._io import NOW, Deadline, Flag, data_ready, wait_readable, wait_writable
 from .exceptions import ConcurrencyError, ConnectionClosed, ProtocolError
 from .frames import CloseCode
 from .http11 import Request, Response
@@ -73,7 +73,7 @@ class Transport:
         "remote_address", "latency", "_debug", "_tls", "_read_lock", "_write_lock",
         "_message_lock", "_state_lock", "_queue", "_read_buffer", "_read_view", "_pings",
         "_closed", "_tcp_closed", "_shut_wr", "_cut", "_close_exc", "_close_deadline",
-        "_cause", "_failure_reported", "__dict__", "__weakref__",
+        "_cause", "_failure_reported", "_handback", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, protocol: Protocol, *, request: Request,
@@ -116,6 +116,7 @@ class Transport:
         self._close_deadline: Optional[Deadline] = None
         self._cause: Optional[OSError] = None  # the network error that ended it, if one did
         self._failure_reported = False
+        self._handback = False  # the keepalive thread wants to watch once the reader lets go
         if leftover:
             protocol.receive_data(leftover)
         keepalive.register(self)
@@ -395,10 +396,12 @@ class Transport:
         self._start_closing()
         self.logger.info("aborting connection with %d: %s", code, reason)
         self._shutdown(socket.SHUT_RDWR)
+        keepalive.wake(self, 0.0)  # finish it as soon as the read lock is free
 
     def _start_closing(self) -> None:  # the close deadline: close_timeout from now
         if self._close_deadline is None:
-            self._close_deadline = Deadline(self.close_timeout or 0)
+            self._close_deadline = deadline = Deadline(self.close_timeout or 0)
+            keepalive.wake(self, deadline.at or 0.0)  # it finishes the connection then
 
     def _shutdown(self, how: int) -> None:
         with contextlib.suppress(OSError):  # socket.socket's: SSLSocket's would drop the TLS state
@@ -432,11 +435,11 @@ class Transport:
     def keepalive_fileno(self) -> int:
         return self.socket.fileno()
 
-    def keepalive_tick(self, now: float) -> bool:
-        """Pending replies, the end of cut or closing connections; False once the
-        connection is closing or closed (no more pings). Never blocks."""
+    def keepalive_tick(self, now: float) -> Optional[float]:
+        """Pending replies, the end of cut or closing connections: None while open
+        with nothing pending, else when to look again. Never blocks."""
         if self._closed.is_set():
-            return False
+            return keepalive.NEVER
         deadline = self._close_deadline
         if self._cut or (deadline is not None and deadline.passed()):
             if self._read_lock.acquire(blocking=False):
@@ -446,10 +449,14 @@ class Transport:
                     self._read_lock.release()
             elif not self._cut:  # a reader is stuck (in a reply's sendall, say)
                 self._cut_tcp(_ABNORMAL, "close timeout")
-            return False
+            return now + keepalive.TICK
         if self.protocol.has_replies:
             self._flush_replies(True)
-        return not self.protocol.closing
+            if self.protocol.has_replies:  # the socket is full: again next tick
+                return now + keepalive.TICK
+        if self.protocol.closing:
+            return deadline.at or 0.0 if deadline is not None else now + keepalive.TICK
+        return None
 
     def keepalive_ping(self) -> Optional[threading.Event]:
         try:
@@ -461,32 +468,49 @@ class Transport:
         self.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     def wants_idle_reads(self) -> bool:
-        """Should the keepalive thread watch this socket? Not while someone reads it,
-        nor while the queue is full (TCP back-pressure), nor once closed."""
-        return not (self._closed.is_set() or self._read_lock.locked()
-                    or (self.max_queue is not None and len(self._queue) >= self.max_queue))
+        """Should the keepalive thread watch this socket? Not once closed, nor while
+        someone reads it or the queue is full (TCP back-pressure): then the reader hands
+        the connection back (_hand_back) when it lets go. The test is made again after
+        the flag is set, for a reader letting go meanwhile."""
+        for _ in range(2):
+            if self._closed.is_set():
+                return False
+            if not (self._read_lock.locked()
+                    or (self.max_queue is not None and len(self._queue) >= self.max_queue)):
+                return True
+            self._handback = True
+        return False
+
+    def _hand_back(self) -> None:
+        """(Called by a reader that let go while the keepalive thread was waiting.)"""
+        self._handback = False
+        keepalive.watch(self)
 
     def read_idle(self) -> bool:
-        """The socket is readable and nobody reads it: read what is there, answer
-        control frames, queue data (never blocks). False: stop watching for now."""
+        """The socket is readable: read what is there, answer control frames, queue
+        data (never blocks). False: stop watching (see wants_idle_reads)."""
         if not self._read_lock.acquire(blocking=False):
-            return False
+            self._handback = True
+            if not self._read_lock.acquire(blocking=False):
+                return False
         try:
             if self._closed.is_set():
                 return False
             try:
                 if self._tls and not data_ready(self.socket, NOW):
-                    return False  # half a TLS record: look again next tick
+                    if not wait_readable(self.socket, 0):
+                        return True  # nothing came: keep watching
+                    keepalive.wake(self, monotonic() + keepalive.TICK)
+                    return False  # half a TLS record: look again in a tick
             except OSError as exc:  # reset by the peer, say: the peek consumed the error
                 self._set_cause(exc)
                 self.protocol.receive_eof()
                 self._finish()
                 return False
             self._pump(NOW, idle=True)
-            return not self._closed.is_set() and (
-                self.max_queue is None or len(self._queue) < self.max_queue)
         finally:
             self._read_lock.release()
+        return self.wants_idle_reads()
 
     def _log_data(self, direction: str, event: Event) -> None:
         data = event.data  # type: ignore[attr-defined]

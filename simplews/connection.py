@@ -54,6 +54,8 @@ class Connection(Transport):
         if timeout is None and not self._queue:  # the common case, with one call less
             with self._read_lock:
                 event = self._queue.pop(0) if self._queue else self._pump(None)
+            if self._handback:
+                self._hand_back()
         else:
             event = self._next_data_event(timeout, streaming=False)
         if type(event) is not Message:
@@ -84,7 +86,10 @@ class Connection(Transport):
     def _next_data_event(self, timeout: Optional[float], streaming: bool) -> Event:
         queue = self._queue
         if queue:
-            return queue.pop(0)
+            event = queue.pop(0)
+            if self._handback:  # the queue has room again
+                self._hand_back()
+            return event
         deadline = Deadline(timeout)
         if not self._read_lock.acquire(timeout=deadline.lock_timeout()):
             raise TimeoutError("timed out waiting for a message")
@@ -94,6 +99,8 @@ class Connection(Transport):
             return self._pump(deadline, streaming=streaming)  # type: ignore[return-value]
         finally:
             self._read_lock.release()
+            if self._handback:  # the keepalive thread may watch the socket again
+                self._hand_back()
 
     def __enter__(self) -> Connection:
         return self

@@ -1,25 +1,34 @@
 """The one background thread of the process (DESIGN §2), started lazily.
 
-Every tick (~50 ms) it sends the periodic pings, fails connections whose pong
-is late, and finishes aborted or closing connections. Between ticks it waits in
-a selector over the connections that nobody is reading, and reads those when
-data arrives: pings are answered within a tick even if the application never
-calls recv(). A connection whose read lock is taken leaves the selector until
-the next tick, so a connection that is being read costs it nothing.
+It sends the periodic pings, fails connections whose pong is late, finishes aborted
+or closing connections, and reads the sockets that nobody reads, so that pings are
+answered within a tick even if the application never calls recv(). Its cost grows
+with what happens, not with how many connections it holds:
+
+- a timer heap says which connection needs a look next (a ping due, a pong late, a
+  close deadline); nothing else is visited;
+- a selector watches the sockets of connections whose read lock is free. One whose
+  lock is taken (a thread in recv()) is handed back: the connection leaves the
+  selector and calls watch() when its reader lets go, so a connection being read
+  costs the thread nothing.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
+import heapq
+import itertools
 import logging
 import selectors
 import threading
 import time
 from time import monotonic
-from typing import Dict, Optional, Protocol
+from typing import Deque, Dict, List, Optional, Protocol, Tuple
 
-__all__ = ["Keepable", "register", "unregister", "TICK"]
+__all__ = ["Keepable", "register", "unregister", "watch", "wake", "TICK"]
 
 TICK = 0.05
+NEVER = float("inf")
 logger = logging.getLogger("simplews.keepalive")
 
 
@@ -33,9 +42,9 @@ class Keepable(Protocol):
     def keepalive_fileno(self) -> int:
         """The socket's descriptor, to wait for data on; -1 once closed."""
 
-    def keepalive_tick(self, now: float) -> bool:
-        """Closing chores (pending replies, a close deadline); False once the
-        connection is closing or closed: no more pings."""
+    def keepalive_tick(self, now: float) -> Optional[float]:
+        """Closing chores (pending replies, a close deadline): None while the connection
+        is open with nothing pending, else when to look again (no pings then)."""
 
     def keepalive_ping(self) -> Optional[threading.Event]:
         """Send a ping now if the writer is free and the socket has room, else None;
@@ -45,61 +54,100 @@ class Keepable(Protocol):
         """The pong is late: fail the connection with 1011."""
 
     def wants_idle_reads(self) -> bool:
-        """Should the thread read this connection's socket when data arrives (nobody
-        else reads it, and its read-ahead queue has room)?"""
+        """Should the thread watch this socket? False when somebody reads it or its
+        read-ahead queue is full: the connection then calls watch() when that ends."""
 
     def read_idle(self) -> bool:
-        """Read and handle what arrived; False: stop watching until the next tick."""
+        """Read and handle what arrived; False: stop watching (as wants_idle_reads)."""
 
 
 class _Schedule:
-    """A connection's keepalive pings: when the next is due, the one awaiting its pong."""
+    """A connection's keepalive pings, and the time of its live entry in the heap
+    (the connection is None once unregistered: stale entries keep no connection)."""
 
-    __slots__ = ("next_ping", "waiter", "sent_at")
+    __slots__ = ("connection", "at", "next_ping", "waiter", "sent_at")
 
-    def __init__(self, interval: Optional[float], now: float) -> None:
-        self.next_ping = None if not interval else now + interval
+    def __init__(self, connection: Keepable, interval: Optional[float], now: float) -> None:
+        self.connection: Optional[Keepable] = connection
+        self.at = NEVER
+        self.next_ping = NEVER if not interval else now + interval
         self.waiter: Optional[threading.Event] = None
         self.sent_at = 0.0
 
 
-_lock = threading.Lock()
-_connections: Dict[Keepable, _Schedule] = {}
+_lock = threading.Lock()  # guards the four below; held for a few steps, never across I/O
+_schedules: Dict[Keepable, _Schedule] = {}
+_heap: List[Tuple[float, int, _Schedule]] = []  # (when, tie-breaker, schedule); stale ones skipped
+_order = itertools.count()
 _thread: Optional[threading.Thread] = None
+_to_watch: Deque[Keepable] = collections.deque()  # appended from any thread without a lock
+_gone: Deque[Keepable] = collections.deque()
 
 
 def register(connection: Keepable) -> None:
-    """Watch ``connection`` until it is unregistered; start the thread if needed."""
+    """Look after ``connection`` until it is unregistered; start the thread if needed."""
     global _thread
-    schedule = _Schedule(connection.ping_interval, monotonic())
+    schedule = _Schedule(connection, connection.ping_interval, monotonic())
     with _lock:
-        _connections[connection] = schedule
+        _schedules[connection] = schedule
+        _push(schedule, schedule.next_ping)
         if _thread is None:
             _thread = threading.Thread(target=_run, name="simplews-keepalive", daemon=True)
             _thread.start()
+    _to_watch.append(connection)
 
 
 def unregister(connection: Keepable) -> None:
     with _lock:
-        _connections.pop(connection, None)
+        schedule = _schedules.pop(connection, None)
+        if schedule is not None:
+            schedule.connection = None
+        if len(_heap) > 2 * len(_schedules) + 64:  # mostly stale: rebuild it
+            _heap[:] = [e for e in _heap if e[2].connection is not None and e[2].at == e[0]]
+            heapq.heapify(_heap)
+    _gone.append(connection)
 
 
-def _tick(connection: Keepable, schedule: _Schedule, now: float) -> None:
+def watch(connection: Keepable) -> None:
+    """Watch ``connection``'s socket again (its reader let go); takes effect within a tick."""
+    _to_watch.append(connection)
+
+
+def wake(connection: Keepable, at: float) -> None:
+    """Look at ``connection`` at ``at`` (monotonic) at the latest: a close deadline."""
+    with _lock:
+        schedule = _schedules.get(connection)
+        if schedule is not None:
+            _push(schedule, at)
+
+
+def _push(schedule: _Schedule, at: float) -> None:
+    if at < schedule.at:  # (_lock held) the entry it replaces becomes stale
+        schedule.at = at
+        heapq.heappush(_heap, (at, next(_order), schedule))
+
+
+def _due(connection: Keepable, schedule: _Schedule, now: float) -> float:
     """One connection's turn: its closing chores, then the ping schedule (RFC 6455
-    §5.5.2: a ping, and the connection failed with 1011 if its pong is late)."""
-    if not connection.keepalive_tick(now):
-        return
-    waiter = schedule.waiter
-    if waiter is not None and not waiter.is_set():
-        timeout = connection.ping_timeout
-        if timeout is not None and now - schedule.sent_at > timeout:
-            connection.keepalive_timeout()
-        return
-    if schedule.next_ping is not None and now >= schedule.next_ping:
-        waiter = connection.keepalive_ping()
-        if waiter is not None:  # else the writer is busy: try again next tick
-            schedule.waiter, schedule.sent_at = waiter, now
-            schedule.next_ping = now + (connection.ping_interval or 0)
+    §5.5.2: a ping, and the connection failed with 1011 if its pong is late). Returns
+    when to look again."""
+    later = connection.keepalive_tick(now)
+    if later is not None:
+        return later
+    timeout, waiter = connection.ping_timeout, schedule.waiter
+    if waiter is not None and not waiter.is_set() and timeout is not None:
+        if now < schedule.sent_at + timeout:
+            return schedule.sent_at + timeout
+        connection.keepalive_timeout()
+        return now + TICK
+    if now < schedule.next_ping:
+        return schedule.next_ping
+    waiter = connection.keepalive_ping()
+    if waiter is None:  # the writer is busy or the socket full: again next tick
+        return now + TICK
+    schedule.waiter, schedule.sent_at = waiter, now
+    schedule.next_ping = now + (connection.ping_interval or NEVER)
+    return min(schedule.next_ping, now + (timeout or NEVER))
 
 
 def _run() -> None:
@@ -108,44 +156,79 @@ def _run() -> None:
     watched: Dict[Keepable, int] = {}  # connection -> registered file descriptor
     try:
         while True:
-            with _lock:
-                if not _connections:
-                    _thread = None
-                    return
-                connections = list(_connections.items())
             now = monotonic()
-            for connection in list(watched):
-                if connection not in _connections or not connection.wants_idle_reads():
-                    _unwatch(selector, watched, connection)
-            for connection, schedule in connections:
-                try:
-                    _tick(connection, schedule, now)
-                    if connection not in watched and connection.wants_idle_reads():
-                        _watch(selector, watched, connection)
-                except Exception:  # one broken connection must not stop the others
-                    logger.exception("keepalive failed on %r", connection)
-            deadline = now + TICK
-            while True:
-                remaining = deadline - monotonic()
-                if remaining <= 0 or not watched:
-                    break
-                for key, _ in selector.select(remaining):
-                    connection = key.data
-                    try:
-                        if not connection.read_idle():
-                            _unwatch(selector, watched, connection)
-                    except Exception:
-                        logger.exception("keepalive read failed on %r", connection)
-                        _unwatch(selector, watched, connection)
-            if not watched:
-                # Nothing to watch: sleep the rest of the tick on a private event.
-                time.sleep(max(0.0, deadline - monotonic()))
+            with _lock:
+                if not _schedules:
+                    _thread = None
+                    _to_watch.clear()
+                    _gone.clear()
+                    return
+                due = _pop_due(now)
+                wait = min(TICK, _heap[0][0] - now) if _heap else TICK
+            while _gone:
+                _unwatch(selector, watched, _gone.popleft())
+            _run_due(due, watched, now)
+            del due  # (no reference to a connection outlives the turn)
+            for _ in range(len(_to_watch)):
+                _watch(selector, watched, _to_watch.popleft(), read=True)
+            if watched:
+                _read_ready(selector, watched, wait)
+            else:
+                time.sleep(wait)
     finally:
         selector.close()
 
 
+def _pop_due(now: float) -> List[_Schedule]:
+    due = []
+    while _heap and _heap[0][0] <= now:  # (_lock held)
+        at, _, schedule = heapq.heappop(_heap)
+        if schedule.connection is not None and schedule.at == at:
+            schedule.at = NEVER
+            due.append(schedule)
+    return due
+
+
+def _run_due(due: List[_Schedule], watched: Dict[Keepable, int], now: float) -> None:
+    for schedule in due:
+        connection = schedule.connection
+        if connection is None:
+            continue
+        try:
+            at = _due(connection, schedule, now)
+        except Exception:  # one broken connection must not stop the others
+            logger.exception("keepalive failed on %r", connection)
+            at = now + TICK
+        with _lock:
+            if schedule.connection is not None:
+                _push(schedule, at)
+        if connection not in watched:
+            _to_watch.append(connection)
+
+
+def _read_ready(selector: selectors.BaseSelector, watched: Dict[Keepable, int],
+                wait: float) -> None:
+    for key, _ in selector.select(wait):
+        _read(selector, watched, key.data)
+
+
+def _read(selector: selectors.BaseSelector, watched: Dict[Keepable, int],
+          connection: Keepable) -> None:
+    try:
+        if connection.read_idle():
+            return
+    except Exception:
+        logger.exception("keepalive read failed on %r", connection)
+    _unwatch(selector, watched, connection)
+
+
 def _watch(selector: selectors.BaseSelector, watched: Dict[Keepable, int],
-           connection: Keepable) -> None:
+           connection: Keepable, read: bool = False) -> None:
+    """Watch the socket; ``read``: and read at once what may be buffered already (a
+    reader handing the connection back may leave parsed-but-not-handled input)."""
+    if connection in watched or connection not in _schedules \
+            or not connection.wants_idle_reads():
+        return
     try:
         fd = connection.keepalive_fileno()
     except OSError:
@@ -160,6 +243,8 @@ def _watch(selector: selectors.BaseSelector, watched: Dict[Keepable, int],
     except OSError:  # EBADF: the connection closed its socket since fileno() above
         return
     watched[connection] = fd
+    if read:
+        _read(selector, watched, connection)
 
 
 def _unwatch(selector: selectors.BaseSelector, watched: Dict[Keepable, int],

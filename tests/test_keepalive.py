@@ -100,17 +100,26 @@ def test_watch_skips_a_socket_closed_since_its_fileno_was_read():
     from simplews import keepalive
 
     class ClosedMeanwhile:
-        @staticmethod
-        def keepalive_fileno():
+        fileno_calls = 0
+
+        def keepalive_fileno(self):
+            self.fileno_calls += 1
             return 999_999  # no such descriptor: epoll_ctl fails with EBADF
+
+        @staticmethod
+        def wants_idle_reads():
+            return True
 
     selector = selectors.DefaultSelector()
     watched = {}
+    connection = ClosedMeanwhile()
+    keepalive._schedules[connection] = None  # registered, without starting the thread
     try:
-        keepalive._watch(selector, watched, ClosedMeanwhile())
+        keepalive._watch(selector, watched, connection)
     finally:
+        del keepalive._schedules[connection]
         selector.close()
-    assert watched == {}
+    assert connection.fileno_calls == 1 and watched == {}
 
 
 def test_normal_closes_racing_keepalive_pings_log_no_error(start_server, connect, caplog):
@@ -127,3 +136,61 @@ def test_normal_closes_racing_keepalive_pings_log_no_error(start_server, connect
             closer.join(TIMEOUT)
         assert all(ws.close_code == 1000 for ws in clients)
     assert not [r for r in caplog.records if r.levelno >= 30], caplog.text
+
+
+def test_a_reader_that_stops_reading_hands_the_socket_back(connect, raw_server):
+    """While recv() holds the read lock the keepalive thread does not watch the socket;
+    once the application stops calling recv(), pings are answered again within a tick."""
+    ws, peer = raw_server.pair(connect, ping_interval=None)
+    for i in range(3):
+        peer.send_frame(Opcode.TEXT, str(i).encode())
+        assert ws.recv(timeout=TIMEOUT) == str(i)  # the application reads for a while
+    with pytest.raises(TimeoutError):
+        ws.recv(timeout=0.05)  # ... and then stops
+    assert max(pong_delays(peer)) < scaled(0.2)
+
+
+def test_a_drained_queue_lets_the_keepalive_thread_read_again(connect, raw_server):
+    """A full read-ahead queue stops the reading (back-pressure); recv() draining it
+    hands the socket back to the keepalive thread, which answers the ping behind."""
+    ws, peer = raw_server.pair(connect, ping_interval=None, max_queue=2)
+    for i in range(2):
+        peer.send_frame(Opcode.TEXT, str(i).encode())
+    peer.send(peer.protocol.send_ping(b"behind"))
+    assert wait_for(lambda: len(ws._queue) == 2)
+    assert [ws.recv(timeout=TIMEOUT) for _ in range(2)] == ["0", "1"]
+    assert peer.next_event(timeout=TIMEOUT) == Pong(b"behind", (b"behind",))
+    assert max(pong_delays(peer)) < scaled(0.2)  # nobody calls recv(): the thread reads
+
+
+def test_the_keepalive_thread_does_not_visit_connections_with_nothing_due(start_server, connect,
+                                                                           monkeypatch):
+    """Issue 14: its cost grows with what happens, not with the number of connections.
+    200 connections whose handlers wait in recv(), pings every 20 s: over 10 ticks the
+    thread looks at none of them (it used to visit each one every tick)."""
+    from simplews._transport import Transport
+    from simplews import keepalive
+
+    visits = []
+    for name in ("keepalive_tick", "wants_idle_reads", "read_idle"):
+        original = getattr(Transport, name)
+        monkeypatch.setattr(Transport, name, lambda self, *a, _f=original, _n=name: (
+            visits.append(_n), _f(self, *a))[1])
+    server = start_server(lambda ws: ws.recv(timeout=TIMEOUT))
+    clients = [connect(server, ping_interval=None) for _ in range(100)]
+    try:
+        assert wait_for(lambda: len(server.connections) == 100)
+        time.sleep(2 * keepalive.TICK)  # the registrations settle
+        visits.clear()
+        time.sleep(10 * keepalive.TICK)
+        assert len(visits) < 10, visits[:20]
+    finally:
+        for ws in clients:
+            ws.close()
+
+
+def wait_for(condition, timeout=TIMEOUT):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return condition()
