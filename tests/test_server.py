@@ -245,3 +245,36 @@ def test_malformed_extensions_header_gets_400_and_bad_offers_are_declined(start_
     with connect(server) as ws:
         ws.send("still serving")
         assert ws.recv(timeout=TIMEOUT) == "still serving"
+
+
+def test_switch_interval_is_set_while_serving_and_restored(caplog):
+    """Issue 14, item 4: opt-in, logged, and given back when serve_forever() returns."""
+    import sys
+
+    caplog.set_level(logging.INFO, logger="simplews")
+    before = sys.getswitchinterval()
+    seen = []
+    server = simplews.serve(lambda ws: seen.append(sys.getswitchinterval()), switch_interval=0.05)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        with simplews.connect(f"ws://127.0.0.1:{server.port}/", close_timeout=2) as ws, \
+                pytest.raises(simplews.ConnectionClosedOK):
+            ws.recv(timeout=TIMEOUT)  # the handler returned
+    finally:
+        server.shutdown()
+        thread.join(TIMEOUT)
+    assert seen == [pytest.approx(0.05)] and sys.getswitchinterval() == before
+    assert any("switch interval set to 0.05 s" in r.getMessage() for r in caplog.records)
+
+
+def test_switch_interval_is_left_alone_by_default(start_server, connect):
+    import sys
+
+    before = sys.getswitchinterval()
+    seen = []
+    server = start_server(lambda ws: seen.append(sys.getswitchinterval()))
+    ws = connect(server)
+    with pytest.raises(simplews.ConnectionClosedOK):
+        ws.recv(timeout=TIMEOUT)
+    assert seen == [before]
