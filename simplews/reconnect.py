@@ -15,31 +15,24 @@ __all__ = ["reconnect"]
 
 logger = logging.getLogger("simplews.client")
 
-# Answers worth trying again later; any other refusal is final (raised to the caller).
-RETRY_STATUSES = frozenset((500, 502, 503, 504))
-# Close codes after which we stop: the peer ended the conversation on purpose.
-FINAL_CLOSE_CODES = frozenset((CloseCode.NORMAL_CLOSURE, CloseCode.NO_STATUS_RCVD))
+RETRY_STATUSES = frozenset((500, 502, 503, 504))  # any other refusal is raised to the caller
+FINAL_CLOSE_CODES = frozenset((CloseCode.NORMAL_CLOSURE, CloseCode.NO_STATUS_RCVD))  # the peer ended it
 
 
 def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
               factor: float = 1.618, jitter: float = 0.5, max_attempts: Optional[int] = None,
               stable_after: float = 10.0, **connect_options: Any) -> Iterator[Connection]:
     """Yield a connection to ``uri``, and a new one each time the loop asks for the next
-    after the previous one closed abnormally (any code but 1000 and 1005, 1001 "going
-    away" included: a restarting server) or could not be opened (OSError, TimeoutError,
-    HTTP 500/502/503/504). Between attempts it waits ``initial_delay`` seconds, times
-    ``factor`` after each failure up to ``max_delay``, each wait drawn at random from
-    ``[delay * (1 - jitter), delay]``.
-
-    A connection counts as a success only once it has lasted ``stable_after`` seconds
-    (from the handshake to the loop asking for the next one): then the next attempt is
-    made at once and the waits start again from ``initial_delay``. One that ends sooner
-    (a server that accepts, then closes with 4001 or 1011 or drops TCP) is followed by
-    the same growing waits as a refused attempt, so such a server is not hammered: at
-    most one attempt without a wait every ``stable_after`` seconds. ``stable_after=0``
-    resets the waits as soon as a connection opens. The loop ends after a normal close
-    (1000 or no code) or when the caller breaks out; ``max_attempts`` attempts in a row
-    that fail to open a connection raise the last error. Options: those of connect()::
+    after the previous one closed abnormally (any code but 1000 and 1005: 1001 "going away"
+    included) or could not be opened (OSError, TimeoutError, HTTP 500/502/503/504). The
+    waits between attempts start at ``initial_delay`` seconds and grow by ``factor`` after
+    each failure up to ``max_delay``, each drawn from ``[delay * (1 - jitter), delay]``.
+    A connection that lasted ``stable_after`` seconds (from the handshake to the loop
+    asking for the next) is a success: the next attempt is made at once and the waits
+    start again; one that ended sooner counts as a failure, so that a server that accepts
+    and then closes is not hammered. The loop ends after a normal close (1000 or no code)
+    or when the caller breaks out; ``max_attempts`` failures to open in a row raise the
+    last error. Options: those of connect()::
 
         for ws in simplews.reconnect("ws://127.0.0.1:8765/"):
             try:
@@ -50,6 +43,15 @@ def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
     """
     delay = initial_delay
     failures = 0
+
+    def wait(why: str, *args: Any) -> None:
+        """Sleep ``delay`` less up to ``jitter`` of it and log why; the next delay grows."""
+        nonlocal delay
+        pause = delay * (1 - jitter * random.random())
+        logger.info(why + "; next attempt in %.2f s", *args, pause)
+        time.sleep(pause)
+        delay = min(delay * factor, max_delay)
+
     while True:
         try:
             ws = connect(uri, **connect_options)
@@ -59,8 +61,7 @@ def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
             failures += 1
             if max_attempts is not None and failures >= max_attempts:
                 raise
-            delay = _wait(delay, factor, jitter, max_delay,
-                          "cannot connect to %s (%s)", uri, exc)
+            wait("cannot connect to %s (%s)", uri, exc)
             continue
         failures = 0
         opened = time.monotonic()
@@ -75,15 +76,4 @@ def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
                         uri, lasted, ws.close_code)
             delay = initial_delay
         else:
-            delay = _wait(delay, factor, jitter, max_delay,
-                          "connection to %s ended after %.2f s (code %s)", uri, lasted,
-                          ws.close_code)
-
-
-def _wait(delay: float, factor: float, jitter: float, max_delay: float,
-          why: str, *args: Any) -> float:
-    """Sleep ``delay`` less up to ``jitter`` of it, log why; the next delay."""
-    wait = delay * (1 - jitter * random.random())
-    logger.info(why + "; next attempt in %.2f s", *args, wait)
-    time.sleep(wait)
-    return min(delay * factor, max_delay)
+            wait("connection to %s ended after %.2f s (code %s)", uri, lasted, ws.close_code)
