@@ -35,14 +35,17 @@ def basic_auth(credentials: Union[Mapping[str, str], Iterable[Tuple[str, str]], 
     unless the request carries Basic credentials found in ``credentials`` (a mapping or
     pairs of username and password) or accepted by ``check_credentials(username, password)``.
     The handler finds the user in ``parse_basic_auth(ws.request.headers.get("Authorization"))``."""
-    if credentials is not None and check_credentials is None:
-        check = _check_known(credentials)
-    elif credentials is None and check_credentials is not None:
-        check = check_credentials
-    else:
+    if (credentials is None) == (check_credentials is None):
         raise ValueError("give either credentials or check_credentials")
-
+    known = dict(credentials.items() if isinstance(credentials, Mapping) else credentials or ())
     challenge = f'Basic realm="{realm}", charset="UTF-8"'
+
+    def check(username: str, password: str) -> bool:
+        if check_credentials is not None:
+            return check_credentials(username, password)
+        expected = known.get(username)
+        # compare_digest: the time taken does not tell how much of the password matched
+        return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
 
     def process_request(connection: Any, request: Request) -> Optional[Response]:
         parsed = parse_basic_auth(request.headers.get("Authorization"))
@@ -54,15 +57,3 @@ def basic_auth(credentials: Union[Mapping[str, str], Iterable[Tuple[str, str]], 
                         body=f"401 Unauthorized: {text}\n".encode())
 
     return process_request
-
-
-def _check_known(credentials: Union[Mapping[str, str], Iterable[Tuple[str, str]]]) -> CheckCredentials:
-    """A check_credentials for a mapping or pairs of username and password."""
-    known = dict(credentials.items() if isinstance(credentials, Mapping) else credentials)
-
-    def check_credentials(username: str, password: str) -> bool:
-        expected = known.get(username)
-        # compare_digest: the time taken does not tell how much of the password matched
-        return expected is not None and hmac.compare_digest(expected.encode(), password.encode())
-
-    return check_credentials

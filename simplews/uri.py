@@ -54,11 +54,7 @@ def parse_uri(uri: str) -> WebSocketURI:
     if parts.fragment:
         raise InvalidURI(f"{uri!r} has a fragment, which WebSocket URIs must not have")
     secure = parts.scheme == "wss"
-    resource = parts.path or "/"
-    if parts.query:
-        resource += "?" + parts.query
-    user_info = None
-    if parts.username is not None:
-        user_info = (urllib.parse.unquote(parts.username),
-                     urllib.parse.unquote(parts.password or ""))
+    resource = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+    user_info = (None if parts.username is None
+                 else (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")))
     return WebSocketURI(secure, host, port or (443 if secure else 80), resource, user_info)
