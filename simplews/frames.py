@@ -8,16 +8,14 @@ from __future__ import annotations
 import enum
 import os
 import struct
-from typing import Callable, NamedTuple, Optional, Tuple, Union
+from typing import Callable, Optional, Tuple, Union
 
 from .exceptions import ProtocolError
 
 __all__ = [
     "Opcode",
     "CloseCode",
-    "Frame",
     "apply_mask",
-    "serialize_frame",
     "frame_header",
     "parse_close",
     "serialize_close",
@@ -34,10 +32,6 @@ class Opcode(enum.IntEnum):
     CLOSE = 0x8
     PING = 0x9
     PONG = 0xA
-
-
-#: Opcodes that RFC 6455 defines; every other one fails the connection (§5.2).
-KNOWN_OPCODES = frozenset(int(op) for op in Opcode)
 
 
 class CloseCode(enum.IntEnum):
@@ -72,17 +66,6 @@ _CLOSE_CODE_DESCRIPTIONS = {
     1011: "internal error", 1012: "service restart", 1013: "try again later", 1014: "bad gateway",
     1015: "TLS handshake failure",
 }
-
-
-class Frame(NamedTuple):
-    """One frame as it is on the wire (payload unmasked, still compressed)."""
-
-    opcode: int
-    payload: bytes
-    fin: bool = True
-    rsv1: bool = False
-    rsv2: bool = False
-    rsv3: bool = False
 
 
 _H_SHORT = struct.Struct("!BB")
@@ -129,19 +112,6 @@ def frame_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False,
     else:
         header = _H_LONG.pack(first, mask_bit | 127, length)
     return header + mask if mask is not None else header
-
-
-def serialize_frame(frame: Frame, mask: bool = False, mask_key: Optional[bytes] = None) -> bytes:
-    """Serialize ``frame``; a client masks (``mask=True``) with a random key (§5.3)."""
-    first = frame.opcode | (0x80 if frame.fin else 0) | (0x40 if frame.rsv1 else 0)
-    first |= (0x20 if frame.rsv2 else 0) | (0x10 if frame.rsv3 else 0)
-    payload = frame.payload
-    if mask:
-        key = mask_key if mask_key is not None else os.urandom(4)
-        header = frame_header(0, len(payload), False, False, key)
-        return bytes([first]) + header[1:] + apply_mask(payload, key)
-    header = frame_header(0, len(payload), False, False)
-    return bytes([first]) + header[1:] + payload
 
 
 def is_valid_close_code(code: int) -> bool:

@@ -5,8 +5,9 @@ import sys
 import pytest
 
 from simplews.exceptions import ProtocolError
-from simplews.frames import (CloseCode, Frame, Opcode, _xor_mask, frame_header,
-                             is_valid_close_code, parse_close, serialize_close, serialize_frame)
+from simplews.frames import (CloseCode, Opcode, _xor_mask, frame_header, is_valid_close_code,
+                             parse_close, serialize_close)
+from simplews.testing.recorder import Frame, serialize_frame
 
 MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
 

@@ -8,7 +8,8 @@ import pytest
 
 from simplews.exceptions import ConnectionClosedError, ConnectionClosedOK, PayloadTooBig, ProtocolError
 from simplews.extensions import DeflateConfig
-from simplews.frames import Frame, Opcode, apply_mask, serialize_close, serialize_frame
+from simplews.frames import Opcode, apply_mask, serialize_close
+from simplews.testing.recorder import Frame, serialize_frame
 from simplews.protocol import Close, Fragment, Message, Ping, Pong, Protocol, Side, State
 
 from pair import feed, frames_of, make_pair, replies

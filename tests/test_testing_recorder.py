@@ -1,7 +1,8 @@
 """simplews.testing.recorder: frames cut out of a byte stream as they were on the wire."""
 from __future__ import annotations
 
-from simplews.frames import Frame, Opcode, serialize_frame
+from simplews.frames import Opcode
+from simplews.testing.recorder import Frame, serialize_frame
 from simplews.testing.recorder import FrameSplitter, RecordedFrame
 
 

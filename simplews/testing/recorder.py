@@ -6,12 +6,13 @@ its client really sent even when the Protocol has rejected it or stopped reading
 """
 from __future__ import annotations
 
+import os
 import struct
 from typing import List, NamedTuple, Optional, Union
 
-from simplews.frames import Opcode, apply_mask
+from simplews.frames import Opcode, apply_mask, frame_header
 
-__all__ = ["RecordedFrame", "FrameSplitter"]
+__all__ = ["RecordedFrame", "FrameSplitter", "Frame", "serialize_frame"]
 
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
@@ -35,6 +36,32 @@ class RecordedFrame(NamedTuple):
     def text(self) -> str:
         """The payload decoded as UTF-8 (errors replaced): handy in assertions."""
         return self.payload.decode("utf-8", "replace")
+
+
+class Frame(NamedTuple):
+    """One frame as it is on the wire (payload unmasked, still compressed)."""
+
+    opcode: int
+    payload: bytes
+    fin: bool = True
+    rsv1: bool = False
+    rsv2: bool = False
+    rsv3: bool = False
+
+
+
+def serialize_frame(frame: Frame, mask: bool = False, mask_key: Optional[bytes] = None) -> bytes:
+    """Serialize ``frame`` with any bits set, valid or not (tests send broken frames);
+    a client masks (``mask=True``) with a random key (RFC 6455 §5.3)."""
+    first = frame.opcode | (0x80 if frame.fin else 0) | (0x40 if frame.rsv1 else 0)
+    first |= (0x20 if frame.rsv2 else 0) | (0x10 if frame.rsv3 else 0)
+    payload = frame.payload
+    if mask:
+        key = mask_key if mask_key is not None else os.urandom(4)
+        header = frame_header(0, len(payload), False, False, key)
+        return bytes([first]) + header[1:] + apply_mask(payload, key)
+    header = frame_header(0, len(payload), False, False)
+    return bytes([first]) + header[1:] + payload
 
 
 def _opcode(value: int) -> Union[Opcode, int]:

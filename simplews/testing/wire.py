@@ -28,10 +28,10 @@ from time import monotonic
 from typing import Deque, Dict, Iterable, List, Optional, Tuple, Union
 
 from simplews.exceptions import ConnectionClosed, ConnectionClosedError, ProtocolError
-from simplews.frames import CloseCode, Frame, Opcode, serialize_frame
+from simplews.frames import CloseCode, Opcode
 from simplews.protocol import Close, Event, Message, Pong, Protocol, Side
 
-from .recorder import FrameSplitter, RecordedFrame
+from .recorder import Frame, FrameSplitter, RecordedFrame, serialize_frame
 
 __all__ = ["WireEnd", "DEFAULT_TIMEOUT", "Sendable"]
 
