@@ -8,10 +8,10 @@ carries its decisions out through one read pump (_pump), one write funnel (every
 write is one _write under the writer lock) and one close path (abort, _finish).
 
 Threads. The application's threads call recv() / send() / close(); there is no
-reader thread. The one keepalive thread of the process (keepalive.py) reads only
-connections nobody is reading, sends the periodic pings, and finishes connections
-whose close deadline has passed. It never blocks: it only try-acquires locks, writes
-only when the socket has room (a control frame fits), and reads only what is there.
+reader thread. The keepalive thread (keepalive.py) sends the pings, finishes what
+its close deadline ends, and reads sockets nobody reads (a reader it finds holding
+the read lock hands the connection back as it lets go: _handback). It never blocks:
+it try-acquires locks, writes only what the socket takes, reads only what is there.
 
 Locks, and what each guards:
 
@@ -24,18 +24,17 @@ Locks, and what each guards:
 - message lock: one outgoing data message at a time (its fragments stay together).
 - state lock: the closed flag and the cut flag, each set once.
 
-Who may close the file descriptor: once the connection is finished (closed flag
-set by a holder of the read lock; nobody reads the socket after that), the holder of
-the writer lock, never while a sendall may use it: _finish closes it if the lock is
-free, else shuts TCP down (a blocked sendall fails at once) and the writer closes
-it as it releases the lock (_unlock_writer).
+Who closes the file descriptor: once finished (the closed flag set under the read
+lock: nobody reads after that), the writer lock's holder, never under a sendall:
+_finish closes it if the lock is free, else shuts TCP down (a blocked sendall fails
+at once) and the writer closes it as it lets go of the lock (_unlock_writer).
 
-Closing. Once the Protocol is closing (a close frame sent or received, or a
-failure), close_timeout bounds the rest: the server closes TCP when the Protocol
-says so (eof_due, RFC 6455 §7.1.1), the client waits for it, and past the deadline
-TCP is cut. A sender that finds the connection closing waits for the end (bounded
-alike) and raises what the closing decided. The socket stays blocking for its whole
-life (another thread may be in sendall); timeouts are waits on the descriptor.
+Closing. Once the Protocol is closing (a close frame sent or received, a failure),
+close_timeout bounds the rest: the server closes TCP when the Protocol says so
+(eof_due, RFC 6455 §7.1.1), the client waits for it, past the deadline TCP is cut.
+A sender finding the connection closing waits for the end (bounded alike) and raises
+what the closing decided. The socket stays blocking (another thread may be in
+sendall); timeouts are waits on the descriptor.
 """
 from __future__ import annotations
 
@@ -64,8 +63,7 @@ SMALL_READ_SIZE = 1024
 
 
 class Transport:
-    """A WebSocket connection's socket and Protocol, and the threads around them;
-    Connection (connection.py) is its public face."""
+    """A connection's socket, Protocol and threads; Connection is its public face."""
 
     __slots__ = (  # idle connections stay small; "__dict__" lets users attach attributes
         "socket", "protocol", "request", "response", "subprotocol", "close_timeout",
@@ -122,9 +120,8 @@ class Transport:
         keepalive.register(self)
 
     def _closing_exception(self) -> ConnectionClosed:
-        """What a closed connection raises, as the Protocol decides, with the network
-        error that ended it as the cause: a new instance each time (a stored one,
-        raised, would keep its traceback's frames and so this connection)."""
+        """What a closed connection raises (the Protocol decides; the network error is
+        the cause): a new one each time, as a raised one keeps its frames alive."""
         exc = self.protocol.close_exc()
         if exc.__cause__ is None:
             exc.__cause__ = self._cause
@@ -136,21 +133,17 @@ class Transport:
             self._cause = exc.with_traceback(None)
 
     def _closed_exception(self) -> ConnectionClosed:
-        """For a sender that finds the connection closing: wait for the end (at most
-        close_timeout; whoever reads finishes it), then what the closing decided."""
+        """For a sender finding the connection closing: the end (within close_timeout)."""
         if not self._closed.is_set():
             self._closed.wait(self.close_timeout)
         return self._closing_exception()
 
     def _pump(self, deadline: Optional[Deadline], idle: bool = False,
               streaming: bool = False) -> Optional[Event]:
-        """The one read loop (read lock held): read, hand events to the Protocol's
-        decisions, answer control frames, until a data event, which is returned.
-        ``deadline`` None waits for as long as it takes, NOW never waits. ``idle``
-        (the keepalive thread): data events are queued (up to max_queue) instead of
-        returned, at most one read is made, and None is returned when it is done.
-        Once the connection is closing, only the TCP close is left: then a reader
-        gets the failure it caused (once) or the closing exception."""
+        """The one read loop (read lock held): read, answer control frames, return the
+        next data event. ``deadline`` None: no limit; NOW: no wait. ``idle`` (keepalive
+        thread): one read at most, data events queued (up to max_queue), None returned.
+        Once closing, only the TCP close is left, then the failure (once) or the end."""
         protocol = self.protocol
         if streaming and protocol.in_message:
             partial = protocol.take_partial()
@@ -195,8 +188,8 @@ class Transport:
             self._handle_control(event, idle)
 
     def _read_once(self, deadline: Optional[Deadline]) -> bool:
-        """Wait for data until ``deadline`` and read once into the Protocol; False if
-        nothing came in time. At the end of the stream the connection is finished."""
+        """Wait until ``deadline`` and read once into the Protocol; False if nothing came
+        in time. At the end of the stream the connection is finished."""
         sock = self.socket
         try:
             if deadline is None:
@@ -224,8 +217,7 @@ class Transport:
             self._read_view = memoryview(self._read_buffer)
         return True
 
-    def _handle_control(self, event: Event, idle: bool) -> None:
-        """Ping, Pong (Close: the pump's next turn answers it, in _await_tcp_close)."""
+    def _handle_control(self, event: Event, idle: bool) -> None:  # (Close: see _pump)
         if self._debug:
             self.logger.debug("< %r", event)
         cls = type(event)
@@ -241,9 +233,8 @@ class Transport:
             self._flush_replies(idle)  # the pong (§5.5.2)
 
     def _await_tcp_close(self, idle: bool) -> None:
-        """The closing handshake is over or failed: discard what the peer still sends
-        until it closes TCP, the server may close it (§7.1.1), or the close deadline;
-        then finish (read lock held). ``idle``: never wait, look again next tick."""
+        """Closed or failed: drop what comes until the peer closes TCP, the server may
+        (§7.1.1) or the close deadline; then finish (read lock held). ``idle``: no wait."""
         if not self._closed.is_set():
             self._start_closing()
             self._flush_replies(idle)  # a close echo left by the keepalive thread
@@ -262,11 +253,9 @@ class Transport:
         self._finish()
 
     def _server_may_close_now(self) -> bool:
-        """RFC 6455 §7.1.1: after the closing handshake "the server MUST close the
-        underlying TCP connection immediately": true once our side is shut down and
-        nothing the client sent is left unread (closing over unread bytes would reset
-        the connection: what came after the close, e.g. a TLS alert, is read and
-        dropped first). A peek, no wait."""
+        """RFC 6455 §7.1.1: "the server MUST close the underlying TCP connection
+        immediately": once our side is shut down and nothing sent is left unread (that
+        would reset the connection: a TLS alert after the close is read first)."""
         if not self._shut_wr or not self.protocol.handshake_done:
             return False
         try:
@@ -278,9 +267,8 @@ class Transport:
 
     def _write(self, buffers: List[Any]) -> bool:
         """The one place that writes to the socket (writer lock held). A failed write
-        cuts the connection and raises its exception, unless it is closing already
-        (the peer may close TCP once it has our close or we have its): then False,
-        and the caller, once it has released the lock, raises _closed_exception()."""
+        cuts TCP and raises, unless closing already (the peer may close TCP then):
+        False, and the caller raises _closed_exception() once it let go of the lock."""
         assert self._write_lock.locked()
         try:
             for buffer in buffers:
@@ -294,8 +282,7 @@ class Transport:
         return True
 
     def _acquire_writer(self, idle: bool) -> bool:
-        """Take the writer lock: at once or not at all for the keepalive thread, else
-        waiting at most until the close deadline once one is set."""
+        """The writer lock: ``idle`` now or never, else by the close deadline if set."""
         if idle:
             return self._write_lock.acquire(blocking=False)
         deadline = self._close_deadline
@@ -312,18 +299,16 @@ class Transport:
                 self._write_lock.release()
 
     def _release_writer(self, idle: bool = False) -> None:
-        """Release the writer lock, then send what the keepalive thread read but could
-        not answer while the lock was taken (a pong, a close echo): now, not at its
-        next tick."""
+        """Release the writer lock, then send the replies queued meanwhile (a pong, a
+        close echo the keepalive thread could not send)."""
         self._unlock_writer()
         if self.protocol.has_replies and not self._tcp_closed:
             self._flush_replies(idle)
 
     def _flush_replies(self, idle: bool) -> None:
-        """Send the replies the Protocol queued (pongs, the close echo, the failing
-        close), one per writer-lock hold; then, if the Protocol says so, shut our
-        side of TCP down (a server, RFC 6455 §7.1.1). ``idle``: only what goes out at
-        once; the rest waits for the writer's release or a later tick."""
+        """Send the Protocol's replies (pongs, close echo, failing close), one per lock
+        hold; then shut our side of TCP if it says so (a server, RFC 6455 §7.1.1).
+        ``idle``: only what goes out at once (the rest: the writer's release, a tick)."""
         protocol, sock = self.protocol, self.socket
         while protocol.has_replies:
             if idle and not wait_writable(sock, 0):
@@ -370,24 +355,29 @@ class Transport:
         raise self._closed_exception()
 
     def abort(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
-        """Give up on the connection without waiting for anything: the Protocol fails
-        it with ``code`` (RFC 6455 §7.1.7), its close frame goes out if the writer is
-        free and the socket has room (none for 1006), then TCP is cut; a blocked sender
-        or reader fails at once. The caller must not hold the writer lock."""
+        """Give up without waiting: the Protocol fails the connection with ``code`` (RFC
+        6455 §7.1.7), its close frame goes out if the writer and the socket have room
+        (none for 1006), TCP is cut; blocked senders and readers fail at once."""
         if self._closed.is_set() or self._cut:
             return
         self.protocol.fail(code, reason)  # queues the close frame that the flush sends
         self._flush_replies(True)
         self._cut_tcp(code, reason)
-        if self._read_lock.acquire(blocking=False):
-            try:
-                self._finish()
-            finally:
-                self._read_lock.release()
+        self._finish_if_unread()
+
+    def _finish_if_unread(self) -> bool:
+        """Finish now unless someone reads (the reader finishes then)."""
+        if not self._read_lock.acquire(blocking=False):
+            return False
+        try:
+            self._finish()
+        finally:
+            self._read_lock.release()
+        return True
 
     def _cut_tcp(self, code: int, reason: str) -> None:
         """Fail the connection and shut TCP down, which wakes a blocked reader or
-        writer; the reader, or the keepalive tick, then finishes."""
+        writer; the reader, or the keepalive thread, then finishes."""
         with self._state_lock:
             if self._closed.is_set() or self._cut:
                 return
@@ -408,10 +398,9 @@ class Transport:
             socket.socket.shutdown(self.socket, how)
 
     def _finish(self) -> None:
-        """Record how the connection ended and close the socket (read lock held). No
-        sendall may be using the descriptor when it is closed: if a writer holds the
-        lock, TCP is shut down (its sendall fails at once) and it closes the socket as
-        it releases the lock. Nothing here waits."""
+        """Record the end and close the socket (read lock held), never under a sendall:
+        if a writer holds the lock, TCP is shut down (its sendall fails at once) and it
+        closes the socket as it lets go. Nothing here waits."""
         with self._state_lock:
             if self._closed.is_set():
                 return
@@ -442,12 +431,7 @@ class Transport:
             return keepalive.NEVER
         deadline = self._close_deadline
         if self._cut or (deadline is not None and deadline.passed()):
-            if self._read_lock.acquire(blocking=False):
-                try:
-                    self._finish()
-                finally:
-                    self._read_lock.release()
-            elif not self._cut:  # a reader is stuck (in a reply's sendall, say)
+            if not self._finish_if_unread() and not self._cut:  # a reader is stuck (in a sendall)
                 self._cut_tcp(_ABNORMAL, "close timeout")
             return now + keepalive.TICK
         if self.protocol.has_replies:
@@ -468,10 +452,9 @@ class Transport:
         self.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     def wants_idle_reads(self) -> bool:
-        """Should the keepalive thread watch this socket? Not once closed, nor while
-        someone reads it or the queue is full (TCP back-pressure): then the reader hands
-        the connection back (_hand_back) when it lets go. The test is made again after
-        the flag is set, for a reader letting go meanwhile."""
+        """Should the keepalive thread watch the socket? Not once closed, nor while
+        someone reads or the queue is full: the reader hands it back (_hand_back) as
+        it lets go (asked twice, for a reader letting go meanwhile)."""
         for _ in range(2):
             if self._closed.is_set():
                 return False
@@ -481,8 +464,7 @@ class Transport:
             self._handback = True
         return False
 
-    def _hand_back(self) -> None:
-        """(Called by a reader that let go while the keepalive thread was waiting.)"""
+    def _hand_back(self) -> None:  # a reader let go while the keepalive thread waited
         self._handback = False
         keepalive.watch(self)
 
@@ -514,5 +496,5 @@ class Transport:
 
     def _log_data(self, direction: str, event: Event) -> None:
         data = event.data  # type: ignore[attr-defined]
-        kind = "TEXT" if isinstance(data, str) else "BINARY"
-        self.logger.debug("%s %s %r [%d]", direction, kind, data[:64], len(data))
+        self.logger.debug("%s %s %r [%d]", direction, "TEXT" if isinstance(data, str) else "BINARY",
+                          data[:64], len(data))

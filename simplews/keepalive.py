@@ -1,16 +1,12 @@
 """The one background thread of the process (DESIGN §2), started lazily.
 
 It sends the periodic pings, fails connections whose pong is late, finishes aborted
-or closing connections, and reads the sockets that nobody reads, so that pings are
-answered within a tick even if the application never calls recv(). Its cost grows
-with what happens, not with how many connections it holds:
-
-- a timer heap says which connection needs a look next (a ping due, a pong late, a
-  close deadline); nothing else is visited;
-- a selector watches the sockets of connections whose read lock is free. One whose
-  lock is taken (a thread in recv()) is handed back: the connection leaves the
-  selector and calls watch() when its reader lets go, so a connection being read
-  costs the thread nothing.
+or closing ones, and reads the sockets nobody reads (pings are answered within a tick
+even if the application never calls recv()). Its cost grows with what happens, not
+with the number of connections: a timer heap says which connection needs a look next
+(a ping, a pong deadline, a close deadline); a selector watches the sockets whose read
+lock is free, and a connection whose reader holds it calls watch() as the reader lets
+go, so a connection being read costs the thread nothing.
 """
 from __future__ import annotations
 
@@ -40,25 +36,24 @@ class Keepable(Protocol):
     ping_timeout: Optional[float]
 
     def keepalive_fileno(self) -> int:
-        """The socket's descriptor, to wait for data on; -1 once closed."""
+        """The socket's descriptor; -1 once closed."""
 
     def keepalive_tick(self, now: float) -> Optional[float]:
-        """Closing chores (pending replies, a close deadline): None while the connection
-        is open with nothing pending, else when to look again (no pings then)."""
+        """Closing chores: None while open with nothing pending, else when to look again."""
 
     def keepalive_ping(self) -> Optional[threading.Event]:
-        """Send a ping now if the writer is free and the socket has room, else None;
-        the Event is set when its pong arrives."""
+        """A ping now if the writer and the socket have room, else None; the Event is
+        set by its pong."""
 
     def keepalive_timeout(self) -> None:
         """The pong is late: fail the connection with 1011."""
 
     def wants_idle_reads(self) -> bool:
-        """Should the thread watch this socket? False when somebody reads it or its
-        read-ahead queue is full: the connection then calls watch() when that ends."""
+        """Watch the socket? False if someone reads or the queue is full (then the
+        connection calls watch() when that ends)."""
 
     def read_idle(self) -> bool:
-        """Read and handle what arrived; False: stop watching (as wants_idle_reads)."""
+        """Read and handle what arrived; False: stop watching."""
 
 
 class _Schedule:
