@@ -128,14 +128,18 @@ class Endpoint:
     def _run_handler(self, connection: Connection) -> None:
         """Run the handler, then close: 1000 when it returns, 1011 (and the traceback
         logged) when it raises (DESIGN §3); the connection no longer counts as open."""
+        code, reason = CloseCode.NORMAL_CLOSURE, ""
         try:
             self.handler(connection)
         except (ConnectionClosed, ProtocolError) as exc:
             self.logger.info("connection ended in the handler: %s", exc)
         except Exception:
             self.logger.exception("handler failed")
-            connection.close(CloseCode.INTERNAL_ERROR, "internal error")
+            code, reason = CloseCode.INTERNAL_ERROR, "internal error"
         finally:
-            connection.close()
+            try:
+                connection.close(code, reason)
+            except Exception:  # never a traceback on stderr or through a WSGI server
+                self.logger.exception("unexpected error")
             with self._lock:
                 self._active.discard(connection)

@@ -87,23 +87,23 @@ class Server(Endpoint):
         """The TLS and opening handshakes, within open_timeout, then the handler."""
         deadline = monotonic() + (self.open_timeout if self.open_timeout is not None else 1e9)
         try:
-            try:
-                self._set_opening(sock)
-                connection = self._handshake_socket(sock, deadline)
-            except EOFError:  # a port probe, a client that gave up, or shutdown()
-                self.logger.debug("connection closed before the opening handshake")
-                return
-            except (OSError, InvalidHandshake) as exc:  # TimeoutError and SSLError included
-                self.logger.info("opening handshake failed: %s", exc)
-                return
-            finally:
-                opening = self._end_opening()  # the TLS socket once it is wrapped
-                if opening is not None:  # refused or failed before the upgrade
-                    opening.close()
-            if connection is not None:
-                self._run_handler(connection)
+            self._set_opening(sock)
+            connection = self._handshake_socket(sock, deadline)
+        except EOFError:  # a port probe, a client that gave up, or shutdown()
+            self.logger.debug("connection closed before the opening handshake")
+            return
+        except (OSError, InvalidHandshake) as exc:  # TimeoutError and SSLError included
+            self.logger.info("opening handshake failed: %s", exc)
+            return
         except Exception:  # never let a connection's thread die with a traceback on stderr
             self.logger.exception("unexpected error")
+            return
+        finally:
+            opening = self._end_opening()  # the TLS socket once it is wrapped
+            if opening is not None:  # refused or failed before the upgrade
+                opening.close()
+        if connection is not None:
+            self._run_handler(connection)
 
     def _set_opening(self, sock: socket.socket) -> None:
         """Record the socket this thread is opening, for shutdown() to wake it."""

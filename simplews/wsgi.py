@@ -24,7 +24,6 @@ from urllib.parse import quote
 
 from ._io import format_address
 from .endpoint import Endpoint, HandshakeInfo
-from .frames import CloseCode
 from .handshake import Accepted
 from .http11 import Headers, Request, Response
 
@@ -95,12 +94,9 @@ class WebSocketApp(Endpoint):
         connection.environ = environ  # type: ignore[attr-defined]
         try:
             self._run_handler(connection)
-        except Exception:  # never a traceback through the WSGI server
-            self.logger.exception("unexpected error")
-            connection.close(CloseCode.INTERNAL_ERROR, "internal error")
         finally:
             # The connection shut TCP down as it closed; again here, so that no path
-            # (a close timeout, an error above) lets the server write after the close.
+            # (a close timeout, an error) lets the server write after the close.
             _shutdown(sock)
 
 

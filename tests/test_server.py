@@ -278,3 +278,29 @@ def test_switch_interval_is_left_alone_by_default(start_server, connect):
     with pytest.raises(simplews.ConnectionClosedOK):
         ws.recv(timeout=TIMEOUT)
     assert seen == [before]
+
+
+def test_a_close_that_raises_is_logged_and_frees_the_connections_slot(start_server, connect, caplog):
+    """The connection leaves server.connections, and max_connections has room again,
+    even when closing it after the handler raises (it used to stay counted for good)."""
+    def handler(ws):
+        real_close = ws.close
+
+        def failing_close(*args):
+            real_close(*args)
+            raise RuntimeError("boom in close")
+
+        ws.close = failing_close
+
+    server = start_server(handler, max_connections=1)
+    with caplog.at_level(logging.ERROR, logger="simplews.server"):
+        ws = connect(server)
+        with pytest.raises(simplews.ConnectionClosedOK):
+            ws.recv(timeout=TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while server.connections and time.monotonic() < deadline:
+            time.sleep(0.005)
+    assert not server.connections
+    assert any("boom in close" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
+    again = connect(server)  # not refused with 503
+    again.close()
