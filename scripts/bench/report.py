@@ -51,6 +51,8 @@ def print_table(b: Bench, med: Medians, best: Best) -> None:
                 cells.append("n/a")
         cells.append(best[key][1] if key in best else "-")
         lines.append(cells)
+    if not lines:
+        return
     widths = [max(len(str(x[i])) for x in [header] + lines) for i in range(len(header))]
     print()
     for cells in [header, ["-" * w for w in widths]] + lines:

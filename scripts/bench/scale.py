@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple
 
 from .config import HERE, BenchError, Column
-from .machine import proc_cpu, proc_status
+from .machine import proc_cpu, proc_fds, proc_status
 from .procs import PROCS, Server, child_env, readline_timeout
 
 if TYPE_CHECKING:
@@ -76,6 +76,12 @@ def server_kind(col: Column) -> Optional[str]:
     return "wsfloor" if col.server == "floor" else col.server
 
 
+def note_ext(col: Column, srv: Server) -> None:
+    """The compiled simplews modules the server loaded (for the report)."""
+    if col.lib == "simplews" and col.server_ext is None:
+        col.server_ext = srv.info.get("ext")
+
+
 def raise_nofile(b: Bench, need: int) -> None:
     """The soft RLIMIT_NOFILE up to the hard one (children inherit it); a note if too low."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -114,20 +120,29 @@ class Cell:
         self.srv: Optional[Server] = None
         self.lg: Any = None
         self.ok = False
+        self.fds_note = ""
+        self.fds = -1           # the server's descriptors once every connection is open
 
     def __enter__(self) -> Cell:
         return self
 
     def __exit__(self, et: Any, e: Optional[BaseException], tb: Any) -> bool:
+        fds = max(self.fds, proc_fds(self.srv.pid) if self.srv else -1)
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        self.fds_note = (" (the server had %d descriptors open, RLIMIT_NOFILE %d)" % (fds, hard)
+                         if fds > hard - 100 else "")
         if self.lg:
             PROCS.stop(self.lg)
         if self.srv:
             self.srv.stop()
         if isinstance(e, Exception):
-            self.b.record(self.key, self.col, error="%s: %s" % (type(e).__name__, e))
+            self.error("%s: %s" % (type(e).__name__, e))
             return True
         self.ok = e is None
         return False
+
+    def error(self, text: str) -> None:
+        self.b.record(self.key, self.col, error=text + self.fds_note)
 
 
 def scale_cell(b: Bench, col: Column, n: int, raised: bool) -> None:
@@ -140,16 +155,16 @@ def scale_cell(b: Bench, col: Column, n: int, raised: bool) -> None:
     extra = ["--defaults"] + (["--switch-interval", str(s["switch_interval"])] if raised else [])
     with Cell(b, key, col) as c:
         srv = c.srv = Server(kind, env=col.worker_env, tag="-scale", extra=extra)
-        if col.lib == "simplews" and col.server_ext is None:
-            col.server_ext = srv.info.get("ext")
+        note_ext(col, srv)
         lg = c.lg = loadgen("scale", srv.port, n, s["seconds"], s["clients"])
         conn = answer(readline_timeout(lg, 60 + n / 20), "CONNECTED")
+        c.fds = proc_fds(srv.pid)
         res = answer(readline_timeout(lg, s["seconds"] + 60), "RESULT")
     if not c.ok:
         return
     if res["lost"] or res["bad"] or res["closed_by_server"]:
-        b.record(key, col, error="%d lost, %d wrong, %d connections closed by the server (%.0f msg/s)"
-                 % (res["lost"], res["bad"], res["closed_by_server"], res["msgs_per_s"]))
+        c.error("%d lost, %d wrong, %d connections closed by the server (%.0f msg/s)" % (
+            res["lost"], res["bad"], res["closed_by_server"], res["msgs_per_s"]))
         return
     b.record(key, col, res["msgs_per_s"])
     b.record(key + ":p50", col, res["p50_ms"])
@@ -181,10 +196,12 @@ def measure_idle_cpu(b: Bench, col: Column) -> None:
     raise_nofile(b, n)
     with Cell(b, "idle_cpu", col) as c:
         srv = c.srv = Server(kind, env=col.worker_env, tag="-idlecpu", extra=["--defaults"])
+        note_ext(col, srv)
         time.sleep(0.5)
         rss0, thr0 = proc_status(srv.pid)
         lg = c.lg = loadgen("idle", srv.port, n, 0, b.scale["clients"])
         conn = answer(readline_timeout(lg, 60 + n / 20), "CONNECTED")
+        c.fds = proc_fds(srv.pid)
         time.sleep(1.0)
         c0, t0 = proc_cpu(srv.pid), time.monotonic()
         time.sleep(window)
@@ -196,13 +213,12 @@ def measure_idle_cpu(b: Bench, col: Column) -> None:
     if not c.ok:
         return
     if res["closed_by_server"]:
-        b.record("idle_cpu", col, error="the server closed %d of %d idle connections" % (
-            res["closed_by_server"], n))
+        c.error("the server closed %d of %d idle connections" % (res["closed_by_server"], n))
         return
     cpu = 100 * (c1 - c0) / (t1 - t0)
     b.record("idle_cpu", col, cpu)
     b.record("idle_cpu_kib", col, (rss1 - rss0) / n)
-    print("    %-18s idle-cpu %d conns: %.2f %% of a core, %.1f KiB/conn, %.2f threads/conn "
-          "(connect %.1f s, %d pings answered)" % (col.name, n, cpu, (rss1 - rss0) / n,
-                                                   (thr1 - thr0) / n, conn["seconds"], res["pings"]),
+    print("    %-18s idle-cpu %d conns: %.2f %% of a core, %.1f KiB/conn, %.2f threads/conn, "
+          "%d descriptors (connect %.1f s, %d pings answered)" % (col.name, n, cpu, (rss1 - rss0) / n,
+                                                   (thr1 - thr0) / n, c.fds, conn["seconds"], res["pings"]),
           flush=True)
