@@ -101,10 +101,8 @@ class Transport:
         self._message_lock = threading.Lock()
         self._state_lock = threading.Lock()
         self._queue: List[Event] = []  # read ahead by the keepalive thread (at most max_queue)
-        # Reads start in a small buffer; the first read that fills it switches to a
-        # large one (see _read_once), so that idle connections stay small.
-        self._read_buffer: Any = bytearray(SMALL_READ_SIZE)
-        self._read_view = memoryview(self._read_buffer)
+        self._read_buffer: Any = bytearray(SMALL_READ_SIZE)  # large once a read fills it
+        self._read_view: Optional[memoryview] = None  # the large buffer's (a view costs 300 B)
         self._pings: Dict[bytes, Tuple[threading.Event, float]] = {}
         self._closed = Flag()  # set once the connection is finished
         self._tcp_closed = False  # the same, as a plain attribute for the hot path
@@ -209,7 +207,8 @@ class Transport:
             self.protocol.receive_eof()
             self._finish()
             return True
-        self.protocol.receive_data(self._read_view[:size])
+        view = self._read_view
+        self.protocol.receive_data(self._read_buffer[:size] if view is None else view[:size])
         if size == SMALL_READ_SIZE and len(self._read_buffer) == SMALL_READ_SIZE:
             # Busy: a large buffer now, an anonymous mapping whose pages cost memory
             # only once a read writes to them (bytearray(n) would zero-fill them all).

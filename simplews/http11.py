@@ -4,7 +4,7 @@ from __future__ import annotations
 import re
 from collections import abc
 from http.client import responses
-from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .exceptions import HeaderBlockTooLarge, InvalidHandshake
 
@@ -22,11 +22,10 @@ _HEADER_LINE = re.compile(rb"(%s):[ \t]*([\x09\x20-\x7e\x80-\xff]*)" % _TOKEN.pa
 class Headers:
     """An ordered multi-map of HTTP headers with case-insensitive names."""
 
-    __slots__ = ("_items", "_index")
+    __slots__ = ("_items",)
 
     def __init__(self, items: "Optional[HeadersLike]" = None) -> None:
-        self._items: List[Tuple[str, str]] = []
-        self._index: Optional[Dict[str, List[str]]] = None  # lower-cased name -> values
+        self._items: List[Tuple[str, str]] = []  # no index: a connection keeps its headers
         if items is not None:
             # collections.abc's Mapping: typing's costs a generic-alias check per call
             pairs = items.items() if isinstance(items, (dict, Headers, abc.Mapping)) else items
@@ -37,7 +36,6 @@ class Headers:
         if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
             raise ValueError("header names and values cannot contain CR or LF")
         self._items.append((name, value))
-        self._index = None
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The values of ``name`` joined with ", " (RFC 7230 §3.2.2), or ``default``."""
@@ -45,12 +43,8 @@ class Headers:
         return ", ".join(values) if values else default
 
     def get_all(self, name: str) -> List[str]:
-        index = self._index
-        if index is None:
-            index = self._index = {}
-            for key, value in self._items:
-                index.setdefault(key.lower(), []).append(value)
-        return list(index.get(name.lower(), ()))
+        name = name.lower()
+        return [value for key, value in self._items if key.lower() == name]
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)
@@ -65,7 +59,6 @@ class Headers:
     def __delitem__(self, name: str) -> None:
         lower = name.lower()
         self._items = [(k, v) for k, v in self._items if k.lower() != lower]
-        self._index = None
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and bool(self.get_all(name))
