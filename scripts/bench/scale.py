@@ -83,13 +83,22 @@ def note_ext(col: Column, srv: Server) -> None:
 
 
 def raise_nofile(b: Bench, need: int) -> None:
-    """The soft RLIMIT_NOFILE up to the hard one (children inherit it); a note if too low."""
+    """RLIMIT_NOFILE up for N connections (children inherit it): the hard limit to 3 per
+    connection if allowed (root with CAP_SYS_RESOURCE), else the soft one to the hard
+    one; a note if that leaves less than 2 per connection (the simplews server's count)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < hard:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    if hard < need + 64:
-        note = ("RLIMIT_NOFILE hard limit %d is too low for %d connections in one server process: "
-                "raise it (ulimit -Hn, limits.conf) or lower --scale-n/--idle-n" % (hard, need))
+    want = 3 * need + 1024
+    try:
+        if hard < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, want))
+            hard = want
+    except (ValueError, OSError):
+        pass
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < 2 * need + 64:
+        note = ("RLIMIT_NOFILE: hard limit %d (could not raise it): too low for %d connections "
+                "in one server process that holds 2 descriptors per connection (raise it: "
+                "ulimit -Hn, limits.conf; or lower --scale-n/--idle-n)" % (hard, need))
         if note not in b.notes:
             b.notes.append(note)
             print("note: " + note, flush=True)
