@@ -41,6 +41,9 @@ class DeflateConfig(NamedTuple):
     or ``None`` not to offer it. Server side: ``server_no_context_takeover`` /
     ``server_max_window_bits`` limit our compressor, ``client_no_context_takeover`` /
     ``client_max_window_bits`` are asked of every client (when it allows it).
+    Both sides: messages shorter than ``threshold`` bytes go out uncompressed (RFC 7692
+    §6.1 leaves it to the sender, message by message; like Node's ws, whose default is
+    1024): below ~100 bytes deflate saves little and costs a zlib call each.
     """
 
     server_no_context_takeover: bool = False
@@ -49,6 +52,7 @@ class DeflateConfig(NamedTuple):
     client_max_window_bits: Union[int, bool, None] = True
     compress_level: int = 2
     mem_level: int = 8
+    threshold: int = 128
 
 
 class DeflateParams(NamedTuple):
@@ -321,4 +325,5 @@ def codec_settings(config: Optional[DeflateConfig]) -> Dict[str, int]:
     """zlib's settings for what we compress, as Protocol's keyword arguments."""
     if config is None:
         return {}
-    return {"compress_level": config.compress_level, "mem_level": config.mem_level}
+    return {"compress_level": config.compress_level, "mem_level": config.mem_level,
+            "compress_threshold": config.threshold}

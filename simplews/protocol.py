@@ -2,14 +2,11 @@
 
 ``Protocol`` is fed bytes (``receive_data``) and hands out events (``next_event``);
 ``send_*()`` return the bytes to write. It never touches a socket, a thread or a clock.
-Its halves may run in two threads at once: the reader half (``receive_*``,
-``next_event``) under the read lock, the writer half (``send_*``, ``next_reply``)
-under the writer lock; replies the reader decides on (pongs, the close echo, the
-failing close) wait in a queue for the writer half.
-
-It decides how the connection ends (RFC 6455 §7): ``fail()``, ``eof_due`` (when a
-server closes TCP), ``close_exc()`` (what a closed connection raises); after a close
-frame is received or a failure, input is discarded: only the TCP close is left.
+Its reader half (``receive_*``, ``next_event``) and writer half (``send_*``,
+``next_reply``) may run in two threads at once; replies the reader decides on (pongs,
+the close echo, the failing close) wait in a queue for the writer half. It decides how
+the connection ends (RFC 6455 §7): ``fail()``, ``eof_due`` (when a server closes TCP),
+``close_exc()``; after a close frame or a failure, input is discarded.
 """
 from __future__ import annotations
 
@@ -48,8 +45,7 @@ _SHORT_HEADERS = {opcode: [bytes((0x80 | opcode, second)) for second in range(25
 
 def _decode(data: Union[bytes, bytearray], decoder: Optional[codecs.IncrementalDecoder] = None,
             last: bool = True) -> str:
-    """UTF-8 text, whole or through an incremental decoder; invalid UTF-8 fails the
-    connection with 1007 as soon as the bad byte is seen (RFC 6455 §8.1)."""
+    """UTF-8 text, whole or incrementally; invalid UTF-8 fails with 1007 (RFC 6455 §8.1)."""
     try:
         if decoder is None:
             return data.decode("utf-8")
@@ -68,11 +64,12 @@ class Protocol:
     __slots__ = ("side", "max_size", "deflate", "streaming", "close_sent", "close_rcvd", "failure",
                  "failed", "eof", "closing", "discarding", "_client", "_deflater", "_inflater",
                  "_compress_out", "_buf", "_frame", "_msg_opcode", "_msg_compressed", "_msg_size",
-                 "_msg_streamed", "_parts", "_decoder", "_replies", "_pings", "_masks", "__dict__")
+                 "_msg_streamed", "_parts", "_decoder", "_replies", "_pings", "_masks", "_plain_below",
+                 "_threshold", "__dict__")
 
     def __init__(self, side: Side, *, max_size: Optional[int] = 2 ** 20,
                  deflate: Optional[DeflateParams] = None, compress_level: int = 2,
-                 mem_level: int = 8) -> None:
+                 mem_level: int = 8, compress_threshold: int = 0) -> None:
         self.side = side
         self.max_size = max_size
         self.deflate = deflate
@@ -80,6 +77,10 @@ class Protocol:
         self._deflater = Deflater(deflate, compress_level, mem_level) if deflate else None
         self._inflater = Inflater(deflate) if deflate else None
         self._compress_out = False  # is the message being sent compressed?
+        # RFC 7692 §6.1: whole messages under _threshold go out uncompressed, those
+        # under _plain_below through send_data's fast path.
+        self._threshold = compress_threshold if deflate else 0
+        self._plain_below = min(126, compress_threshold) if deflate else 126
         self._buf = bytearray()  # what was received and not parsed yet
         self._frame: Optional[List[Any]] = None  # [opcode, fin, mask, remaining, offset]
         self._msg_opcode = 0  # 0: none, else TEXT or BINARY
@@ -341,7 +342,7 @@ class Protocol:
             raise PayloadTooBig(f"message over max_size ({max_size} bytes)")
 
     def _data(self, chunk: bytes, last: bool) -> Optional[Event]:
-        """Add a piece of payload to the current message; the event it completes, if any."""
+        """Add payload to the current message; the event it completes, if any."""
         data = chunk
         max_size = self.max_size
         if self._msg_compressed:
@@ -428,7 +429,7 @@ class Protocol:
         """One data frame (TEXT or BINARY starts a message, CONT continues it), as the
         buffers to write in order. Compression happens here, in wire order."""
         size = len(data)
-        if size < 126 and fin and self._deflater is None and opcode != _CONT:
+        if size < self._plain_below and fin and opcode != _CONT:
             # The fast path: a whole small message, its 2-byte header built here (§5.2).
             if not self._client:
                 return [_SHORT_HEADERS[opcode][size] + data]
@@ -440,7 +441,8 @@ class Protocol:
         rsv1 = False
         deflater = self._deflater
         if opcode != _CONT:
-            self._compress_out = deflater is not None and deflater.enabled
+            self._compress_out = deflater is not None and deflater.enabled \
+                and (not fin or size >= self._threshold)
             rsv1 = self._compress_out  # RFC 7692 §6: RSV1 on the first frame only
         if self._compress_out:
             data = deflater.compress(data, fin)  # type: ignore[union-attr]
@@ -464,8 +466,8 @@ class Protocol:
         return b"".join(self._frame_bytes(_CLOSE, payload, True, False))
 
     def next_reply(self) -> Optional[bytes]:
-        """The next queued reply frame (pong, close echo, failing close), or None.
-        Nothing is sent after our close frame (RFC 6455 §5.5.1)."""
+        """The next reply frame (pong, close echo, failing close), or None; nothing
+        after our close frame (RFC 6455 §5.5.1)."""
         while self._replies:
             opcode, payload = self._replies.pop(0)
             if self.close_sent is not None:
@@ -478,8 +480,7 @@ class Protocol:
         return None
 
     def _refill_masks(self) -> bytes:
-        """§5.3: a fresh, unpredictable masking key for every frame: os.urandom() for
-        64 keys at a time (one system call per 64 frames); returns one of them."""
+        """§5.3: a fresh, unpredictable key per frame, from one os.urandom() per 64."""
         pool = os.urandom(MASK_POOL_SIZE)
         self._masks = [pool[i:i + 4] for i in range(4, MASK_POOL_SIZE, 4)]
         return pool[:4]

@@ -1,13 +1,18 @@
+import threading
 import zlib
 
 import pytest
 
+import simplews
+
 from simplews.exceptions import NegotiationError, PayloadTooBig, ProtocolError
 from simplews.extensions import (DeflateConfig, DeflateParams, Deflater, Inflater, client_accept,
                                  client_offer, parse_extensions, server_accept)
+from simplews.frames import Opcode
 from simplews.protocol import Message, Protocol, Side
+from simplews.testing import FakeServer, RawClient
 
-from pair import deflate_bomb, feed, make_pair
+from pair import deflate_bomb, feed, frames_of, make_pair
 
 
 def test_parse_extensions_with_quoted_values():
@@ -193,3 +198,56 @@ def test_inflater_after_a_final_block_in_an_earlier_fragment():
     assert inflater.decompress(one, False, None) == b"one"
     with pytest.raises(zlib.error):
         inflater.decompress(two[:-4], True, None)
+
+
+def _threshold_pair(threshold):
+    header, server_params = server_accept(client_offer(DeflateConfig()), DeflateConfig())
+    client_params = client_accept(header, DeflateConfig())
+    return (Protocol(Side.CLIENT, deflate=client_params, compress_threshold=threshold),
+            Protocol(Side.SERVER, deflate=server_params, compress_threshold=threshold))
+
+
+@pytest.mark.parametrize("threshold, size, compressed", [
+    (128, 20, False), (128, 127, False), (128, 128, True), (128, 5000, True),
+    (0, 1, True), (1024, 500, False), (1024, 1024, True)])
+def test_messages_under_the_threshold_go_out_uncompressed(threshold, size, compressed):
+    """RFC 7692 §6.1: the sender chooses, message by message; RSV1 says which."""
+    client, server = _threshold_pair(threshold)
+    for sender, receiver in ((client, server), (server, client)):
+        text = "ab" * (size // 2) + "c" * (size % 2)
+        wire = frames_of(sender, Opcode.TEXT, text.encode())
+        assert bool(wire[0] & 0x40) is compressed
+        if size >= 100:
+            assert (len(wire) < size) is compressed  # "abab..." compresses well
+        assert feed(receiver, wire) == [Message(text)]
+
+
+def test_a_fragmented_message_is_compressed_whatever_its_first_frame():
+    client, server = _threshold_pair(128)
+    first = frames_of(client, Opcode.TEXT, b"ab", fin=False)
+    assert first[0] & 0x40  # its size is not known yet
+    assert feed(server, first + frames_of(client, Opcode.CONT, b"cd")) == [Message("abcd")]
+
+
+def test_connect_and_serve_send_small_messages_uncompressed_by_default():
+    """Over real sockets, both directions: the defaults (DeflateConfig().threshold = 128)
+    send a short message without RSV1 and a long one compressed; both arrive intact."""
+    long_text = "x" * 300
+    with FakeServer(compression="deflate") as fake, simplews.connect(fake.uri, close_timeout=2) as ws:
+        peer = fake.accept(timeout=5)
+        ws.send("hi")
+        ws.send(long_text)
+        assert [peer.recv(timeout=5) for _ in range(2)] == ["hi", long_text]
+        assert [f.rsv1 for f in peer.frames[:2]] == [False, True]
+    server = simplews.serve(lambda ws: [ws.send(m) for m in ws])
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        with RawClient(f"ws://127.0.0.1:{server.port}/", compression="deflate") as client:
+            client.send("hi")
+            client.send(long_text)
+            assert [client.recv(timeout=5) for _ in range(2)] == ["hi", long_text]
+            assert [f.rsv1 for f in client.frames if f.opcode == Opcode.TEXT] == [False, True]
+    finally:
+        server.shutdown()
+        thread.join(5)
