@@ -119,7 +119,7 @@ def report(b: Bench) -> None:
         for rname, rr in rats.items():
             for g in rr:
                 if g["value"] is not None:      # rows not run (or failed: see the errors)
-                    print("  %-16s %-18s %-28s %-10s %s" % (rname, g["row"], g["what"], g["goal"],
+                    print("  %-16s %-18s %-32s %-10s %s" % (rname, g["row"], g["what"], g["goal"],
                                                             g["status"]))
     if b.args.json:
         write_json(b, med, best, rats)
