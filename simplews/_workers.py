@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 import threading
-from typing import Any, Callable, List, Literal, Protocol, Set, Tuple, Union
+from typing import Any, Callable, List, Literal, Optional, Protocol, Set, Tuple, Union
 
 __all__ = ["Workers", "Waiter", "Task", "STOP"]
 
@@ -79,15 +79,16 @@ class Workers:
 
     def _run(self) -> None:
         me = threading.current_thread()
-        try:
-            waiter = self._open_waiter()
-        except (OSError, ValueError):  # the listening socket is closed already
-            with self._lock:
-                self._idle -= 1
-                self._threads.discard(me)
-            return
+        waiter: Optional[Waiter] = None
         try:
             while True:
+                if waiter is None:
+                    try:
+                        waiter = self._open_waiter()
+                    except (OSError, ValueError):  # the listening socket is closed already
+                        with self._lock:
+                            self._idle -= 1
+                        return
                 task = waiter(self.idle_timeout)
                 if task is STOP:
                     return
@@ -100,6 +101,8 @@ class Workers:
                     self._idle -= 1
                     if self._idle == 0:
                         self._wanted.set()  # the next connection needs a waiting thread
+                waiter.close()  # a serving thread holds no descriptor but its connection's
+                waiter = None
                 item, me.name = task
                 self._serve(item)
                 me.name = "simplews-worker"
@@ -108,6 +111,7 @@ class Workers:
                         return
                     self._idle += 1
         finally:
-            waiter.close()
+            if waiter is not None:
+                waiter.close()
             with self._lock:
                 self._threads.discard(me)

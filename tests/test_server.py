@@ -304,3 +304,25 @@ def test_a_close_that_raises_is_logged_and_frees_the_connections_slot(start_serv
     assert any("boom in close" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
     again = connect(server)  # not refused with 503
     again.close()
+
+
+def test_a_connection_holds_one_descriptor_on_the_server(start_server, connect):
+    """Issue 14: a serving thread gives up its accept waiter's epoll, so 10,000 idle
+    connections need 10,000 descriptors, not 20,000. Client and server share this
+    process here: two descriptors per connection in all."""
+    import os
+
+    def count():
+        return len(os.listdir("/proc/self/fd"))
+
+    server = start_server(lambda ws: ws.recv(timeout=TIMEOUT))
+    connect(server).close()  # the first worker threads exist
+    before = count()
+    clients = [connect(server) for _ in range(40)]
+    deadline = time.monotonic() + TIMEOUT
+    while len(server.connections) < 40 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(server.connections) == 40
+    assert count() - before <= 2 * 40 + 4  # (+ a few waiting threads' epolls)
+    for ws in clients:
+        ws.close()
