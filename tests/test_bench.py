@@ -58,14 +58,14 @@ def test_loadgen_idle_holds_until_told() -> None:
 
 @pytest.mark.slow
 def test_bench_scale_and_idle_cpu_rows(tmp_path: Path) -> None:
-    """bench.py --rows scale,idle-cpu at N=20, 1 s: a value for the floor and simplews
-    in every cell, no error (about 15 s)."""
+    """bench.py --rows scale,idle-cpu at N=20, 0.5 s: a value for the floor and simplews
+    in every cell, no error (about 10 s)."""
     out = tmp_path / "bench.json"
     env = dict(os.environ)
     env.pop("SIMPLEWS_NO_EXTENSIONS", None)
     run = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--rows", "scale,idle-cpu",
                           "--rounds", "1", "--only", "floor,simplews", "--scale-n", "20",
-                          "--scale-time", "1", "--idle-n", "20", "--idle-time", "1",
+                          "--scale-time", "0.5", "--idle-n", "20", "--idle-time", "0.5",
                           "--json", str(out)], capture_output=True, text=True, timeout=180, env=env)
     assert run.returncode == 0, run.stdout + run.stderr
     data = json.loads(out.read_text())
