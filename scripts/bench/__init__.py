@@ -37,13 +37,16 @@ scale runs N = 100, 200 for 2 s, idle-cpu 500 connections for 5 s):
                 is reported. Every echo is checked (connection and sequence
                 number in the payload); a lost or wrong echo, or a connection
                 the server closes, makes the cell an error. --scale-rounds
-                (default --rounds). Full: about 15 s per cell, 8 cells per column
-                per round.
+                (default --rounds). Full: about 12-20 s per cell, 8 cells per
+                column per round (~2 min per column per round). Past ~1,000
+                busy threads the GIL waiters count as runnable: the load
+                average the report prints rises from this row itself.
     idle-cpu    the CPU (user+sys from /proc/PID/stat, % of one core) of a fresh
                 server process holding 10,000 idle connections (--idle-n) with
                 its default keepalive, over 20 s (--idle-time) from 1 s after
-                the last one connected, and its VmRSS added per connection; the
-                load client answers the pings. Both rows raise RLIMIT_NOFILE's
+                the last one connected (a window of at least ping_interval, 20 s,
+                so each connection is pinged in it), and its VmRSS added per
+                connection; the load client answers the pings. Both rows raise RLIMIT_NOFILE's
                 soft limit to the hard one and say so if that is too low.
 
 Columns:

@@ -85,7 +85,7 @@ def note_ext(col: Column, srv: Server) -> None:
 def raise_nofile(b: Bench, need: int) -> None:
     """RLIMIT_NOFILE up for N connections (children inherit it): the hard limit to 3 per
     connection if allowed (root with CAP_SYS_RESOURCE), else the soft one to the hard
-    one; a note if that leaves less than 2 per connection (the simplews server's count)."""
+    one; a note if that leaves less than 2 per connection."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = 3 * need + 1024
     try:
@@ -96,12 +96,12 @@ def raise_nofile(b: Bench, need: int) -> None:
         pass
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     if hard < 2 * need + 64:
-        note = ("RLIMIT_NOFILE: hard limit %d (could not raise it): too low for %d connections "
-                "in one server process that holds 2 descriptors per connection (raise it: "
-                "ulimit -Hn, limits.conf; or lower --scale-n/--idle-n)" % (hard, need))
+        note = ("RLIMIT_NOFILE: hard limit %d (could not raise it): %d connections fit a server "
+                "holding 1 descriptor per connection, not one holding 2 or more (the websockets "
+                "server holds 4): such a cell fails and says so; raise the limit (ulimit -Hn, "
+                "limits.conf) or lower --scale-n/--idle-n" % (hard, need))
         if note not in b.notes:
             b.notes.append(note)
-            print("note: " + note, flush=True)
 
 
 def loadgen(mode: str, port: int, n: int, seconds: float, clients: int) -> Any:
