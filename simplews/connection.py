@@ -24,7 +24,8 @@ _TIMEVAL = struct.Struct("@ll")  # struct timeval (a long and a long, or padded 
 
 
 class Connection(Transport):
-    """An open WebSocket connection, client or server side (DESIGN §3)."""
+    """An open WebSocket connection, client or server side: what connect() returns and
+    a server's handler receives. send() and ping() are safe from several threads."""
 
     __slots__ = ()
 
@@ -32,6 +33,7 @@ class Connection(Transport):
 
     @property
     def state(self) -> State:
+        """OPEN, CLOSING (a close frame sent or received) or CLOSED."""
         return State.CLOSED if self._closed.is_set() else self.protocol.state
 
     @property
@@ -42,6 +44,7 @@ class Connection(Transport):
 
     @property
     def close_reason(self) -> Optional[str]:
+        """The reason that came with close_code; None while the connection is open."""
         return self._close_exc.reason if self._close_exc is not None else None
 
     # ------------------------------------------------------------- receiving

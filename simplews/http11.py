@@ -33,6 +33,7 @@ class Headers:
                 self.add(name, value)
 
     def add(self, name: str, value: str) -> None:
+        """Append a header (a name may repeat); CR and LF are refused (ValueError)."""
         if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
             raise ValueError("header names and values cannot contain CR or LF")
         self._items.append((name, value))
@@ -43,6 +44,7 @@ class Headers:
         return ", ".join(values) if values else default
 
     def get_all(self, name: str) -> List[str]:
+        """Every value of ``name`` (any case), in order; [] if none."""
         name = name.lower()
         return [value for key, value in self._items if key.lower() == name]
 
@@ -70,6 +72,7 @@ class Headers:
         return len(self._items)
 
     def items(self) -> List[Tuple[str, str]]:
+        """(name, value) pairs, in order, repeated names included."""
         return list(self._items)
 
     def __eq__(self, other: object) -> bool:
@@ -79,6 +82,7 @@ class Headers:
         return f"Headers({self._items!r})"
 
     def serialize(self) -> bytes:
+        """The header lines as sent, each ending in CRLF."""
         return b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in self._items)
 
 
@@ -96,6 +100,7 @@ class Request:
         self.headers = headers
 
     def serialize(self) -> bytes:
+        """The request head as sent: request line, headers, blank line."""
         start = f"{self.method} {self.path} {self.version}\r\n".encode("latin-1")
         return start + self.headers.serialize() + b"\r\n"
 

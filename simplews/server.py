@@ -296,5 +296,13 @@ def _listen_unix(path: str, backlog: int) -> socket.socket:
 def serve(handler: Handler, host: Optional[str] = "127.0.0.1", port: int = 0, **kwargs: Any) -> Server:
     """Listen on ``host``:``port`` (port 0: any free port, see ``server.port``), or on the
     Unix socket ``unix_socket=PATH``, and return the Server; call serve_forever() to
-    accept. Options: see DESIGN §3."""
+    accept. ``handler(ws)`` runs in the connection's thread (when it returns: close 1000;
+    when it raises: 1011, logged). Options, with their defaults: ``ssl`` (None: ws://),
+    ``subprotocols``, ``select_subprotocol(info, offered)``, ``process_request(info,
+    request)`` (a Response refuses), ``origins``, ``compression`` ("deflate", a
+    DeflateConfig or None), ``open_timeout`` (10 s), ``close_timeout`` (10 s),
+    ``ping_interval`` (20 s), ``ping_timeout`` (20 s), ``max_size`` (1 MiB),
+    ``max_queue`` (16 messages), ``max_connections`` (None; past it: 503), ``backlog``
+    (128), ``reuse_port``, ``sock``, ``unix_socket``, ``switch_interval`` (None),
+    ``server_header``, ``logger``."""
     return Server(handler, host, port, **kwargs)

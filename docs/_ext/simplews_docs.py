@@ -26,17 +26,7 @@ PUBLIC_MODULES = ("simplews", "simplews.testing", "simplews.wsgi")
 
 # Docstrings known to be missing or to refer to files users lack (issue 17), until they
 # are written. Each entry is a dotted name as autodoc documents it.
-KNOWN: Dict[str, str] = {
-    "simplews.serve": "refers to DESIGN §3",
-    "simplews.Connection": "refers to DESIGN §3",
-    "simplews.Connection.state": "no docstring",
-    "simplews.Connection.close_reason": "no docstring",
-    "simplews.Headers.add": "no docstring",
-    "simplews.Headers.get_all": "no docstring",
-    "simplews.Headers.items": "no docstring",
-    "simplews.Headers.serialize": "no docstring",
-    "simplews.Request.serialize": "no docstring",
-}
+KNOWN: Dict[str, str] = {}
 
 # Re-exports documented once, under their first name: an alias counts as documented
 # when its target is (a second index entry would make references ambiguous).
