@@ -46,7 +46,7 @@ import socket
 import ssl
 import threading
 from time import monotonic
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, TypeVar, Union
 
 from . import keepalive
 from ._io import NOW, Deadline, Flag, data_ready, wait_readable, wait_writable
@@ -58,6 +58,7 @@ from .protocol import Event, Fragment, Message, Ping, Pong, Protocol, Side
 __all__ = ["Transport"]
 
 _ABNORMAL = CloseCode.ABNORMAL_CLOSURE
+W = TypeVar("W", threading.Event, Flag)  # what a ping's pong sets
 READ_SIZE = 256 * 1024
 SMALL_READ_SIZE = 1024
 
@@ -103,7 +104,7 @@ class Transport:
         self._queue: List[Event] = []  # read ahead by the keepalive thread (at most max_queue)
         self._read_buffer: Any = bytearray(SMALL_READ_SIZE)  # large once a read fills it
         self._read_view: Optional[memoryview] = None  # the large buffer's (a view costs 300 B)
-        self._pings: Dict[bytes, Tuple[threading.Event, float]] = {}
+        self._pings: Dict[bytes, Tuple[Union[threading.Event, Flag], float]] = {}
         self._closed = Flag()  # set once the connection is finished
         self._tcp_closed = False  # the same, as a plain attribute for the hot path
         self._shut_wr = False  # we shut our sending side down (a server's close, §7.1.1)
@@ -332,7 +333,7 @@ class Transport:
             self._shut_wr = True
             self._shutdown(socket.SHUT_WR)
 
-    def _ping(self, payload: bytes, idle: bool) -> Optional[threading.Event]:
+    def _ping(self, payload: bytes, waiter: W, idle: bool) -> Optional[W]:
         """Send a ping; ``idle`` (the keepalive thread): give up, returning None, when
         the writer is busy, the socket's buffer is full or the connection is closing."""
         if not self._acquire_writer(idle):
@@ -343,7 +344,6 @@ class Transport:
             if not self.protocol.closing and not self._tcp_closed:
                 if idle and not wait_writable(self.socket, 0):
                     return None
-                waiter = threading.Event()
                 self._pings[payload] = (waiter, monotonic())
                 if self._write([self.protocol.send_ping(payload)]):
                     return waiter
@@ -441,9 +441,9 @@ class Transport:
             return deadline.at or 0.0 if deadline is not None else now + keepalive.TICK
         return None
 
-    def keepalive_ping(self) -> Optional[threading.Event]:
-        try:
-            return self._ping(os.urandom(4), idle=True)
+    def keepalive_ping(self) -> Optional[Flag]:
+        try:  # (a Flag costs a tenth of a threading.Event)
+            return self._ping(os.urandom(4), Flag(), idle=True)
         except (ConnectionClosed, ConcurrencyError):
             return None
 

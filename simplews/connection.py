@@ -192,7 +192,7 @@ class Connection(Transport):
     def ping(self, data: Union[str, bytes, None] = None) -> threading.Event:
         """Send a ping; the returned Event is set when its pong arrives (RFC 6455 §5.5.2)."""
         payload = os.urandom(4) if data is None else data.encode() if isinstance(data, str) else bytes(data)
-        waiter = self._ping(payload, idle=False)
+        waiter = self._ping(payload, threading.Event(), idle=False)
         assert waiter is not None
         return waiter
 

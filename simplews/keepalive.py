@@ -21,6 +21,8 @@ import time
 from time import monotonic
 from typing import Deque, Dict, List, Optional, Protocol, Tuple
 
+from ._io import Flag
+
 __all__ = ["Keepable", "register", "unregister", "watch", "wake", "TICK"]
 
 TICK = 0.05
@@ -41,7 +43,7 @@ class Keepable(Protocol):
     def keepalive_tick(self, now: float) -> Optional[float]:
         """Closing chores: None while open with nothing pending, else when to look again."""
 
-    def keepalive_ping(self) -> Optional[threading.Event]:
+    def keepalive_ping(self) -> Optional[Flag]:
         """A ping now if the writer and the socket have room, else None; the Event is
         set by its pong."""
 
@@ -66,7 +68,7 @@ class _Schedule:
         self.connection: Optional[Keepable] = connection
         self.at = NEVER
         self.next_ping = NEVER if not interval else now + interval
-        self.waiter: Optional[threading.Event] = None
+        self.waiter: Optional[Flag] = None
         self.sent_at = 0.0
 
 
