@@ -7,6 +7,7 @@
         print(ws.recv())
 """
 from .auth import basic_auth, parse_basic_auth
+from .broadcast import broadcast
 from .client import connect
 from .connection import Connection
 from .exceptions import *  # noqa: F401,F403
@@ -24,6 +25,7 @@ __all__ = [
     "connect",
     "serve",
     "reconnect",
+    "broadcast",
     "basic_auth",
     "parse_basic_auth",
     "Server",
