@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import ssl as ssl_module
 import urllib.parse
@@ -26,8 +27,13 @@ logger = logging.getLogger("simplews.client")
 
 
 def default_ssl_context() -> ssl_module.SSLContext:
-    """Certificates verified against the certifi CA bundle, hostname checked."""
-    return ssl_module.create_default_context(cafile=certifi.where())
+    """Certificates verified against the certifi CA bundle, and also against the CAs of
+    ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` (OpenSSL's variables) when set; hostname checked."""
+    context = ssl_module.create_default_context(cafile=certifi.where())
+    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
+    if cafile or capath:
+        context.load_verify_locations(cafile or None, capath or None)
+    return context
 
 
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))

@@ -2,8 +2,10 @@
 import base64
 import contextlib
 import os
+import shutil
 import socket
 import ssl
+import subprocess
 import threading
 
 import pytest
@@ -11,7 +13,7 @@ import pytest
 import simplews
 from simplews.uri import parse_uri
 
-from support import free_port
+from support import CERTS, free_port
 from conftest import TIMEOUT, RawServer, client_ssl_context, server_ssl_context
 
 
@@ -79,6 +81,34 @@ def test_default_tls_context_verifies_with_certifi():
     context = simplews.client.default_ssl_context()
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert context.cert_store_stats()["x509_ca"] > 0 and certifi.where()
+
+
+@pytest.mark.parametrize("variable", ["SSL_CERT_FILE", "SSL_CERT_DIR"])
+def test_default_tls_context_adds_ssl_cert_file_and_dir(monkeypatch, tmp_path, variable):
+    if variable == "SSL_CERT_DIR" and shutil.which("openssl") is None:
+        pytest.skip("the openssl command (to name the CA by its subject hash) is not installed")
+    for name in ("SSL_CERT_FILE", "SSL_CERT_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    server = simplews.serve(lambda ws: ws.send("trusted"), "127.0.0.1", 0, ssl=server_ssl_context())
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        uri = f"wss://localhost:{server.port}/"
+        with pytest.raises(ssl.SSLCertVerificationError):  # certifi alone does not trust the test CA
+            simplews.connect(uri)
+        if variable == "SSL_CERT_FILE":
+            monkeypatch.setenv(variable, str(CERTS / "ca.pem"))
+        else:  # a directory of CAs named by their subject hash, as c_rehash leaves them
+            digest = subprocess.run(["openssl", "x509", "-hash", "-noout", "-in", str(CERTS / "ca.pem")],
+                                    capture_output=True, text=True, check=True).stdout.strip()
+            shutil.copy(CERTS / "ca.pem", tmp_path / f"{digest}.0")
+            monkeypatch.setenv(variable, f"{tmp_path / 'missing'}:{tmp_path}")  # a list, as OpenSSL reads it
+        with simplews.connect(uri) as ws:
+            assert ws.recv(TIMEOUT) == "trusted"
+        assert simplews.client.default_ssl_context().cert_store_stats()["x509_ca"] > 1  # certifi's kept
+    finally:
+        server.shutdown()
+        thread.join(TIMEOUT)
 
 
 def test_server_hostname_override(start_server, scheme):
