@@ -14,6 +14,7 @@ from types import FrameType
 from typing import List, Optional
 
 from .._io import format_address
+from ..broadcast import broadcast
 from ..connection import Connection
 from ..exceptions import ConnectionClosed
 from ..server import Server, serve
@@ -56,9 +57,10 @@ def echo(args: argparse.Namespace, server: List[Server], ws: Connection) -> None
         if args.send_on_connect is not None:
             ws.send(args.send_on_connect)
         for message in ws:
-            for each in server[0].connections if args.broadcast else [ws]:  # a plain fan-out
-                with contextlib.suppress(ConnectionClosed):
-                    each.send(message)
+            if args.broadcast:  # skips a client that cannot take it now (logged)
+                broadcast(server[0].connections, message)
+            else:
+                ws.send(message)
     log.info("%s disconnected: %s", peer, describe_close(ws.close_code, ws.close_reason))
 
 
@@ -104,10 +106,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _catch_stop_signals() -> List[int]:
-    """SIGINT and SIGTERM stop the server: the first one is noted in the list returned
-    (the main thread polls it), a second one ends the process the usual way. Handlers
-    that raise (KeyboardInterrupt) could strike anywhere, even before the server is
-    up or inside its shutdown; these are installed before anything starts."""
+    """SIGINT, SIGTERM: the first is noted in the list returned (the main thread polls it), a
+    second ends the process. Installed first: a raising handler could strike anywhere."""
     received: List[int] = []
 
     def note(signum: int, frame: Optional[FrameType]) -> None:
