@@ -1,24 +1,19 @@
-"""Real peers for the interop tests (pytest -m interop): find or install them, start
-and stop them on loopback.
+"""Real peers for the interop tests (pytest -m interop): find them, start and stop
+them on loopback. The tests never install anything: .ci/run installs the peers
+(Debian packages: chromium, chromium-driver, nginx, nodejs, npm, tinyproxy,
+dante-server; then scripts/install_peers.py: Node's ``ws`` into ``.cache/node`` and
+a ``websockets`` virtualenv, ``.cache/websockets-venv``, whose python runs
+tests/interop/websockets_peer.py; never imported by the tests).
 
-- Chromium + chromedriver + nginx: Debian packages (``apt-get install -y``; one
-  ``apt-get update`` and a retry if the first install fails).
-- Node's ``ws``: ``npm install ws`` into ``.cache/node`` in the repository (git-ignored).
-- Python's ``websockets``: its own virtualenv, ``.cache/websockets-venv`` in the
-  repository (git-ignored; ``python -m venv`` + ``pip install websockets>=13``), whose
-  python runs tests/interop/websockets_peer.py; never imported by the tests.
-
-A test that cannot get its peer skips with the reason, unless ``CI``,
+A test whose peer is missing skips with the reason, unless ``CI``,
 ``SIMPLEWS_REQUIRE_INTEROP=1`` or ``SIMPLEWS_REQUIRE_PEERS=1`` (.ci/run) is set: then
-it fails. Every process is started in
-its own session and stopped by its pid with bounded waits; temporary directories
-are removed.
+it fails. Every process is started in its own session and stopped by its pid with
+bounded waits; temporary directories are removed.
 """
 from __future__ import annotations
 
 import base64
 import contextlib
-import fcntl
 import functools
 import hashlib
 import importlib.util
@@ -36,7 +31,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
@@ -46,12 +41,6 @@ HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
 CERTS = HERE / "certs"
 INTEROP = HERE / "interop"
-CACHE = REPO / ".cache"
-NODE_DIR = CACHE / "node"
-WS_NPM_SPEC = "ws@8"
-WEBSOCKETS_PIP_SPEC = "websockets>=13"  # websockets.sync since 11; 12 drops wss closes (1006) now and then
-WEBSOCKETS_VENV = CACHE / "websockets-venv"
-INSTALL_TIMEOUT = 900  # seconds, for one apt-get / npm / pip run
 WAIT = 20  # the bound on waiting for a peer to start or stop
 
 
@@ -98,48 +87,19 @@ def _memo(function):
     return wrapper
 
 
-@contextlib.contextmanager
-def _install_lock(name: str) -> Iterator[None]:
-    """Serialize installs between concurrent test runs on this machine."""
-    CACHE.mkdir(exist_ok=True)
-    with open(CACHE / f"install-{name}.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _installer() -> Any:
+    """scripts/install_peers.py, loaded by its path: where the peers it installs live."""
+    spec = importlib.util.spec_from_file_location("simplews_install_peers",
+                                                  REPO / "scripts" / "install_peers.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _run(args: Sequence[str], cwd: Optional[pathlib.Path] = None) -> Tuple[int, str]:
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    try:
-        done = subprocess.run(list(args), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              timeout=INSTALL_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return -1, str(exc)
-    return done.returncode, done.stdout.decode(errors="replace")
-
-
-def _tail(text: str, lines: int = 5) -> str:
-    return " | ".join(text.strip().splitlines()[-lines:])
-
-
-def apt_install(packages: Sequence[str]) -> None:
-    """``apt-get install -y PACKAGES``; on failure ``apt-get update`` and once more."""
-    if shutil.which("apt-get") is None:
-        raise Unavailable(f"{' '.join(packages)} not found and apt-get is not available")
-    if os.geteuid() != 0:
-        raise Unavailable(f"{' '.join(packages)} not found; installing needs root "
-                          f"(apt-get install -y {' '.join(packages)})")
-    install = ["apt-get", "-o", "DPkg::Lock::Timeout=300", "install", "-y", "-q", *packages]
-    with _install_lock("apt"):
-        code, output = _run(install)
-        if code != 0:
-            _run(["apt-get", "-o", "DPkg::Lock::Timeout=300", "update", "-q"])
-            code, output = _run(install)
-    if code != 0:
-        raise Unavailable(f"apt-get install -y {' '.join(packages)} failed: {_tail(output)}")
+INSTALLER = _installer()
+NODE_DIR, WEBSOCKETS_VENV = INSTALLER.NODE_DIR, INSTALLER.WEBSOCKETS_VENV
+HOW = "installed by .ci/run"
 
 
 # ------------------------------------------------------------------ finders
@@ -164,73 +124,43 @@ def _chromium_binary() -> Optional[str]:
 
 @_memo
 def chromium() -> Tuple[str, str]:
-    """(chromium binary, chromedriver), installed from Debian if missing."""
+    """(chromium binary, chromedriver)."""
     browser, driver = _chromium_binary(), _which("chromedriver", extra=["/usr/lib/chromium/chromedriver"])
     if browser is None or driver is None:
-        apt_install(["chromium", "chromium-driver"])
-        browser, driver = _chromium_binary(), _which("chromedriver",
-                                                     extra=["/usr/lib/chromium/chromedriver"])
-    if browser is None or driver is None:
-        raise Unavailable("chromium / chromedriver not found after apt-get install")
+        raise Unavailable(f"chromium / chromedriver not installed (Debian: chromium chromium-driver, {HOW})")
     return browser, driver
 
 
 @_memo
 def nginx() -> str:
-    """The nginx binary, installed from Debian if missing."""
+    """The nginx binary."""
     path = _which("nginx", extra=["/usr/sbin/nginx"])
     if path is None:
-        apt_install(["nginx"])
-        path = _which("nginx", extra=["/usr/sbin/nginx"])
-    if path is None:
-        raise Unavailable("nginx not found after apt-get install")
+        raise Unavailable(f"nginx not installed (Debian: nginx, {HOW})")
     return path
 
 
 @_memo
 def node_ws() -> Tuple[str, pathlib.Path]:
-    """(node binary, NODE_PATH holding the ``ws`` package), npm-installing it if missing."""
-    node, npm = _which("node", "nodejs"), _which("npm")
-    if node is None or npm is None:
-        apt_install(["nodejs", "npm"])
-        node, npm = _which("node", "nodejs"), _which("npm")
-    if node is None or npm is None:
-        raise Unavailable("node / npm not found after apt-get install nodejs npm")
-    modules = NODE_DIR / "node_modules"
-    with _install_lock("npm"):
-        if not (modules / "ws" / "package.json").exists():
-            NODE_DIR.mkdir(parents=True, exist_ok=True)
-            code, output = _run([npm, "install", "--prefix", str(NODE_DIR), "--no-audit",
-                                 "--no-fund", "--no-save", "--loglevel=error", WS_NPM_SPEC],
-                                cwd=NODE_DIR)
-            if code != 0 or not (modules / "ws" / "package.json").exists():
-                raise Unavailable(f"npm install {WS_NPM_SPEC} failed: {_tail(output)}")
+    """(node binary, NODE_PATH holding the ``ws`` package in .cache/node)."""
+    node, modules = _which("node", "nodejs"), NODE_DIR / "node_modules"
+    if node is None:
+        raise Unavailable(f"node not installed (Debian: nodejs npm, {HOW})")
+    if not (modules / "ws" / "package.json").exists():
+        raise Unavailable(f"Node's {INSTALLER.WS_NPM_SPEC} not in {NODE_DIR} "
+                          f"({HOW}: python scripts/install_peers.py)")
     return node, modules
 
 
 @_memo
 def websockets_python() -> str:
-    """The python of ``.cache/websockets-venv``, a virtualenv holding ``websockets>=13``
-    (made once: ``python -m venv`` + ``pip install``; remade if it does not import)."""
+    """The python of ``.cache/websockets-venv``, a virtualenv holding ``websockets``."""
     python = WEBSOCKETS_VENV / "bin" / "python"
-    # -I: no PYTHONPATH, no user site, not the current directory: only the venv.
-    check = [str(python), "-I", "-c", "import websockets.sync.client, websockets.sync.server"]
-    with _install_lock("websockets-venv"):
-        if python.exists() and _run(check)[0] == 0:
-            return str(python)
-        shutil.rmtree(WEBSOCKETS_VENV, ignore_errors=True)
-        code, output = _run([sys.executable, "-m", "venv", str(WEBSOCKETS_VENV)])
-        if code != 0:
-            shutil.rmtree(WEBSOCKETS_VENV, ignore_errors=True)
-            raise Unavailable(f"python -m venv {WEBSOCKETS_VENV} failed: {_tail(output)}")
-        code, output = _run([str(python), "-I", "-m", "pip", "install", "-q",
-                             "--disable-pip-version-check", WEBSOCKETS_PIP_SPEC])
-        if code == 0:
-            code, output = _run(check)
-        if code != 0:
-            shutil.rmtree(WEBSOCKETS_VENV, ignore_errors=True)
-            raise Unavailable(f"pip install {WEBSOCKETS_PIP_SPEC} into {WEBSOCKETS_VENV} "
-                              f"failed: {_tail(output)}")
+    check = [str(python), "-I", "-c", INSTALLER.WEBSOCKETS_CHECK]  # -I: only the venv
+    if not python.exists() or subprocess.run(check, capture_output=True, timeout=60,
+                                             check=False).returncode != 0:
+        raise Unavailable(f"no {INSTALLER.WEBSOCKETS_PIP_SPEC} virtualenv in {WEBSOCKETS_VENV} "
+                          f"({HOW}: python scripts/install_peers.py)")
     return str(python)
 
 

@@ -51,7 +51,7 @@ class PageHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture(scope="module")
 def browser():
     spki = [peers.spki_sha256(peers.CERTS / "server.pem")]
-    browser = peers.Browser(spki)  # skips (or fails in CI) if Chromium can't be installed
+    browser = peers.Browser(spki)  # skips (or fails in CI) if Chromium is not installed
     page_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), PageHandler)
     thread = threading.Thread(target=page_server.serve_forever, name="page-server")
     thread.start()

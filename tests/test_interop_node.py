@@ -1,8 +1,8 @@
 """Node's ``ws`` (npm) as a server and as a client of simplews (issue 7, part 3).
 
 tests/interop/node_server.js and node_client.js run under node with NODE_PATH set to
-the ``ws`` installed by peers.node_ws() in .cache/node. permessage-deflate is on at
-both ends (``threshold: 0`` so that ``ws`` compresses every message), with its
+the ``ws`` that scripts/install_peers.py puts in .cache/node (peers.node_ws()).
+permessage-deflate is on at both ends (``threshold: 0`` so that ``ws`` compresses every message), with its
 defaults and with the no-context-takeover and window-bits parameters, asked for by
 either side; and off.
 """

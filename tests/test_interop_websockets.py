@@ -4,7 +4,7 @@ subprotocol, fragmented messages both ways, pings both ways, close codes and rea
 both ways.
 
 ``websockets`` is never imported here: it lives in its own virtualenv
-(.cache/websockets-venv, made by peers.websockets_python()), whose python runs
+(.cache/websockets-venv, made by scripts/install_peers.py), whose python runs
 tests/interop/websockets_peer.py as a child process; simplews stays in this process.
 """
 from __future__ import annotations
