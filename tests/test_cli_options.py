@@ -295,7 +295,7 @@ def test_serve_broadcast_and_send_on_connect(serve_process):
         assert one.recv(timeout=TIMEOUT) == two.recv(timeout=TIMEOUT) == b"\x00from two"
 
 
-def test_serve_echo_by_default_greets_only_with_send_on_connect(serve_process):
+def test_serve_echoes_to_the_sender_only_and_greets_nobody_by_default(serve_process):
     server = serve_process()
     where = f"ws://127.0.0.1:{server.port}/"
     with simplews.connect(where, open_timeout=TIMEOUT) as one, \
