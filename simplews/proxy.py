@@ -1,5 +1,5 @@
-"""HTTP proxies for the client: which proxy a URI goes through, and the CONNECT tunnel
-(RFC 9110 §9.3.6) that carries ws:// and wss:// alike."""
+"""Proxies for the client: which proxy a URI goes through, and the CONNECT tunnel
+(RFC 9110 §9.3.6) that carries ws:// and wss:// alike, or a SOCKS proxy's (socks extra)."""
 from __future__ import annotations
 
 import base64
@@ -21,6 +21,7 @@ __all__ = ["proxy_for", "find_proxy", "open_tunnel"]
 
 _VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 _parse_proxy_response = functools.partial(parse_response, versions=(b"HTTP/1.1", b"HTTP/1.0"))
+_PORTS = {"http": 8080, "socks4": 1080, "socks5": 1080, "socks5h": 1080}  # the supported schemes
 _CREDENTIALS = re.compile(r"^([^:/?#]*://)?[^/?#]*@")  # "scheme://user:pass@": hidden in errors
 
 
@@ -54,11 +55,14 @@ def find_proxy(uri: WebSocketURI, proxy: Union[bool, str, None]) -> Optional[Tup
 
 def open_tunnel(proxy_url: str, uri: WebSocketURI, deadline: float,
                 user_agent: Optional[str], source: str = "") -> socket.socket:
-    """A TCP connection to the proxy, tunnelled to ``uri``'s host and port by CONNECT.
-    Only ``http://`` proxies are supported: another scheme (https://, socks5://) or an
-    invalid URL raises ProxyError, naming ``source`` (where the URL comes from)."""
+    """A TCP connection to ``uri``'s host and port through the proxy: CONNECT for
+    ``http://``, SOCKS for ``socks4://``, ``socks5://``, ``socks5h://`` (the proxy resolves
+    the host name). Another scheme (https://) or an invalid URL raises ProxyError,
+    naming ``source`` (where the URL comes from)."""
     parts, host, port = _split_proxy_url(proxy_url, source)
     timeout = max(0.001, deadline - monotonic())
+    if parts.scheme != "http":
+        return _open_socks(parts, host, port, uri, timeout, source)
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except socket.timeout:  # not a TimeoutError subclass before Python 3.10
@@ -87,18 +91,39 @@ def _split_proxy_url(proxy_url: str, source: str) -> Tuple[urllib.parse.SplitRes
     where = f" in {source}" if source else ""
     shown = _CREDENTIALS.sub(r"\1***@", proxy_url)
     scheme = proxy_url.partition("://")[0].lower() if "://" in proxy_url else "http"
-    if scheme != "http":
+    if scheme not in _PORTS:
         raise ProxyError(f"unsupported proxy scheme {scheme!r}{where} ({shown}): "
-                         "only http:// proxies are supported")
+                         "http://, socks4://, socks5:// and socks5h:// are supported")
     try:  # ValueError: a bad port or IPv6 address; UnicodeError: a bad host name ("a..b")
         parts = urllib.parse.urlsplit(proxy_url if "://" in proxy_url else "http://" + proxy_url)
-        port = parts.port or 8080
+        port = parts.port or _PORTS[scheme]
         host = (parts.hostname or "").encode("idna").decode("ascii")
     except ValueError as exc:
         raise ProxyError(f"invalid proxy URL{where} ({shown}): {exc}") from None
     if not host:
         raise ProxyError(f"invalid proxy URL{where} ({shown}): no host")
     return parts, host, port
+
+
+def _open_socks(parts: urllib.parse.SplitResult, host: str, port: int, uri: WebSocketURI,
+                timeout: float, source: str) -> socket.socket:
+    """A TCP connection to ``uri`` through a SOCKS proxy, made by python-socks."""
+    try:
+        from python_socks import ProxyError as SocksError
+        from python_socks import ProxyType
+        from python_socks.sync import Proxy
+    except ImportError:
+        where = f" ({source})" if source else ""
+        raise ProxyError(f"a {parts.scheme}:// proxy{where} needs python-socks: "
+                         "pip install simplews[socks]") from None
+    user, password = (None if part is None else urllib.parse.unquote(part)
+                      for part in (parts.username, parts.password))
+    proxy = Proxy(ProxyType.SOCKS4 if parts.scheme == "socks4" else ProxyType.SOCKS5, host, port,
+                  user, password, rdns=parts.scheme == "socks5h")
+    try:
+        return proxy.connect(uri.host, uri.port, timeout=timeout)
+    except SocksError as exc:
+        raise ProxyError(f"the SOCKS proxy {host}:{port} failed: {exc}") from None
 
 
 def _connect_request(uri: WebSocketURI, proxy: urllib.parse.SplitResult,

@@ -1,12 +1,16 @@
-"""Proxies (simplews/proxy.py): the environment as urllib reads it, and CONNECT tunnels
-for ws:// and wss:// through a real tinyproxy (Debian's package) on loopback."""
+"""Proxies (simplews/proxy.py): the environment as urllib reads it, CONNECT tunnels for
+ws:// and wss:// through a real tinyproxy, and SOCKS4/SOCKS5 through a real dante
+(Debian's packages, started here in the foreground on loopback)."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import pathlib
+import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 
@@ -53,8 +57,8 @@ def test_all_proxy_is_the_fallback(environ):
 
 
 def test_unsupported_proxy_scheme_is_a_clear_error():
-    with pytest.raises(simplews.ProxyError, match="only http://"):
-        simplews.connect("ws://127.0.0.1:9/", proxy="socks5://127.0.0.1:1080", open_timeout=TIMEOUT)
+    with pytest.raises(simplews.ProxyError, match="scheme 'https'.*socks5h:// are supported"):
+        simplews.connect("ws://127.0.0.1:9/", proxy="https://127.0.0.1:1080", open_timeout=TIMEOUT)
 
 
 
@@ -62,14 +66,14 @@ def wait_for_port(port: int, process: subprocess.Popen) -> None:
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"tinyproxy exited with {process.returncode}: see its log")
+            raise RuntimeError(f"the proxy exited with {process.returncode}: see its log")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT).close()
         except ConnectionRefusedError:
             time.sleep(0.02)
         else:
             return
-    raise TimeoutError(f"tinyproxy did not listen on {port}")
+    raise TimeoutError(f"the proxy did not listen on {port}")
 
 
 def find_tinyproxy() -> str:
@@ -218,9 +222,9 @@ def test_cli_through_the_proxy(servers, tinyproxy, environ):
 
 # -- proxies the library cannot use (issue 12, item 3) -----------------------------------
 
-SOCKS = "socks5h://127.0.0.1:1080"
-SOCKS_ERROR = (f"unsupported proxy scheme 'socks5h' in ALL_PROXY ({SOCKS}): "
-               "only http:// proxies are supported")
+SOCKS = "https://127.0.0.1:1080"
+SUPPORTED = "http://, socks4://, socks5:// and socks5h:// are supported"
+SOCKS_ERROR = f"unsupported proxy scheme 'https' in ALL_PROXY ({SOCKS}): {SUPPORTED}"
 
 
 def test_unusable_proxy_fails_only_the_connections_that_go_through_it(environ):
@@ -251,7 +255,7 @@ def test_the_scheme_s_own_variable_comes_before_all_proxy(environ):
     ("HTTP_PROXY", "http://a..b:3128", "invalid proxy URL in HTTP_PROXY (http://a..b:3128): "),
     ("HTTP_PROXY", "http://:3128", "invalid proxy URL in HTTP_PROXY (http://:3128): no host"),
     ("HTTP_PROXY", "https://alice:s3cr@t@proxy:3128", "unsupported proxy scheme 'https' in HTTP_PROXY "
-                                                     "(https://***@proxy:3128): only http:// proxies"),
+                                                     "(https://***@proxy:3128): http://, socks4://"),
 ])
 def test_invalid_proxy_urls_are_proxy_errors(environ, variable, value, expected):
     environ.setenv(variable, value)
@@ -263,9 +267,8 @@ def test_invalid_proxy_urls_are_proxy_errors(environ, variable, value, expected)
 
 def test_given_proxy_url_errors_name_no_variable():
     with pytest.raises(simplews.ProxyError) as info:
-        simplews.connect("ws://127.0.0.1:9/", proxy="socks5://u:p@127.0.0.1:1080", open_timeout=TIMEOUT)
-    assert str(info.value) == ("unsupported proxy scheme 'socks5' (socks5://***@127.0.0.1:1080): "
-                               "only http:// proxies are supported")
+        simplews.connect("ws://127.0.0.1:9/", proxy="https://u:p@127.0.0.1:1080", open_timeout=TIMEOUT)
+    assert str(info.value) == f"unsupported proxy scheme 'https' (https://***@127.0.0.1:1080): {SUPPORTED}"
 
 
 def test_cli_names_the_unusable_proxy_in_one_complete_line(environ):
@@ -277,3 +280,153 @@ def test_cli_names_the_unusable_proxy_in_one_complete_line(environ):
         direct = run_cli(f"ws://127.0.0.1:{server.port}/", input=b"x\n")
     assert direct.returncode == 0, stderr_of(direct)
     assert direct.stdout == b"x\n"
+
+
+# -- SOCKS through dante (issue 17, item 6) ----------------------------------------------
+
+def find_danted() -> str:
+    """dante's server, with python-socks (the socks extra) for the client side."""
+    path = shutil.which("danted") or ("/usr/sbin/danted" if os.path.exists("/usr/sbin/danted") else None)
+    missing = "danted is not installed (apt-get install dante-server)" if path is None else None
+    if importlib.util.find_spec("python_socks") is None:
+        missing = "python-socks is not installed (pip install simplews[socks])"
+    if missing:
+        if os.environ.get("SIMPLEWS_REQUIRE_PEERS"):
+            pytest.fail(f"{missing}; required in CI")
+        pytest.skip(missing)
+    return str(path)
+
+
+class Dante:
+    """danted in the foreground with its own config on 127.0.0.1 (never the system
+    service): no authentication, or ``socksmethod: username`` (system users)."""
+
+    def __init__(self, directory: pathlib.Path, username: bool) -> None:
+        self.port = free_port()
+        config = directory / "danted.conf"
+        method = "username" if username else "none"
+        config.write_text(f"""\
+logoutput: {directory / "danted.log"}
+internal: 127.0.0.1 port = {self.port}
+external: 127.0.0.1
+clientmethod: none
+socksmethod: {method}
+user.privileged: root
+user.unprivileged: nobody
+client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}
+socks pass {{
+    from: 127.0.0.0/8 to: 0.0.0.0/0
+    command: connect
+    log: connect error
+}}
+""")
+        self.log = directory / "danted.log"
+        pid = directory / "danted.pid"
+        self.process = subprocess.Popen([find_danted(), "-f", str(config), "-p", str(pid), "-N", "1"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for_port(self.port, self.process)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}\n{self.log.read_text(errors='replace')}") from None
+
+    def logged(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        self.process.terminate()  # the mother process; its children go with it
+        try:
+            self.process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def dante(tmp_path_factory):
+    proxy = Dante(tmp_path_factory.mktemp("dante"), username=False)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.fixture(scope="module")
+def socks_user():
+    """A throwaway system user with a random password, for dante's username method
+    (it checks system users): created here, as root only, and deleted at the end."""
+    if os.geteuid() != 0 or shutil.which("useradd") is None:
+        pytest.skip("dante's username method checks system users: creating one needs root and useradd")
+    name, password = f"swsocks{secrets.token_hex(3)}", secrets.token_hex(12)
+    subprocess.run(["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+                   check=True, timeout=TIMEOUT)
+    try:
+        subprocess.run(["chpasswd"], input=f"{name}:{password}\n".encode(), check=True, timeout=TIMEOUT)
+        yield name, password
+    finally:
+        subprocess.run(["userdel", name], check=True, timeout=TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def dante_auth(tmp_path_factory, socks_user):
+    proxy = Dante(tmp_path_factory.mktemp("dante-auth"), username=True)
+    yield proxy
+    proxy.stop()
+
+
+@pytest.mark.parametrize("proxy_scheme", ["socks5h", "socks5", "socks4"])
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_socks_proxy_given_explicitly(scheme, proxy_scheme, servers, dante, monkeypatch):
+    kwargs = {"ssl": client_ssl_context()} if scheme == "wss" else {}
+    uri = f"{scheme}://localhost:{servers[scheme]}/chat"
+    if proxy_scheme == "socks5h":  # remote DNS: the proxy resolves the name, this process cannot
+        resolve = socket.getaddrinfo
+
+        def local_dns(host, *args, **kwargs):
+            if host == "localhost":
+                raise socket.gaierror(socket.EAI_NONAME, "resolved here: not remote DNS")
+            return resolve(host, *args, **kwargs)
+
+        monkeypatch.setattr(socket, "getaddrinfo", local_dns)
+    with simplews.connect(uri, proxy=f"{proxy_scheme}://127.0.0.1:{dante.port}", open_timeout=TIMEOUT,
+                          **kwargs) as ws:
+        assert proxied_peer(ws, dante.port)
+        ws.send("through SOCKS")
+        assert ws.recv(timeout=TIMEOUT) == "through SOCKS"
+        ws.send(b"\x00" * 70000)
+        assert ws.recv(timeout=TIMEOUT) == b"\x00" * 70000
+    assert ws.close_code == 1000
+    assert f"127.0.0.1.{servers[scheme]}" in dante.logged()
+
+
+@pytest.mark.parametrize("scheme", ["ws", "wss"])
+def test_socks_with_a_password_from_all_proxy_and_no_proxy(scheme, servers, dante_auth, socks_user, environ):
+    kwargs = {"ssl": client_ssl_context()} if scheme == "wss" else {}
+    uri = f"{scheme}://localhost:{servers[scheme]}/"
+    user, password = socks_user
+    environ.setenv("ALL_PROXY", f"socks5h://{user}:{password}@127.0.0.1:{dante_auth.port}")
+    with simplews.connect(uri, open_timeout=TIMEOUT, **kwargs) as ws:
+        assert proxied_peer(ws, dante_auth.port)
+        ws.send("via ALL_PROXY")
+        assert ws.recv(timeout=TIMEOUT) == "via ALL_PROXY"
+    environ.setenv("ALL_PROXY", f"socks5h://{user}:wrong@127.0.0.1:{dante_auth.port}")
+    with pytest.raises(simplews.ProxyError, match=f"the SOCKS proxy 127.0.0.1:{dante_auth.port} failed"):
+        simplews.connect(uri, open_timeout=TIMEOUT, **kwargs)
+    environ.setenv("NO_PROXY", "localhost")
+    with simplews.connect(uri, open_timeout=TIMEOUT, **kwargs) as ws:
+        assert ws.remote_address[1] == servers[scheme]
+
+
+def test_without_the_socks_extra_only_socks_connections_fail(environ, monkeypatch):
+    monkeypatch.setitem(sys.modules, "python_socks", None)  # as if not installed: ImportError
+    environ.setenv("ALL_PROXY", "socks5h://127.0.0.1:1080")
+    with running_server(echo) as server:
+        uri = f"ws://127.0.0.1:{server.port}/"
+        with pytest.raises(simplews.ProxyError) as info:
+            simplews.connect(uri, open_timeout=TIMEOUT)
+        assert str(info.value) == ("a socks5h:// proxy (ALL_PROXY) needs python-socks: "
+                                   "pip install simplews[socks]")
+        with simplews.connect(uri, proxy=None, open_timeout=TIMEOUT) as ws:
+            ws.send("direct")
+            assert ws.recv(timeout=TIMEOUT) == "direct"
+        environ.setenv("NO_PROXY", "127.0.0.1")
+        with simplews.connect(uri, open_timeout=TIMEOUT) as ws:
+            assert ws.remote_address[1] == server.port
