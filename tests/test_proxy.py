@@ -86,7 +86,28 @@ def find_tinyproxy() -> str:
     return path
 
 
-class Tinyproxy:
+class ForegroundProxy:
+    """A proxy server process of the tests, in the foreground, stopped by its pid."""
+
+    def start(self, args, log: pathlib.Path, **popen) -> None:
+        self.log = log
+        self.process = subprocess.Popen(args, **popen)
+        try:
+            wait_for_port(self.port, self.process)
+        except RuntimeError as exc:
+            self.stop()
+            raise RuntimeError(f"{exc}\n{self.log.read_text(errors='replace')}") from None
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(TIMEOUT)
+
+
+class Tinyproxy(ForegroundProxy):
     """tinyproxy in the foreground with its own config: Basic auth, and CONNECT allowed
     only to the given ports (others get 403, as with the usual ``ConnectPort 443``)."""
 
@@ -97,28 +118,15 @@ class Tinyproxy:
                  "MaxClients 50", "LogLevel Info", f"BasicAuth {USER} {PASSWORD}"]
         lines += [f"ConnectPort {port}" for port in allowed_ports]
         config.write_text("\n".join(lines) + "\n")
-        self.log = directory / "tinyproxy.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen([find_tinyproxy(), "-d", "-c", str(config)],
-                                            stdout=log, stderr=subprocess.STDOUT)
-        try:
-            wait_for_port(self.port, self.process)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"{exc}\n{self.log.read_text(errors='replace')}") from None
+        log = directory / "tinyproxy.log"
+        with open(log, "wb") as output:
+            self.start([find_tinyproxy(), "-d", "-c", str(config)], log, stdout=output,
+                       stderr=subprocess.STDOUT)
 
     def url(self, credentials: bool = True) -> str:
         # "%70" is "p": the client must percent-decode the userinfo (RFC 3986 §2.1)
         auth = f"{USER}:%70{PASSWORD[1:]}@" if credentials else ""
         return f"http://{auth}127.0.0.1:{self.port}"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +305,7 @@ def find_danted() -> str:
     return str(path)
 
 
-class Dante:
+class Dante(ForegroundProxy):
     """danted in the foreground with its own config on 127.0.0.1 (never the system
     service): no authentication, or ``socksmethod: username`` (system users)."""
 
@@ -320,26 +328,12 @@ socks pass {{
     log: connect error
 }}
 """)
-        self.log = directory / "danted.log"
-        pid = directory / "danted.pid"
-        self.process = subprocess.Popen([find_danted(), "-f", str(config), "-p", str(pid), "-N", "1"],
-                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        try:
-            wait_for_port(self.port, self.process)
-        except RuntimeError as exc:
-            self.stop()
-            raise RuntimeError(f"{exc}\n{self.log.read_text(errors='replace')}") from None
+        pid = directory / "danted.pid"  # stopped by its pid all the same: its children go with it
+        self.start([find_danted(), "-f", str(config), "-p", str(pid), "-N", "1"], directory / "danted.log",
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def logged(self) -> str:
         return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        self.process.terminate()  # the mother process; its children go with it
-        try:
-            self.process.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(TIMEOUT)
 
 
 @pytest.fixture(scope="module")
