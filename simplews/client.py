@@ -53,7 +53,8 @@ def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
     """Open a WebSocket connection to ``uri`` and return it once the handshake is done.
 
     ``proxy``: True reads HTTPS_PROXY/HTTP_PROXY/ALL_PROXY/NO_PROXY, a string is the proxy's
-    URL (``http://user:pass@host:port``), None never uses one. ``unix_socket``: the path of a
+    URL (``http://user:pass@host:port``; ``socks4://``, ``socks5://``, ``socks5h://``
+    with ``pip install simplews[socks]``), None never uses one. ``unix_socket``: the path of a
     Unix socket to connect to instead of the URI's host. A redirect (301, 302, 303, 307, 308)
     is followed up to ``max_redirects`` times, never from wss:// to ws://.
 
