@@ -344,8 +344,9 @@ class Transport:
             if not self.protocol.closing and not self._tcp_closed:
                 if idle and not wait_writable(self.socket, 0):
                     return None
+                frame = self.protocol.send_ping(payload)  # (ValueError past 125 bytes)
                 self._pings[payload] = (waiter, monotonic())
-                if self._write([self.protocol.send_ping(payload)]):
+                if self._write([frame]):
                     return waiter
         finally:
             self._release_writer(idle)

@@ -19,6 +19,7 @@ __all__ = [
     "frame_header",
     "parse_close",
     "serialize_close",
+    "check_control_payload",
     "is_valid_close_code",
 ]
 
@@ -140,10 +141,18 @@ def parse_close(payload: bytes) -> Tuple[int, str]:
     return code, reason
 
 
+def check_control_payload(payload: BytesLike) -> None:
+    """RFC 6455 §5.5: "All control frames MUST have a payload length of 125 bytes or less"."""
+    if len(payload) > 125:
+        raise ValueError("a control frame's payload is at most 125 bytes")
+
+
 def serialize_close(code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bytes:
     """A close payload; code 1005 means "no code" and gives an empty payload."""
     if code == CloseCode.NO_STATUS_RCVD:
         return b""
+    if not is_valid_close_code(code):  # RFC 6455 §7.4.1: 1004-1006, 1015 "MUST NOT be set"
+        raise ValueError(f"{code} is not a close code an endpoint may send")
     data = code.to_bytes(2, "big") + reason.encode("utf-8")
     if len(data) > 125:
         raise ValueError("close reason too long: a control frame payload is at most 125 bytes")

@@ -20,7 +20,8 @@ from .exceptions import (ConnectionClosed, ConnectionClosedError, ConnectionClos
                          PayloadTooBig, ProtocolError)
 from .extensions import DeflateParams, Deflater, Inflater
 from .events import Close, DataEvent, Event, Fragment, Message, Ping, Pong, Side, State
-from .frames import CloseCode, Opcode, apply_mask, frame_header, parse_close, serialize_close
+from .frames import (CloseCode, Opcode, apply_mask, check_control_payload, frame_header, parse_close,
+                     serialize_close)
 
 __all__ = ["Side", "State", "Protocol", "Event", "Message", "Fragment", "Ping", "Pong", "Close",
            "DataEvent"]
@@ -110,7 +111,7 @@ class Protocol:
         return State.OPEN
 
     @property
-    def has_replies(self) -> bool:  # pongs or close frames waiting for next_reply()
+    def has_replies(self) -> bool:  # replies waiting for next_reply()
         return bool(self._replies)
 
     @property
@@ -118,8 +119,8 @@ class Protocol:
         return self._msg_opcode != 0
 
     def receive_data(self, data: Data) -> None:
-        """Append bytes read from the network (dropped once a close frame was received
-        or the connection failed: RFC 6455 §7.1.7 "MUST NOT ... process further data")."""
+        """Bytes read from the network; dropped after a close frame or a failure
+        (RFC 6455 §7.1.7: "MUST NOT ... process further data")."""
         if not self.discarding:
             self._buf += data
 
@@ -127,10 +128,9 @@ class Protocol:
         self.eof = True
 
     def next_event(self) -> Optional[Event]:
-        """The next event, or None until more data arrives. A protocol violation
-        queues the close frame that fails the connection (RFC 6455 §7.1.7) and raises
-        ProtocolError (PayloadTooBig for 1009); nothing more is parsed after it or
-        after the peer's close frame."""
+        """The next event, or None until more data arrives. A violation queues the
+        failing close frame (RFC 6455 §7.1.7) and raises ProtocolError (PayloadTooBig
+        for 1009); nothing is parsed after it or the peer's close frame."""
         buf = self._buf
         if not buf or self.discarding:
             return None
@@ -152,26 +152,25 @@ class Protocol:
             raise error from None
 
     def fail(self, code: int, reason: str = "") -> None:
-        """Fail the connection (RFC 6455 §7.1.7): "the endpoint MUST send a Close frame
-        with an appropriate status code" (not 1006, never sent) and "MUST NOT continue
-        to attempt to process data". After calling this you must send next_reply()'s
-        frames if you can, then close TCP: a server at once (``eof_due``), a client
-        once the server has (or close_timeout has passed)."""
+        """Fail the connection (RFC 6455 §7.1.7): "MUST send a Close frame with an
+        appropriate status code" (none for 1006) and "MUST NOT continue to attempt to
+        process data". You must then send next_reply()'s frames if you can and close
+        TCP: a server at once (``eof_due``), a client once the server has (or timeout).
+        ValueError (and nothing done) for a code that may not be sent."""
         if self.failed is not None:
             return
-        self.failed = (code, reason)
-        self.closing = True
-        self.discarding = True  # (the buffer is the reader's: left for it to drop)
         if code != CloseCode.ABNORMAL_CLOSURE and self.close_sent is None:
             reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
             self._replies.append((_CLOSE, serialize_close(code, reason)))
+        self.failed = (code, reason)
+        self.closing = True
+        self.discarding = True  # (the buffer is the reader's: left for it to drop)
 
     @property
     def eof_due(self) -> bool:
         """Should we close our side of TCP now? RFC 6455 §7.1.1: after the closing
-        handshake "the server MUST close the underlying TCP connection immediately";
-        after failing it, once our close frame is out. A client waits for the server
-        to close first (and for close_timeout at most)."""
+        handshake "the server MUST close the underlying TCP connection immediately"
+        (after failing, once our close is out); a client waits for the server."""
         return (not self._client and self.close_sent is not None and not self._replies
                 and (self.close_rcvd is not None or self.failed is not None))
 
@@ -181,9 +180,8 @@ class Protocol:
 
     def close_exc(self) -> ConnectionClosed:
         """What the connection raises once closed (RFC 6455 §7.1.5, §7.1.6): OK when
-        both close frames carried 1000, 1001 or none; otherwise the peer's code, or the
-        code we failed it with, or 1006 when nobody sent one. A failure caused by the
-        peer is chained as the cause."""
+        both close frames carried 1000, 1001 or none; else the peer's code, ours, or
+        1006 when nobody sent one; a failure the peer caused is the cause."""
         received, sent = self.close_rcvd, self.close_sent
         exc: ConnectionClosed
         if received is not None and sent is not None and received[0] in _OK_CODES \
@@ -383,8 +381,8 @@ class Protocol:
         self.streaming = False
 
     def take_partial(self) -> Optional[Union[str, bytes]]:
-        """Switch a message partly assembled to streaming: what was assembled so far
-        (for text, its complete characters: the decoder keeps an unfinished one)."""
+        """Switch a partly assembled message to streaming: what was assembled so far
+        (text: its whole characters; the decoder keeps an unfinished one)."""
         if not self._msg_opcode or self._msg_streamed:
             return None
         self._msg_streamed = True
@@ -426,8 +424,8 @@ class Protocol:
     # ----------------------------------------------------------- writer half
 
     def send_data(self, opcode: int, data: Data, fin: bool = True) -> List[Data]:
-        """One data frame (TEXT or BINARY starts a message, CONT continues it), as the
-        buffers to write in order. Compression happens here, in wire order."""
+        """One data frame (TEXT or BINARY starts a message, CONT continues it) as buffers
+        to write in order; compressed here, in wire order."""
         size = len(data)
         if size < self._plain_below and fin and opcode != _CONT:
             # The fast path: a whole small message, its 2-byte header built here (§5.2).
@@ -450,10 +448,12 @@ class Protocol:
 
     def send_ping(self, data: bytes = b"") -> bytes:
         """A ping; its payload is remembered until a pong acknowledges it."""
+        check_control_payload(data)
         self._pings[bytes(data)] = None
         return b"".join(self._frame_bytes(_PING, data, True, False))
 
     def send_pong(self, data: bytes = b"") -> bytes:
+        check_control_payload(data)
         return b"".join(self._frame_bytes(_PONG, data, True, False))
 
     def send_close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> bytes:

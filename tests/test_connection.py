@@ -494,3 +494,19 @@ def test_a_network_error_is_the_cause_of_the_connection_closed_error(connect, ra
     with pytest.raises(simplews.ConnectionClosedError) as again:
         ws.send("x")
     assert isinstance(again.value.__cause__, OSError)
+
+
+def test_oversized_pings_and_unsendable_close_codes_raise_value_error(start_server, connect):
+    """RFC 6455 §5.5 (control payloads of 125 bytes at most) and §7.4.1 (1004-1006 and
+    1015 are never sent): refused before anything goes out; the connection stays usable."""
+    ws = connect(start_server())
+    for call in (lambda: ws.ping(b"x" * 126), lambda: ws.pong(b"x" * 126),
+                 lambda: ws.close(1006), lambda: ws.close(999), lambda: ws.close(70000),
+                 lambda: ws.send_close(1015), lambda: ws.abort(1004)):
+        with pytest.raises(ValueError):
+            call()
+    assert ws.ping(b"x" * 125).wait(TIMEOUT)  # the largest ping is fine
+    ws.send("still open")
+    assert ws.recv(timeout=TIMEOUT) == "still open"
+    ws.close(4000, "done")
+    assert ws.close_code == 4000

@@ -5,8 +5,8 @@ import sys
 import pytest
 
 from simplews.exceptions import ProtocolError
-from simplews.frames import (CloseCode, Opcode, _xor_mask, frame_header, is_valid_close_code,
-                             parse_close, serialize_close)
+from simplews.frames import (CloseCode, Opcode, _xor_mask, check_control_payload, frame_header,
+                             is_valid_close_code, parse_close, serialize_close)
 from simplews.testing.recorder import Frame, serialize_frame
 
 MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
@@ -137,3 +137,15 @@ def test_close_payload_rules():
 def test_every_close_code_has_a_description():
     assert CloseCode.GOING_AWAY.description == "going away"
     assert all(code.description for code in CloseCode)
+
+
+@pytest.mark.parametrize("code", [0, 999, 1004, 1006, 1015, 2999, 5000, 70000])
+def test_serialize_close_refuses_codes_that_may_not_be_sent(code):
+    with pytest.raises(ValueError):
+        serialize_close(code)
+
+
+def test_control_payloads_are_at_most_125_bytes():
+    check_control_payload(b"x" * 125)
+    with pytest.raises(ValueError):
+        check_control_payload(b"x" * 126)
