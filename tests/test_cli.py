@@ -678,3 +678,13 @@ def test_broken_handshake_answer_exits_7(answer):
         result = run_cli("--no-proxy", uri)
     line = assert_one_line_error(result, 7, "handshake")
     assert "unexpected error" not in line
+
+
+@pytest.mark.parametrize("args, expected", [((), "0.1 s"), (("--switch-interval", "0.02"), "0.02 s")])
+def test_serve_raises_the_switch_interval_and_says_so(serve_process, args, expected):
+    """Issue 14, item 4: an application may change the process-wide setting, and
+    ``simplews serve`` does, by default (the library does not unless asked)."""
+    server = serve_process(*args)
+    logged = [line for line in server.log if "switch interval" in line]  # (before "listening")
+    line = logged[0] if logged else server.wait_for("switch interval")
+    assert f"set to {expected}" in line
