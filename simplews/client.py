@@ -99,7 +99,7 @@ def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
                             subprotocol=accepted.subprotocol, close_timeout=close_timeout,
                             ping_interval=ping_interval, ping_timeout=ping_timeout,
                             max_queue=max_queue, logger=logger, leftover=leftover)
-    logger.debug("connected to %s", uri)
+    logger.debug("connected to %s", wsuri.url)  # (no user:password@ in logs)
     return connection
 
 

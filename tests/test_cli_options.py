@@ -273,9 +273,9 @@ def test_a_refusal_says_its_status_once(body, expected):
 
 
 def test_an_unsupported_proxy_is_said_in_full():
-    result = run_cli("--proxy", "socks5://127.0.0.1:1080", "ws://127.0.0.1:9/")
+    result = run_cli("--proxy", "https://127.0.0.1:1080", "ws://127.0.0.1:9/")
     line = assert_one_line_error(result, 4, "proxy")
-    assert line.endswith("only http:// proxies are supported"), line
+    assert line.endswith("http://, socks4://, socks5:// and socks5h:// are supported"), line
 
 
 # -- simplews serve --broadcast --send-on-connect (item 9) -------------------------

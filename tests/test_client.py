@@ -350,3 +350,13 @@ def test_host_names_are_checked_and_sent_in_their_idna_form():
             simplews.connect(bad, proxy=None)
     uri = parse_uri("wss://b\u00fccher.\u4f8b\u3048/x")
     assert uri.host == "xn--bcher-kva.xn--r8jz45g" and uri.url == "wss://xn--bcher-kva.xn--r8jz45g/x"
+
+
+def test_credentials_in_the_uri_stay_out_of_the_logs(start_server, connect, caplog):
+    caplog.set_level("DEBUG", logger="simplews")
+    server = start_server()
+    uri = server.uri.replace("://", "://alice:s3cret@")
+    with connect(uri) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=TIMEOUT) == "hi"
+    assert "connected to" in caplog.text and "s3cret" not in caplog.text

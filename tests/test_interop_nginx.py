@@ -1,8 +1,8 @@
 """nginx as a reverse proxy in front of simplews (issue 7, part 2).
 
 nginx runs in the foreground with its own prefix and config (peers.NGINX_CONF, the one
-README's "Behind nginx" section shows): ws on one port, wss terminated by nginx on
-another, both to a plain-ws upstream. Then several simplews processes share one port
+the documentation's "Behind nginx" guide, docs/nginx.rst, shows): ws on one port, wss
+terminated by nginx on another, both to a plain-ws upstream. Then several simplews processes share one port
 with reuse_port=True behind one upstream address.
 """
 from __future__ import annotations
