@@ -7,9 +7,8 @@
         print(ws.recv())
 """
 from .auth import basic_auth, parse_basic_auth
-from .broadcast import broadcast
 from .client import connect
-from .connection import Connection
+from .connection import Connection, broadcast
 from .exceptions import *  # noqa: F401,F403
 from .exceptions import __all__ as _exceptions_all
 from .extensions import DeflateConfig

@@ -14,7 +14,7 @@ from types import FrameType
 from typing import List, Optional
 
 from .._io import format_address
-from ..broadcast import broadcast
+from ..connection import broadcast
 from ..connection import Connection
 from ..exceptions import ConnectionClosed
 from ..server import Server, serve
