@@ -9,6 +9,10 @@ from .exceptions import InvalidURI
 
 __all__ = ["WebSocketURI", "parse_uri"]
 
+# RFC 3986 §2.2-2.3: reserved and unreserved characters (quote() keeps letters,
+# digits and "_.-~" anyway), and "%" so that percent-encoded octets stay.
+_URI_CHARACTERS = ":/?#[]@!$&'()*+,;=%"
+
 
 class WebSocketURI(NamedTuple):
     secure: bool
@@ -55,6 +59,10 @@ def parse_uri(uri: str) -> WebSocketURI:
         raise InvalidURI(f"{uri!r} has a fragment, which WebSocket URIs must not have")
     secure = parts.scheme == "wss"
     resource = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+    # The request line carries ASCII only (RFC 7230 §3.1.1): an IRI's other characters,
+    # and those a URI may not hold (a space, '"', '<', ...), go out percent-encoded as
+    # UTF-8 (RFC 3987 §3.1); what is encoded already ("%41") stays as it is.
+    resource = urllib.parse.quote(resource, safe=_URI_CHARACTERS)
     user_info = (None if parts.username is None
                  else (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")))
     return WebSocketURI(secure, host, port or (443 if secure else 80), resource, user_info)

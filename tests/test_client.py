@@ -121,6 +121,14 @@ def test_server_hostname_override(start_server, scheme):
         assert ws.recv(timeout=TIMEOUT) == "sni"
 
 
+def test_a_non_ascii_path_reaches_the_server_percent_encoded(start_server, connect):
+    server = start_server()
+    with connect(server, "café/ü?q=naïve x") as ws:
+        assert ws.request.path == "/caf%C3%A9/%C3%BC?q=na%C3%AFve%20x"
+        ws.send("é")
+        assert ws.recv(timeout=TIMEOUT) == "é"
+
+
 def test_open_timeout():
     listener = socket.create_server(("127.0.0.1", 0))  # accepts TCP, never answers
     try:

@@ -22,6 +22,15 @@ def test_invalid_uris(uri):
         parse_uri(uri)
 
 
+@pytest.mark.parametrize("uri,resource", [
+    ("ws://h/café?q=ü", "/caf%C3%A9?q=%C3%BC"),            # an IRI: UTF-8, percent-encoded
+    ("ws://h/a b?c d", "/a%20b?c%20d"),                      # characters a URI may not hold
+    ("ws://h/%41%2F?x=%20&y=[1]:@!$'()*+,;=", "/%41%2F?x=%20&y=[1]:@!$'()*+,;="),  # kept
+])
+def test_the_resource_name_is_ascii(uri, resource):
+    assert parse_uri(uri).resource_name == resource
+
+
 def test_host_header():
     assert parse_uri("ws://h:80/").host_header == "h"
     assert parse_uri("wss://h:8443/").host_header == "h:8443"
