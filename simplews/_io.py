@@ -174,9 +174,19 @@ def wait_writable(sock: socket.socket, timeout: float) -> bool:
     return bool(select.select([], [sock], [], max(0.0, timeout))[1])  # pragma: no cover
 
 
+def peer_address(sock: socket.socket) -> Any:
+    """The peer's address, or None once TCP is reset (getpeername(): ENOTCONN)."""
+    try:
+        return sock.getpeername()
+    except OSError:
+        return None
+
+
 def format_address(address: Any) -> str:
     """``host:port`` (``[host]:port`` for IPv6) for logs; a Unix socket's path (a client's
-    is empty: "unix socket")."""
+    is empty: "unix socket"); None: a peer gone already."""
+    if address is None:
+        return "a peer gone already"
     if isinstance(address, tuple) and len(address) >= 2:
         host, port = address[0], address[1]
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

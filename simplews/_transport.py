@@ -49,7 +49,7 @@ from time import monotonic
 from typing import Any, Dict, List, Optional, Tuple, TypeVar, Union
 
 from . import keepalive
-from ._io import NOW, Deadline, Flag, data_ready, wait_readable, wait_writable
+from ._io import NOW, Deadline, Flag, data_ready, peer_address, wait_readable, wait_writable
 from .exceptions import ConcurrencyError, ConnectionClosed, ProtocolError
 from .frames import CloseCode
 from .http11 import Request, Response
@@ -94,7 +94,7 @@ class Transport:
         self._debug = self.logger.isEnabledFor(logging.DEBUG)
         self._tls = isinstance(sock, ssl.SSLSocket)
         self.local_address: Any = sock.getsockname()
-        self.remote_address: Any = sock.getpeername()
+        self.remote_address: Any = peer_address(sock)  # None: reset already
         #: Seconds between the last ping and its pong.
         self.latency = 0.0
         self._read_lock = threading.Lock()

@@ -8,7 +8,7 @@ import socket
 import threading
 from typing import Any, Callable, Optional, Sequence, Set, Tuple, Union
 
-from ._io import format_address, send_head
+from ._io import format_address, peer_address, send_head
 from .connection import Connection
 from .exceptions import ConnectionClosed, ProtocolError
 from .extensions import DeflateConfig, codec_settings, compression_config
@@ -39,7 +39,8 @@ class HandshakeInfo:
 
     @functools.cached_property
     def remote_address(self) -> Any:
-        return self._socket.getpeername()
+        """None when the client has reset the connection already."""
+        return peer_address(self._socket)
 
 
 class Endpoint:

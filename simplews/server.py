@@ -13,7 +13,8 @@ import threading
 from time import monotonic
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from ._io import format_address, open_unix_socket, read_head, send_head, set_nodelay, wait_readable
+from ._io import (format_address, open_unix_socket, peer_address, read_head, send_head, set_nodelay,
+                  wait_readable)
 from ._workers import STOP, Task, Workers
 from .connection import Connection
 from .endpoint import Endpoint, Handler, HandshakeInfo
@@ -166,7 +167,7 @@ class Server(Endpoint):
             self.logger.exception("cannot send the answer of process_request: HTTP 500")
             response = self._handshake.reject(500, "internal server error")
             data = response.serialize()
-        self.logger.info("refused %s: %d %s", format_address(sock.getpeername()), response.status,
+        self.logger.info("refused %s: %d %s", format_address(peer_address(sock)), response.status,
                          response.reason)
         with contextlib.suppress(OSError):  # TimeoutError included
             send_head(sock, data, deadline)

@@ -1,6 +1,7 @@
 """serve() and Server over real sockets (issue 3, item 8 and the idle-thread bound)."""
 import logging
 import socket
+import struct
 import threading
 import time
 import urllib.request
@@ -36,6 +37,55 @@ def test_handler_that_raises_closes_1011_and_logs(start_server, connect, caplog)
         server.shutdown()
     record = next(r for r in caplog.records if r.name == "simplews.server" and r.exc_info)
     assert "boom in handler" in str(record.exc_info[1])
+
+
+def _reset_client_request(port: int) -> socket.socket:
+    """A plain TCP client that sends a handshake request; the caller resets it."""
+    client = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close: RST
+    client.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    return client
+
+
+class _LineSeen(logging.Handler):
+    """Sets ``seen`` once a record whose message holds ``text`` is emitted."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(logging.INFO)
+        self.text, self.seen, self.lines = text, threading.Event(), []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+        if self.text in self.lines[-1]:
+            self.seen.set()
+
+
+@pytest.mark.parametrize("scheme", ["ws"])  # a plain-TCP client
+def test_refusing_a_client_that_reset_is_logged_as_a_refusal(start_server):
+    # getpeername() fails once the peer reset TCP: the refusal's log line must not.
+    asked, reset = threading.Event(), threading.Event()
+
+    def process_request(info, request):
+        asked.set()
+        assert reset.wait(TIMEOUT)
+        return simplews.Response(403)
+
+    log, watcher = logging.getLogger("simplews.server"), _LineSeen("refused")
+    log.addHandler(watcher)
+    level, log.level = log.level, logging.INFO
+    try:
+        server = start_server(process_request=process_request)
+        client = _reset_client_request(server.port)
+        assert asked.wait(TIMEOUT)
+        client.close()  # RST (SO_LINGER 0), delivered before close() returns on loopback
+        reset.set()
+        assert watcher.seen.wait(TIMEOUT), watcher.lines
+    finally:
+        log.removeHandler(watcher)
+        log.setLevel(level)
+    assert "refused a peer gone already: 403 Forbidden" in watcher.lines, watcher.lines
+    assert not [line for line in watcher.lines if "failed" in line or "unexpected" in line]
 
 
 def test_process_request_answers_without_upgrading(start_server, connect, scheme):

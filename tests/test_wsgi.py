@@ -316,3 +316,28 @@ def test_a_server_without_a_socket_gets_500_and_a_log_line(caplog):
         body = app(environ, lambda status, headers: started.append((status, headers)))
     assert started[0][0] == "500 Internal Server Error" and b"".join(body) == b"WebSocket not available\n"
     assert "does not expose it" in caplog.text
+
+
+def test_refusing_a_client_that_reset_answers_and_logs(caplog):
+    # The WSGI server hands over a socket whose peer has reset TCP: the refusal (no
+    # Sec-WebSocket-Key: 400) is still answered, and logged without getpeername().
+    listener = socket.create_server(("127.0.0.1", 0))
+    client = socket.create_connection(listener.getsockname(), timeout=TIMEOUT)
+    sock, _ = listener.accept()
+    try:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        client.close()  # RST
+        with pytest.raises(OSError):
+            sock.getpeername()
+        started = []
+        app = WebSocketApp(lambda ws: None, logger=logging.getLogger("test_wsgi"))
+        environ = {"REQUEST_METHOD": "GET", "SERVER_PROTOCOL": "HTTP/1.1", "PATH_INFO": "/",
+                   "HTTP_HOST": "h", "HTTP_UPGRADE": "websocket", "HTTP_CONNECTION": "Upgrade",
+                   "werkzeug.socket": sock}
+        with caplog.at_level(logging.INFO, logger="test_wsgi"):
+            app(environ, lambda status, headers: started.append(status))
+        assert started and started[0].startswith("400"), started
+        assert "refused a peer gone already: 400" in caplog.text, caplog.text
+    finally:
+        sock.close()
+        listener.close()
