@@ -3,6 +3,8 @@ reads and writes, waits on a socket."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import os
 import select
 import socket
 import ssl
@@ -180,6 +182,22 @@ def peer_address(sock: socket.socket) -> Any:
         return sock.getpeername()
     except OSError:
         return None
+
+
+_TCP_CLOSE = 7  # Linux's tcpi_state once an RST ended the connection (CLOSE_WAIT, 8, after a FIN)
+
+
+def reset_by_peer(sock: socket.socket) -> Optional[OSError]:
+    """ECONNRESET if the peer reset TCP, else None; for an end of stream that ssl reports
+    as a plain EOF (Python 3.10+ reads with SSL_read_ex and loses the reset's errno). The
+    kernel's TCP state tells a reset from a FIN (Linux's TCP_INFO; elsewhere: None)."""
+    try:
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]  # tcpi_state
+    except (AttributeError, OSError):  # no TCP_INFO here, or not TCP (a Unix socket)
+        return None
+    if state != _TCP_CLOSE:
+        return None
+    return ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
 
 
 def format_address(address: Any) -> str:

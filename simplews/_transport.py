@@ -7,17 +7,17 @@ failed, when a server closes TCP, what a closed connection raises); this module
 carries its decisions out through one read pump (_pump), one write funnel (every
 write is one _write under the writer lock) and one close path (abort, _finish).
 
-Threads. The application's threads call recv() / send() / close(); there is no
-reader thread. The keepalive thread (keepalive.py) sends the pings, finishes what
-its close deadline ends, and reads sockets nobody reads (a reader it finds holding
-the read lock hands the connection back as it lets go: _handback). It never blocks:
-it try-acquires locks, writes only what the socket takes, reads only what is there.
+Threads. The application's threads call recv() / send() / close(); there is no reader
+thread. The keepalive thread (keepalive.py) sends the pings, finishes what its close
+deadline ends, and reads sockets nobody reads (a reader it finds holding the read lock
+hands the connection back as it lets go: _handback). It never blocks: it try-acquires
+locks, writes only what the socket takes, reads only what is there.
 
 Locks, and what each guards:
 
-- read lock: the Protocol's reader half (receive_data, next_event), the read
-  buffer, the read-ahead queue's producer side, and the right to finish the
-  connection (_finish). recv() holds it while it waits for data.
+- read lock: the Protocol's reader half (receive_data, next_event), the read buffer,
+  the read-ahead queue's producer side, and the right to finish the connection
+  (_finish). recv() holds it while it waits for data.
 - writer lock: the Protocol's writer half (send_*, next_reply, the compressor) and
   every write to the socket, one frame per acquisition, so that a pong or a close
   goes out between the fragments of a large message.
@@ -25,16 +25,15 @@ Locks, and what each guards:
 - state lock: the closed flag and the cut flag, each set once.
 
 Who closes the file descriptor: once finished (the closed flag set under the read
-lock: nobody reads after that), the writer lock's holder, never under a sendall:
-_finish closes it if the lock is free, else shuts TCP down (a blocked sendall fails
-at once) and the writer closes it as it lets go of the lock (_unlock_writer).
+lock: nobody reads after that), the writer lock's holder, never under a sendall: _finish
+closes it if the lock is free, else shuts TCP down (a blocked sendall fails at once) and
+the writer closes it as it lets go of the lock (_unlock_writer).
 
 Closing. Once the Protocol is closing (a close frame sent or received, a failure),
-close_timeout bounds the rest: the server closes TCP when the Protocol says so
-(eof_due, RFC 6455 §7.1.1), the client waits for it, past the deadline TCP is cut.
-A sender finding the connection closing waits for the end (bounded alike) and raises
-what the closing decided. The socket stays blocking (another thread may be in
-sendall); timeouts are waits on the descriptor.
+close_timeout bounds the rest: the server closes TCP when the Protocol says so (eof_due,
+RFC 6455 §7.1.1), the client waits for it, past the deadline TCP is cut. A sender finding
+the connection closing waits for the end (bounded alike) and raises what the closing
+decided. Sockets stay blocking (another thread may be in sendall): timeouts are polls.
 """
 from __future__ import annotations
 
@@ -49,7 +48,7 @@ from time import monotonic
 from typing import Any, Dict, List, Optional, Tuple, TypeVar, Union
 
 from . import keepalive
-from ._io import NOW, Deadline, Flag, data_ready, peer_address, wait_readable, wait_writable
+from ._io import NOW, Deadline, Flag, data_ready, peer_address, reset_by_peer, wait_readable, wait_writable
 from .exceptions import ConcurrencyError, ConnectionClosed, ProtocolError
 from .frames import CloseCode
 from .http11 import Request, Response
@@ -126,9 +125,9 @@ class Transport:
             exc.__cause__ = self._cause
         return exc
 
-    def _set_cause(self, exc: OSError) -> None:
+    def _set_cause(self, exc: Optional[OSError]) -> None:
         """Keep the first network error (not its traceback: its frames hold us)."""
-        if self._cause is None and not self._closed.is_set():
+        if exc is not None and self._cause is None and not self._closed.is_set():
             self._cause = exc.with_traceback(None)
 
     def _closed_exception(self) -> ConnectionClosed:
@@ -204,7 +203,8 @@ class Transport:
         except OSError as exc:
             self._set_cause(exc)
             size = 0
-        if not size:
+        if not size:  # ssl reads a reset as an EOF: see reset_by_peer
+            self._set_cause(reset_by_peer(sock) if self._tls else None)
             self.protocol.receive_eof()
             self._finish()
             return True

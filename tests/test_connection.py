@@ -1,4 +1,5 @@
 """The threaded Connection over real loopback sockets, plain and TLS (issue 3)."""
+import errno
 import gc
 import hashlib
 import select
@@ -480,20 +481,36 @@ def test_an_iterable_failing_after_the_first_fragment_fails_the_connection_with_
         ws.send("next")
 
 
-def test_a_network_error_is_the_cause_of_the_connection_closed_error(connect, raw_server, scheme):
-    if scheme == "wss":
-        pytest.skip("ssl reads a reset as a ragged EOF (0 bytes): there is no error to chain")
+@pytest.mark.parametrize("when", ["before recv", "while recv waits"])
+def test_a_network_error_is_the_cause_of_the_connection_closed_error(connect, raw_server, scheme, when):
+    # Over TLS, ssl reads a reset as a plain EOF on Python 3.10+ (SSL_read_ex): the TCP
+    # state tells it apart. "while recv waits": recv() reads the RST itself (the
+    # keepalive thread, which peeks at the raw socket, sees the error as it is).
     ws, peer = raw_server.pair(connect, ping_interval=None)
-    raw = peer.sock
-    raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    peer.close()  # RST
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+    def reset_once_recv_waits() -> None:
+        deadline = time.monotonic() + TIMEOUT
+        while not ws._read_lock.locked() and time.monotonic() < deadline:  # no public signal
+            time.sleep(0.001)
+        peer.close()  # RST
+
+    if when == "before recv":
+        peer.close()
+        resetter = None
+    else:
+        resetter = threading.Thread(target=reset_once_recv_waits)
+        resetter.start()
     with pytest.raises(simplews.ConnectionClosedError) as info:
         ws.recv(timeout=TIMEOUT)
+    if resetter is not None:
+        resetter.join(TIMEOUT)
     assert info.value.code == 1006
-    assert isinstance(info.value.__cause__, OSError)  # ECONNRESET, seen by TCP or TLS
+    cause = info.value.__cause__
+    assert isinstance(cause, ConnectionResetError) and cause.errno == errno.ECONNRESET, repr(cause)
     with pytest.raises(simplews.ConnectionClosedError) as again:
         ws.send("x")
-    assert isinstance(again.value.__cause__, OSError)
+    assert isinstance(again.value.__cause__, ConnectionResetError)
 
 
 def test_oversized_pings_and_unsendable_close_codes_raise_value_error(start_server, connect):
