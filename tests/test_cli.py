@@ -412,6 +412,7 @@ class ServeProcess:
         if self.proc.poll() is None:
             self.proc.kill()
         self.proc.wait(timeout=TIMEOUT)
+        self.reader.join(TIMEOUT)  # it reads stderr to its EOF: closing it under the reader raced
         self.proc.stdout.close()
         self.proc.stderr.close()
 
