@@ -59,7 +59,7 @@ __all__ = ["Transport"]
 _ABNORMAL = CloseCode.ABNORMAL_CLOSURE
 W = TypeVar("W", threading.Event, Flag)  # what a ping's pong sets
 READ_SIZE = 256 * 1024
-SMALL_READ_SIZE = 1024
+SMALL_READ_SIZE = 256  # an idle connection's (pongs, small messages): pymalloc's, 1/4 page
 
 
 class Transport:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections import abc
 from http.client import responses
 from typing import Iterable, Iterator, List, Mapping, Optional, Tuple, Union
@@ -158,7 +159,10 @@ def _parse_headers(lines: List[bytes]) -> Headers:
                 raise InvalidHandshake(f"invalid value in header {name.decode()}")
             raise InvalidHandshake(f"invalid header line {line[:80]!r}")
         name, value = parsed.groups()
-        items.append((name.decode("ascii"), value.rstrip(b" \t").decode("latin-1")))
+        # Shared (interned) strings: a connection keeps its handshake's headers, most of
+        # them the same on every connection ("Upgrade: websocket"); a long value is not.
+        text = value.rstrip(b" \t").decode("latin-1")
+        items.append((sys.intern(name.decode("ascii")), sys.intern(text) if len(text) <= 64 else text))
     return headers
 
 

@@ -1,9 +1,13 @@
 """serve() and Server over real sockets (issue 3, item 8 and the idle-thread bound)."""
+import gc
 import logging
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
+import tracemalloc
 import urllib.request
 
 import pytest
@@ -376,3 +380,48 @@ def test_a_connection_holds_one_descriptor_on_the_server(start_server, connect):
     assert count() - before <= 2 * 40 + 4  # (+ a few waiting threads' epolls)
     for ws in clients:
         ws.close()
+
+
+IDLE_CONNECTION_BYTES = 9000  # Python memory of an idle server connection (README: idle row)
+
+
+def test_an_idle_connection_costs_the_server_few_python_bytes():
+    """Measured with tracemalloc in the server's process, the clients in another one: the
+    connection, its Protocol, socket, read buffer, handshake headers and worker thread.
+    Headers are interned and the read buffer starts at 256 bytes (9.4 KB before)."""
+    count, opened = 100, threading.Semaphore(0)
+
+    def handler(ws):
+        opened.release()
+        for _ in ws:
+            pass
+
+    server = simplews.serve(handler, "127.0.0.1", 0, ping_interval=None)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    code = ("import sys, simplews\n"
+            f"c = [simplews.connect('ws://127.0.0.1:{server.port}/') for _ in range(int(sys.argv[1]))]\n"
+            "print('open', flush=True)\nsys.stdin.read()\n[x.close() for x in c]\n")
+    clients = []
+    tracemalloc.start()
+    try:
+        for n in (10, count):  # the first ten warm up what is created once
+            client = subprocess.Popen([sys.executable, "-c", code, str(n)], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True)
+            clients.append(client)
+            assert client.stdout.readline() == "open\n"
+            for _ in range(n):
+                assert opened.acquire(timeout=TIMEOUT)
+            if n == 10:
+                gc.collect()
+                before = tracemalloc.take_snapshot()
+        gc.collect()
+        grown = sum(stat.size_diff for stat in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+        for client in clients:
+            client.stdin.close()
+            client.wait(TIMEOUT)
+        server.shutdown()
+        thread.join(TIMEOUT)
+    assert grown / count < IDLE_CONNECTION_BYTES, f"{grown / count:.0f} bytes per idle connection"
