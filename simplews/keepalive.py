@@ -26,6 +26,7 @@ from ._io import Flag
 __all__ = ["Keepable", "register", "unregister", "watch", "wake", "TICK"]
 
 TICK = 0.05
+BATCH = 0.01  # the thread sleeps at least this long: a ping or deadline is this late at most
 NEVER = float("inf")
 logger = logging.getLogger("simplews.keepalive")
 
@@ -161,7 +162,9 @@ def _run() -> None:
                     _gone.clear()
                     return
                 due = _pop_due(now)
-                wait = min(TICK, _heap[0][0] - now) if _heap else TICK
+                # At least BATCH: what falls due meanwhile waits for one wake-up (10,000
+                # connections pinged every 20 s: 500 pings/s, 100 wake-ups at most).
+                wait = max(BATCH, min(TICK, _heap[0][0] - now)) if _heap else TICK
             while _gone:
                 _unwatch(selector, watched, _gone.popleft())
             _run_due(due, watched, now)

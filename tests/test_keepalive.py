@@ -194,3 +194,58 @@ def wait_for(condition, timeout=TIMEOUT):
     while not condition() and time.monotonic() < deadline:
         time.sleep(0.005)
     return condition()
+
+
+def test_pings_falling_due_close_together_share_one_wake_up():
+    """Issue 14 (idle CPU): 10,000 connections pinged every 20 s make 500 pings a second,
+    each its own wake-up of the thread if it sleeps until the next one is due exactly.
+    It sleeps BATCH at least: here 500 pings/s, at most one wake-up per BATCH."""
+    from simplews import keepalive
+    from simplews._io import Flag
+
+    class Idle:
+        """A connection with nothing to do but its pings, each answered at once."""
+        ping_timeout = 1.0
+
+        def __init__(self, interval, seen):
+            self.ping_interval, self.seen, self.pings = interval, seen, 0
+
+        def keepalive_fileno(self):
+            return -1
+
+        def keepalive_tick(self, now):
+            self.seen.add(now)  # one value of ``now`` per turn of the thread
+            return None
+
+        def keepalive_ping(self):
+            self.pings += 1
+            flag = Flag()
+            flag.set()
+            return flag
+
+        def keepalive_timeout(self):
+            raise AssertionError("pong late")
+
+        def wants_idle_reads(self):
+            return False
+
+        def read_idle(self):
+            return False
+
+    seen, window = set(), 0.5
+    fakes = []
+    try:
+        for _ in range(50):  # pings 2 ms apart: 500 a second
+            fakes.append(Idle(0.1, seen))
+            keepalive.register(fakes[-1])
+            time.sleep(0.002)
+        time.sleep(0.2)  # every one has pinged once
+        seen.clear()
+        start = sum(f.pings for f in fakes)
+        time.sleep(window)
+        turns, pings = len(seen), sum(f.pings for f in fakes) - start
+    finally:
+        for fake in fakes:
+            keepalive.unregister(fake)
+    assert pings >= 100, pings  # the pings went out (250 on time)
+    assert turns <= window / keepalive.BATCH * 1.5 + 2, (turns, pings)
