@@ -164,15 +164,17 @@ class Connection(Transport):
             self._release_writer()
         raise self._closed_exception()  # the connection is closing
 
-    def _send_now(self, opcode: int, data: bytes, frame: List[Any], timeout: float) -> bool:
+    def _send_now(self, opcode: int, data: bytes, frame: List[Any], timeout: float,
+                  wait: float = 0.0) -> bool:
         """broadcast()'s send: the whole message now, or nothing and False while another
-        message or writer is busy, the socket has no room or the connection is closing.
-        ``frame``: the message framed for a server without compression (RFC 6455 §5.3:
-        only a client masks). A write that stalls ``timeout`` s (SO_SNDTIMEO) cuts TCP."""
-        if not self._message_lock.acquire(blocking=False):
+        message or writer is busy (``wait``: seconds to wait for them), the socket has no
+        room or the connection is closing. ``frame``: the message framed for a server
+        without compression (RFC 6455 §5.3: only a client masks). A write that stalls
+        ``timeout`` s (SO_SNDTIMEO) cuts TCP."""
+        if not self._message_lock.acquire(timeout=wait):
             return False
         try:
-            if not self._acquire_writer(True):
+            if not self._write_lock.acquire(timeout=wait):
                 return False
             try:
                 protocol, sock = self.protocol, self.socket
@@ -272,6 +274,7 @@ def _fragment_bytes(item: Any, text: bool) -> Union[bytes, bytearray, memoryview
 
 
 _broadcast_logger = logging.getLogger("simplews.broadcast")
+BROADCAST_RETRY = 0.01  # seconds, in all, that broadcast() waits for busy connections' locks
 
 
 def broadcast(connections: Iterable[Connection], message: Union[str, bytes, bytearray, memoryview],
@@ -283,10 +286,12 @@ def broadcast(connections: Iterable[Connection], message: Union[str, bytes, byte
     Policy: never wait for one connection. A connection is skipped, left open and
     without this message, when it cannot take the message at once: another thread is
     sending on it, its socket's send buffer is full (a client that reads slowly or not
-    at all), or it is closing or closed. A message that has started to go out cannot be
-    withdrawn: if its write stalls for ``write_timeout`` seconds, the connection is
-    closed (1006). Skipped and closed connections are returned and logged (INFO,
-    logger "simplews.broadcast"); the caller may close the ones that keep lagging.
+    at all), or it is closing or closed. Those are tried once more at the end, waiting
+    10 ms in all for a sender to let go (one whose write is over may not have run yet).
+    A message that has started to go out cannot be withdrawn: if its write stalls for
+    ``write_timeout`` seconds, the connection is closed (1006). Skipped and closed
+    connections are returned and logged (INFO, logger "simplews.broadcast"); the caller
+    may close the ones that keep lagging.
 
     The message is framed once and the same bytes go to every server connection
     without compression; client connections (masked) and compressed ones (RFC 7692)
@@ -297,14 +302,17 @@ def broadcast(connections: Iterable[Connection], message: Union[str, bytes, byte
     else:
         opcode, data = Opcode.BINARY, bytes(message)
     frame = [frame_header(opcode, len(data)) + data]  # RFC 6455 §5.2: FIN, not masked
-    skipped = []
-    for connection in connections:
+
+    def sent(connection: Connection, wait: float) -> bool:
         try:
-            sent = connection._send_now(opcode, data, frame, write_timeout)
+            return connection._send_now(opcode, data, frame, write_timeout, wait)
         except ConnectionClosed:
-            sent = False
-        if not sent:
-            skipped.append(connection)
+            return False
+
+    skipped = [connection for connection in connections if not sent(connection, 0.0)]
+    if skipped:  # a sender whose write is over may not have run yet to let go of the locks
+        deadline = Deadline(BROADCAST_RETRY)
+        skipped = [c for c in skipped if not sent(c, deadline.remaining() or 0.0)]
     if skipped:
         _broadcast_logger.info("broadcast skipped %d connection(s): %s", len(skipped),
                     ", ".join(repr(c) for c in skipped[:10]) + (", ..." if len(skipped) > 10 else ""))

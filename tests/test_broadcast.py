@@ -203,6 +203,35 @@ def test_a_busy_writer_is_skipped_without_waiting(one_client) -> None:  # type: 
     assert not sending.is_alive()
 
 
+def test_a_sender_letting_go_just_after_the_first_pass_is_not_skipped(one_client, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A sender whose write is over may not have run yet to release the message lock
+    (its thread waits for the GIL): found by `simplews serve --broadcast` under load,
+    where a client missed a message. The second pass waits for it (10 ms in all; 1 s
+    here, so that a loaded machine cannot delay the release past it)."""
+    monkeypatch.setattr(simplews.connection, "BROADCAST_RETRY", 1.0)
+    server, connection, client = one_client
+    held, release = threading.Event(), threading.Event()
+
+    def slow_sender() -> None:
+        with connection._message_lock:  # the late release of a send that is over
+            held.set()
+            release.wait(TIMEOUT)
+
+    holder = threading.Thread(target=slow_sender)
+    holder.start()
+    assert held.wait(TIMEOUT)
+    timer = threading.Timer(0.001, release.set)
+    timer.start()
+    try:
+        assert simplews.broadcast([connection], b"late") == []
+    finally:
+        release.set()
+        holder.join(TIMEOUT)
+        timer.join(TIMEOUT)
+    client.settimeout(TIMEOUT)
+    assert client.recv(64) == b"\x82\x04late"
+
+
 def test_a_write_that_stalls_closes_the_connection(one_client) -> None:  # type: ignore[no-untyped-def]
     server, connection, client = one_client
     started = time.monotonic()
