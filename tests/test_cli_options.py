@@ -288,7 +288,7 @@ def test_serve_broadcast_and_send_on_connect(serve_process):
             simplews.connect(where, open_timeout=TIMEOUT) as two:
         assert one.recv(timeout=TIMEOUT) == two.recv(timeout=TIMEOUT) == "welcome"
         server.wait_for("connected")
-        server.wait_for("connected")  # both greeted: broadcast() skips a client being sent to
+        server.wait_for("connected")  # both are in the room
         one.send("from one")
         assert one.recv(timeout=TIMEOUT) == two.recv(timeout=TIMEOUT) == "from one"
         two.send(b"\x00from two")

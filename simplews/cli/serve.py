@@ -55,11 +55,10 @@ def echo(args: argparse.Namespace, server: List[Server], ws: Connection) -> None
     """The handler: greet, echo (or broadcast) each message; log the connection and its end."""
     peer = format_address(ws.remote_address)
     subprotocol = f" (subprotocol {ws.subprotocol})" if ws.subprotocol else ""
+    log.info("%s connected: %s%s", peer, ws.request.path if ws.request else "?", subprotocol)
     with contextlib.suppress(ConnectionClosed):
         if args.send_on_connect is not None:
             ws.send(args.send_on_connect)
-        # Logged once greeted: a broadcast meanwhile would skip a client still being greeted.
-        log.info("%s connected: %s%s", peer, ws.request.path if ws.request else "?", subprotocol)
         for message in ws:
             if args.broadcast:  # skips a client that cannot take it now (logged)
                 broadcast(server[0].connections, message)
