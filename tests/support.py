@@ -13,6 +13,7 @@ import ssl
 import subprocess
 import sys
 import threading
+import time
 from typing import Callable, Dict, Iterator
 
 import simplews
@@ -25,6 +26,15 @@ TIMEOUT = 10 * TIME_SCALE  # the bound on anything a test waits for
 def scaled(seconds: float) -> float:
     """A time bound of the tests, stretched by SIMPLEWS_TEST_TIME_SCALE."""
     return seconds * TIME_SCALE
+
+
+def wait_for(condition: Callable[[], object], timeout: float = TIMEOUT) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes (for states that signal
+    nothing); its last value."""
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return bool(condition())
 
 
 def server_ssl_context(cert: str = "server") -> ssl.SSLContext:

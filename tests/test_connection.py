@@ -17,6 +17,7 @@ from simplews.extensions import DeflateConfig
 from simplews.frames import Opcode
 from simplews.protocol import Close, Fragment, Message
 
+from support import wait_for
 from conftest import TIMEOUT, raw_client
 from pair import deflate_bomb
 
@@ -490,9 +491,7 @@ def test_a_network_error_is_the_cause_of_the_connection_closed_error(connect, ra
     peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 
     def reset_once_recv_waits() -> None:
-        deadline = time.monotonic() + TIMEOUT
-        while not ws._read_lock.locked() and time.monotonic() < deadline:  # no public signal
-            time.sleep(0.001)
+        wait_for(ws._read_lock.locked)  # no public signal
         peer.close()  # RST
 
     if when == "before recv":

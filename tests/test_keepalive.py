@@ -9,7 +9,7 @@ import simplews
 from simplews.frames import Opcode
 from simplews.protocol import Pong
 
-from support import scaled
+from support import scaled, wait_for
 from conftest import TIMEOUT, raw_client
 
 
@@ -187,13 +187,6 @@ def test_the_keepalive_thread_does_not_visit_connections_with_nothing_due(start_
     finally:
         for ws in clients:
             ws.close()
-
-
-def wait_for(condition, timeout=TIMEOUT):
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return condition()
 
 
 def test_pings_falling_due_close_together_share_one_wake_up():

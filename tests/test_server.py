@@ -15,7 +15,7 @@ import pytest
 import simplews
 from simplews.protocol import Close
 
-from support import scaled
+from support import scaled, wait_for
 from conftest import TIMEOUT, client_ssl_context, raw_client
 
 
@@ -392,13 +392,6 @@ def _threads_in(function: str) -> int:
     return sum(frame.f_code.co_name == function for frame in sys._current_frames().values())
 
 
-def _until(condition, timeout: float = TIMEOUT) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition() and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return condition()
-
-
 IDLE_CONNECTION_BYTES = 9000 if sys.version_info >= (3, 11) else 14000
 
 
@@ -430,7 +423,7 @@ def test_an_idle_connection_costs_the_server_few_python_bytes():
             for _ in range(n):
                 assert opened.acquire(timeout=TIMEOUT)
             blocked += n  # every handler waits in recv(), its frames made
-            assert _until(lambda want=blocked: _threads_in("_read_once") >= want), blocked
+            assert wait_for(lambda want=blocked: _threads_in("_read_once") >= want), blocked
             if n == 10:
                 gc.collect()
                 before = tracemalloc.take_snapshot()
