@@ -132,8 +132,7 @@ class Transport:
 
     def _closed_exception(self) -> ConnectionClosed:
         """For a sender finding the connection closing: the end (within close_timeout)."""
-        if not self._closed.is_set():
-            self._closed.wait(self.close_timeout)
+        self._closed.wait(self.close_timeout)  # (at once if set)
         return self._closing_exception()
 
     def _pump(self, deadline: Optional[Deadline], idle: bool = False,
@@ -176,7 +175,9 @@ class Transport:
             cls = type(event)
             if cls is Message or cls is Fragment:
                 if self._debug:
-                    self._log_data("<", event)
+                    data = event.data  # type: ignore[attr-defined]
+                    self.logger.debug("< %s %r [%d]", "TEXT" if isinstance(data, str) else "BINARY",
+                                      data[:64], len(data))
                 if not idle:
                     return event
                 self._queue.append(event)
@@ -188,16 +189,17 @@ class Transport:
     def _read_once(self, deadline: Optional[Deadline]) -> bool:
         """Wait until ``deadline`` and read once into the Protocol; False if nothing came
         in time. At the end of the stream the connection is finished."""
-        sock = self.socket
+        sock, direct = self.socket, self.protocol.direct  # direct: a large frame, read straight in
+        buffer = self._read_buffer if direct is None else direct
         try:
             if deadline is None:
-                size = sock.recv_into(self._read_buffer)
+                size = sock.recv_into(buffer)
             elif self._tls or not deadline.passed():
                 if not data_ready(sock, deadline):
                     return False
-                size = sock.recv_into(self._read_buffer)
+                size = sock.recv_into(buffer)
             else:  # no time to wait: one syscall, whatever is there
-                size = sock.recv_into(self._read_buffer, 0, socket.MSG_DONTWAIT)
+                size = sock.recv_into(buffer, 0, socket.MSG_DONTWAIT)
         except (BlockingIOError, InterruptedError):
             return False
         except OSError as exc:
@@ -207,6 +209,9 @@ class Transport:
             self._set_cause(reset_by_peer(sock) if self._tls else None)
             self.protocol.receive_eof()
             self._finish()
+            return True
+        if direct is not None:
+            self.protocol.received_direct(size)
             return True
         view = self._read_view
         self.protocol.receive_data(self._read_buffer[:size] if view is None else view[:size])
@@ -493,8 +498,3 @@ class Transport:
         finally:
             self._read_lock.release()
         return self.wants_idle_reads()
-
-    def _log_data(self, direction: str, event: Event) -> None:
-        data = event.data  # type: ignore[attr-defined]
-        self.logger.debug("%s %s %r [%d]", direction, "TEXT" if isinstance(data, str) else "BINARY",
-                          data[:64], len(data))

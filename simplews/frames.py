@@ -5,10 +5,11 @@ holds the stateless pieces that both directions share.
 """
 from __future__ import annotations
 
+import codecs
 import enum
 import os
 import struct
-from typing import Callable, Optional, Tuple, Union
+from typing import Callable, List, Optional, Tuple, Union
 
 from .exceptions import ProtocolError
 
@@ -21,6 +22,11 @@ __all__ = [
     "serialize_close",
     "check_control_payload",
     "is_valid_close_code",
+    "decode_utf8",
+    "check_header",
+    "refill_masks",
+    "MASKS",
+    "SHORT_HEADERS",
 ]
 
 
@@ -141,6 +147,36 @@ def parse_close(payload: bytes) -> Tuple[int, str]:
     return code, reason
 
 
+def check_header(opcode: int, fin: bool, rsv: int, length: int, in_message: bool,
+                 deflate: bool) -> None:
+    """A received frame header's rules (ProtocolError, 1002, when broken): ``rsv`` holds
+    the RSV bits (0x70), ``in_message`` whether a fragmented message is in progress,
+    ``deflate`` whether permessage-deflate was negotiated (it defines RSV1)."""
+    if rsv & 0x30:
+        # §5.2: RSV2/RSV3 must be 0 unless an extension defines them; none does here.
+        raise ProtocolError("reserved bits RSV2/RSV3 set")
+    if opcode >= 8:
+        if opcode not in (Opcode.CLOSE, Opcode.PING, Opcode.PONG):
+            raise ProtocolError(f"reserved control opcode {opcode:#x}")  # §5.2
+        if not fin:
+            raise ProtocolError("fragmented control frame")  # §5.5
+        if length > 125:
+            raise ProtocolError("control frame payload over 125 bytes")  # §5.5
+        if rsv:
+            raise ProtocolError("RSV1 set on a control frame")  # RFC 7692 §6.1
+    elif opcode == Opcode.CONT:
+        if not in_message:
+            raise ProtocolError("continuation frame without a message to continue")  # §5.4
+        if rsv:
+            raise ProtocolError("RSV1 set on a continuation frame")  # RFC 7692 §6.1
+    elif opcode not in (Opcode.TEXT, Opcode.BINARY):
+        raise ProtocolError(f"reserved data opcode {opcode:#x}")  # §5.2
+    elif in_message:
+        raise ProtocolError("new data frame inside a fragmented message")  # §5.4
+    elif rsv and not deflate:
+        raise ProtocolError("RSV1 set without permessage-deflate")  # §5.2
+
+
 def check_control_payload(payload: BytesLike) -> None:
     """RFC 6455 §5.5: "All control frames MUST have a payload length of 125 bytes or less"."""
     if len(payload) > 125:
@@ -157,3 +193,40 @@ def serialize_close(code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> b
     if len(data) > 125:
         raise ValueError("close reason too long: a control frame payload is at most 125 bytes")
     return data
+
+
+utf8_decoder = codecs.getincrementaldecoder("utf-8")
+
+
+def decode_utf8(data: Union[bytes, bytearray], decoder: Optional[codecs.IncrementalDecoder] = None,
+                last: bool = True) -> str:
+    """UTF-8 text, whole or incrementally; invalid UTF-8 fails with 1007 (RFC 6455 §8.1)."""
+    try:
+        if decoder is None:
+            return data.decode("utf-8")
+        text = decoder.decode(data, last)
+        pending = decoder.getstate()[0]  # CPython waits for a surrogate's third byte:
+        if len(pending) > 1 and pending[0] == 0xED and pending[1] >= 0xA0:  # ED A0-BF
+            raise UnicodeDecodeError("utf-8", pending, 0, 2, "invalid continuation byte")
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}", CloseCode.INVALID_DATA) from None
+    return text
+
+
+#: Masking keys not used yet, shared by every client connection of the process (list.pop()
+#: is atomic: no key goes out twice); refill_masks() when empty.
+MASKS: List[bytes] = []
+MASK_POOL_SIZE = 256  # bytes of os.urandom() per refill: 64 masking keys
+
+
+def refill_masks() -> bytes:
+    """§5.3: a fresh, unpredictable key per frame, from one os.urandom() per 64 keys."""
+    pool = os.urandom(MASK_POOL_SIZE)
+    MASKS.extend([pool[i:i + 4] for i in range(4, MASK_POOL_SIZE, 4)])
+    return pool[:4]
+
+
+#: The 2-byte headers of final, uncompressed TEXT and BINARY frames with a 7-bit length,
+#: by opcode, then by the second byte (the length, plus 0x80 when masked).
+SHORT_HEADERS = {opcode: [bytes((0x80 | opcode, second)) for second in range(256)]
+                 for opcode in (Opcode.TEXT.value, Opcode.BINARY.value)}

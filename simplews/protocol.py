@@ -6,12 +6,12 @@ Its reader half (``receive_*``, ``next_event``) and writer half (``send_*``,
 ``next_reply``) may run in two threads at once; replies the reader decides on (pongs,
 the close echo, the failing close) wait in a queue for the writer half. It decides how
 the connection ends (RFC 6455 §7): ``fail()``, ``eof_due`` (when a server closes TCP),
-``close_exc()``; after a close frame or a failure, input is discarded.
+``close_exc()``; after a close frame or a failure, input is discarded. The rest of a
+large plain frame may be read straight into ``direct`` (then ``received_direct(n)``).
 """
 from __future__ import annotations
 
 import codecs
-import os
 import struct
 import zlib
 from typing import Any, Dict, List, Optional, Tuple, Union
@@ -20,7 +20,8 @@ from .exceptions import (ConnectionClosed, ConnectionClosedError, ConnectionClos
                          PayloadTooBig, ProtocolError)
 from .extensions import DeflateParams, Deflater, Inflater
 from .events import Close, DataEvent, Event, Fragment, Message, Ping, Pong, Side, State
-from .frames import (CloseCode, Opcode, apply_mask, check_control_payload, frame_header, parse_close,
+from .frames import (MASKS, SHORT_HEADERS, CloseCode, Opcode, apply_mask, check_control_payload,
+                     check_header, decode_utf8, frame_header, parse_close, refill_masks, utf8_decoder,
                      serialize_close)
 
 __all__ = ["Side", "State", "Protocol", "Event", "Message", "Fragment", "Ping", "Pong", "Close",
@@ -29,34 +30,14 @@ __all__ = ["Side", "State", "Protocol", "Event", "Message", "Fragment", "Ping", 
 Data = Union[bytes, bytearray, memoryview]
 
 _U64 = struct.Struct("!Q")
-_utf8_decoder = codecs.getincrementaldecoder("utf-8")
 _OK_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
 LARGE_PAYLOAD = 16 * 1024  # payloads this large are returned apart from their header
-MASK_POOL_SIZE = 256  # bytes of os.urandom() per refill: 64 masking keys
+DIRECT_MIN = 256 * 1024  # a plain frame with this much still to come is read straight in
 #: Each fragment counts at least this many bytes against max_size (bounds the frame count).
 MIN_FRAGMENT_COST = 16
-_NO_MASKS: List[bytes] = []  # shared by every Protocol until its first masked frame
 _CONT, _TEXT, _BINARY = Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value  # plain ints
 _CLOSE, _PING, _PONG = Opcode.CLOSE.value, Opcode.PING.value, Opcode.PONG.value
-# The 2-byte headers of final, uncompressed TEXT and BINARY frames with a 7-bit length,
-# by opcode, then by the second byte (the length, plus 0x80 when masked).
-_SHORT_HEADERS = {opcode: [bytes((0x80 | opcode, second)) for second in range(256)]
-                  for opcode in (_TEXT, _BINARY)}
 
-
-def _decode(data: Union[bytes, bytearray], decoder: Optional[codecs.IncrementalDecoder] = None,
-            last: bool = True) -> str:
-    """UTF-8 text, whole or incrementally; invalid UTF-8 fails with 1007 (RFC 6455 §8.1)."""
-    try:
-        if decoder is None:
-            return data.decode("utf-8")
-        text = decoder.decode(data, last)
-        pending = decoder.getstate()[0]  # CPython waits for a surrogate's third byte:
-        if len(pending) > 1 and pending[0] == 0xED and pending[1] >= 0xA0:  # ED A0-BF
-            raise UnicodeDecodeError("utf-8", pending, 0, 2, "invalid continuation byte")
-    except UnicodeDecodeError as exc:
-        raise ProtocolError(f"invalid UTF-8 in text message: {exc.reason}", CloseCode.INVALID_DATA) from None
-    return text
 
 
 class Protocol:
@@ -65,8 +46,8 @@ class Protocol:
     __slots__ = ("side", "max_size", "deflate", "streaming", "close_sent", "close_rcvd", "failure",
                  "failed", "eof", "closing", "discarding", "_client", "_deflater", "_inflater",
                  "_compress_out", "_buf", "_frame", "_msg_opcode", "_msg_compressed", "_msg_size",
-                 "_msg_streamed", "_parts", "_decoder", "_replies", "_pings", "_masks", "_plain_below",
-                 "_threshold", "__dict__")
+                 "_msg_streamed", "_parts", "_decoder", "_replies", "_pings", "_plain_below",
+                 "_threshold", "direct", "_big", "_full", "__dict__")
 
     def __init__(self, side: Side, *, max_size: Optional[int] = 2 ** 20,
                  deflate: Optional[DeflateParams] = None, compress_level: int = 2,
@@ -99,8 +80,10 @@ class Protocol:
         self.closing = False  # a close frame sent or received, or a failure: close_timeout applies
         self.discarding = False  # a close frame received or a failure: input dropped, TCP close left
         self._replies: List[Tuple[int, bytes]] = []  # a few at most
-        self._masks = _NO_MASKS  # masking keys not used yet (client side; refilled, never appended)
         self._pings: Dict[bytes, None] = {}
+        self.direct: Optional[memoryview] = None  # where the next read goes: see received_direct
+        self._big = bytearray()  # a large plain frame's payload, read straight in (reused)
+        self._full: Optional[memoryview] = None  # that payload once complete
 
     @property
     def state(self) -> State:
@@ -121,8 +104,16 @@ class Protocol:
     def receive_data(self, data: Data) -> None:
         """Bytes read from the network; dropped after a close frame or a failure
         (RFC 6455 §7.1.7: "MUST NOT ... process further data")."""
-        if not self.discarding:
+        if self.discarding:
+            return
+        direct = self.direct
+        if direct is None:
             self._buf += data
+        else:  # a large frame being read straight in: its bytes go there, the rest after
+            size = min(len(data), len(direct))
+            direct[:size] = data[:size]
+            self.received_direct(size)
+            self._buf += data[size:]
 
     def receive_eof(self) -> None:  # the peer closed TCP
         self.eof = True
@@ -132,9 +123,11 @@ class Protocol:
         failing close frame (RFC 6455 §7.1.7) and raises ProtocolError (PayloadTooBig
         for 1009); nothing is parsed after it or the peer's close frame."""
         buf = self._buf
-        if not buf or self.discarding:
+        if not buf and self._full is None or self.discarding:
             return None
         try:
+            if self._full is not None:
+                return self._take_direct()
             if self._frame is None:  # the small-message shortcut first, with one call less
                 header = self._parse_header(buf)
                 if header is None or type(header) is Message:
@@ -222,14 +215,17 @@ class Protocol:
             # fails fast even in the middle of a frame (RFC 6455 §8.1).
             if available >= remaining:
                 take, done = remaining, True
-            elif available and (self._msg_opcode != _BINARY or self._msg_compressed
-                                or self._msg_streamed or self.streaming):
+            elif available and not (plain := self._msg_opcode == _BINARY and not (
+                    self._msg_compressed or self._msg_streamed or self.streaming)):
                 take, done = available, False
             else:
                 # Nothing yet, or a plain binary frame still arriving: there is nothing to
                 # check in it, so it is taken whole once complete, in one copy out of the
-                # buffer instead of one per read and a join (max_size was checked).
+                # buffer instead of one per read and a join (max_size was checked); when
+                # much is still to come, the reads go straight into its buffer.
                 self._frame = frame
+                if available and plain and remaining - available >= DIRECT_MIN:
+                    self._start_direct(remaining)
                 return None
             # One copy out of the buffer: masking reads straight from it.
             with memoryview(buf) as view, view[:take] as piece:
@@ -294,7 +290,9 @@ class Protocol:
                 with memoryview(buf) as view, view[pos:end] as piece:
                     payload = bytes(piece) if mask is None else apply_mask(piece, mask)
             del buf[:end]
-            return Message(_decode(payload) if first == 0x81 else payload)
+            return Message(decode_utf8(payload) if first == 0x81 else payload)
+        if self._big and length < DIRECT_MIN:  # no more large frames: their buffer goes
+            self._big = bytearray()
         opcode = first & 0x0F
         fin = first & 0x80 != 0
         self._check_header(opcode, fin, first & 0x70, length)
@@ -302,31 +300,10 @@ class Protocol:
         return [opcode, fin, mask, length, 0]
 
     def _check_header(self, opcode: int, fin: bool, rsv: int, length: int) -> None:
-        if rsv & 0x30:
-            # §5.2: RSV2/RSV3 must be 0 unless an extension defines them; none does here.
-            raise ProtocolError("reserved bits RSV2/RSV3 set")
+        check_header(opcode, fin, rsv, length, bool(self._msg_opcode), self._inflater is not None)
         if opcode >= 8:
-            if opcode not in (_CLOSE, _PING, _PONG):
-                raise ProtocolError(f"reserved control opcode {opcode:#x}")  # §5.2
-            if not fin:
-                raise ProtocolError("fragmented control frame")  # §5.5
-            if length > 125:
-                raise ProtocolError("control frame payload over 125 bytes")  # §5.5
-            if rsv:
-                raise ProtocolError("RSV1 set on a control frame")  # RFC 7692 §6.1
             return
-        if opcode == _CONT:
-            if not self._msg_opcode:
-                raise ProtocolError("continuation frame without a message to continue")  # §5.4
-            if rsv:
-                raise ProtocolError("RSV1 set on a continuation frame")  # RFC 7692 §6.1
-        else:
-            if opcode not in (_TEXT, _BINARY):
-                raise ProtocolError(f"reserved data opcode {opcode:#x}")  # §5.2
-            if self._msg_opcode:
-                raise ProtocolError("new data frame inside a fragmented message")  # §5.4
-            if rsv and self._inflater is None:
-                raise ProtocolError("RSV1 set without permessage-deflate")  # §5.2
+        if opcode != _CONT:  # a new message
             self._msg_opcode = opcode
             self._msg_compressed = rsv != 0
             self._msg_size = 0
@@ -353,13 +330,13 @@ class Protocol:
         parts, text = self._parts, self._msg_opcode == _TEXT
         if last and not parts and not self._msg_streamed and self._decoder is None:
             self._msg_opcode = 0  # a message in one piece: no assembly
-            return Message(_decode(data) if text else data)
+            return Message(decode_utf8(data) if text else data)
         piece: Union[bytes, str] = data
         if text:
             decoder = self._decoder
             if decoder is None:
-                decoder = self._decoder = _utf8_decoder()
-            piece = _decode(data, decoder, last)
+                decoder = self._decoder = utf8_decoder()
+            piece = decode_utf8(data, decoder, last)
         if self._msg_streamed:
             if last:
                 self._end_message()
@@ -373,6 +350,34 @@ class Protocol:
         message = Message(parts.decode("utf-8") if text else bytes(parts))
         self._end_message()
         return message
+
+    def _start_direct(self, size: int) -> None:
+        """Have the rest of a large plain frame read straight into its own buffer
+        (``direct``): one copy less than through receive_data."""
+        if len(self._big) < size:
+            self._big = bytearray(size)
+        view = memoryview(self._big)[:size]
+        buf = self._buf
+        have = len(buf)
+        view[:have] = buf
+        buf.clear()
+        self._full = view
+        self.direct = view[have:]
+
+    def received_direct(self, size: int) -> None:
+        """``size`` bytes were read into ``direct``."""
+        assert self.direct is not None
+        self.direct = self.direct[size:] if size < len(self.direct) else None
+
+    def _take_direct(self) -> Optional[Event]:
+        if self.direct is not None:
+            return None
+        frame, full = self._frame, self._full
+        assert frame is not None and full is not None
+        self._frame = self._full = None
+        chunk = bytes(full) if frame[2] is None else apply_mask(full, frame[2])
+        full.release()
+        return self._data(chunk, frame[1])
 
     def _end_message(self) -> None:
         self._msg_opcode = 0
@@ -430,12 +435,12 @@ class Protocol:
         if size < self._plain_below and fin and opcode != _CONT:
             # The fast path: a whole small message, its 2-byte header built here (§5.2).
             if not self._client:
-                return [_SHORT_HEADERS[opcode][size] + data]
+                return [SHORT_HEADERS[opcode][size] + data]
             try:
-                mask = self._masks.pop()
+                mask = MASKS.pop()
             except IndexError:
-                mask = self._refill_masks()
-            return [_SHORT_HEADERS[opcode][size | 0x80] + mask + apply_mask(data, mask)]
+                mask = refill_masks()
+            return [SHORT_HEADERS[opcode][size | 0x80] + mask + apply_mask(data, mask)]
         rsv1 = False
         deflater = self._deflater
         if opcode != _CONT:
@@ -479,18 +484,12 @@ class Protocol:
             return b"".join(self._frame_bytes(opcode, payload, True, False))
         return None
 
-    def _refill_masks(self) -> bytes:
-        """§5.3: a fresh, unpredictable key per frame, from one os.urandom() per 64."""
-        pool = os.urandom(MASK_POOL_SIZE)
-        self._masks = [pool[i:i + 4] for i in range(4, MASK_POOL_SIZE, 4)]
-        return pool[:4]
-
     def _frame_bytes(self, opcode: int, payload: Data, fin: bool, rsv1: bool) -> List[Data]:
         if self._client:
             try:
-                mask = self._masks.pop()
+                mask = MASKS.pop()
             except IndexError:
-                mask = self._refill_masks()
+                mask = refill_masks()
             header = frame_header(opcode, len(payload), fin, rsv1, mask)
             payload = apply_mask(payload, mask)
         else:

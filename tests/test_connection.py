@@ -2,6 +2,7 @@
 import errno
 import gc
 import hashlib
+import random
 import select
 import socket
 import struct
@@ -15,7 +16,7 @@ import pytest
 import simplews
 from simplews.extensions import DeflateConfig
 from simplews.frames import Opcode
-from simplews.protocol import Close, Fragment, Message
+from simplews.protocol import Close, Fragment, Message, Pong
 
 from support import wait_for
 from conftest import TIMEOUT, raw_client
@@ -161,6 +162,23 @@ def test_recv_timeout_leaves_the_connection_usable(connect, raw_server):
     assert ws.recv(timeout=TIMEOUT) == "half and half"
     ws.send("still usable")
     assert peer.next_event() == Message("still usable")
+
+
+def test_a_large_frame_read_straight_in_across_timeouts_then_a_ping(connect, raw_server):
+    """A large plain frame is read straight into its buffer (Protocol.direct): reads
+    that time out in the middle of it, and a ping right behind it, lose nothing."""
+    ws, peer = raw_server.pair(connect, max_size=None)
+    payload = random.Random(3).randbytes(3 << 20)
+    frame = b"".join(peer.protocol.send_data(Opcode.BINARY, payload))
+    peer.send(frame[:1 << 20])
+    with pytest.raises(TimeoutError):
+        ws.recv(timeout=0.05)
+    peer.send(frame[1 << 20:])
+    peer.send(peer.protocol.send_ping(b"behind"))
+    assert ws.recv(timeout=TIMEOUT) == payload
+    assert peer.next_event() == Pong(b"behind", (b"behind",))
+    ws.send(payload[:10])
+    assert peer.next_event() == Message(payload[:10])
 
 
 def test_close_started_by_the_client(start_server, connect):

@@ -486,3 +486,100 @@ def test_a_close_timeout_without_the_peers_close_is_1006():
     client.fail(1006, "close timeout")
     exc = client.close_exc()
     assert type(exc) is ConnectionClosedError and (exc.code, exc.reason) == (1006, "close timeout")
+
+
+def read_straight_in(protocol, data, step=100_000):
+    """Write ``data`` into ``protocol.direct`` as a socket's recv_into() would, in
+    reads of ``step`` bytes; returns what did not fit."""
+    while data and protocol.direct is not None:
+        size = min(step, len(protocol.direct), len(data))
+        protocol.direct[:size] = data[:size]
+        protocol.received_direct(size)
+        data = data[size:]
+    return data
+
+
+@pytest.mark.parametrize("side", [Side.SERVER, Side.CLIENT])
+def test_a_large_plain_frame_is_read_straight_into_its_buffer(side):
+    payload = random.Random(5).randbytes(3 << 20)
+    sender = Protocol(Side.CLIENT if side is Side.SERVER else Side.SERVER, max_size=None)
+    frame = frames_of(sender, BINARY, payload)
+    p = Protocol(side, max_size=None)
+    assert p.direct is None
+    assert feed(p, frame[:5000]) == []  # the header and the first bytes, the usual way
+    assert p.direct is not None and p.direct.nbytes == len(frame) - 5000
+    assert read_straight_in(p, frame[5000:]) == b""
+    assert p.direct is None
+    assert feed(p, b"") == [Message(payload)]
+    # The next large frame reuses the buffer; a following small message is parsed as usual.
+    assert feed(p, frame[:300]) == [] and p.direct is not None
+    buffer = p.direct.obj
+    assert read_straight_in(p, frame[300:]) == b""
+    assert feed(p, b"") == [Message(payload)]
+    assert feed(p, frame[:300]) == [] and p.direct.obj is buffer
+    assert read_straight_in(p, frame[300:]) == b""
+    assert feed(p, b"" + frames_of(sender, TEXT, b"after")) == [Message(payload), Message("after")]
+
+
+def test_bytes_fed_to_receive_data_fill_the_direct_buffer_then_the_next_frames():
+    """A feeder that only knows receive_data (tests/pair.py, a fuzzer) gets the same."""
+    client, srv = make_pair(max_size=None)
+    big, small = bytes(range(256)) * 4096, b"next"
+    wire = frames_of(client, BINARY, big) + frames_of(client, BINARY, small) + frames_of(client, TEXT, b"t")
+    assert feed(srv, wire, chunk=70_000) == [Message(big), Message(small), Message("t")]
+    assert srv.direct is None
+
+
+def test_frames_that_need_checking_as_they_arrive_are_not_read_straight_in():
+    payload = b"x" * (1 << 20)
+    p = Protocol(Side.SERVER, max_size=None)
+    frame = client_frame(TEXT, payload)  # UTF-8 is checked as it arrives (§8.1)
+    assert feed(p, frame[:5000]) == [] and p.direct is None
+    assert feed(p, frame[5000:]) == [Message(payload.decode())]
+    client, srv = make_pair(DeflateConfig(), max_size=None)  # compressed: inflated as it arrives
+    frame = frames_of(client, BINARY, random.Random(1).randbytes(1 << 20))
+    assert feed(srv, frame[:5000]) == [] and srv.direct is None
+    p = Protocol(Side.SERVER, max_size=None)
+    p.streaming = True  # recv_streaming(): the pieces as they arrive
+    frame = client_frame(BINARY, payload)
+    assert [type(e) for e in feed(p, frame[:5000])] == [Fragment] and p.direct is None
+
+
+def test_switching_to_streaming_during_a_direct_read_loses_nothing():
+    payload = random.Random(2).randbytes(1 << 20)
+    p = Protocol(Side.SERVER, max_size=None)
+    frame = client_frame(BINARY, payload)
+    assert feed(p, frame[:5000]) == [] and p.direct is not None
+    assert not p.take_partial()  # nothing assembled yet: the frame is still arriving
+    p.streaming = True
+    assert read_straight_in(p, frame[5000:]) == b""
+    assert feed(p, b"") == [Fragment(payload, True)]
+
+
+def test_a_failure_during_a_direct_read_discards_the_rest():
+    p = Protocol(Side.SERVER, max_size=None)
+    frame = client_frame(BINARY, bytes(1 << 20))
+    assert feed(p, frame[:5000]) == [] and p.direct is not None
+    p.fail(1001, "going away")
+    assert feed(p, frame[5000:]) == [] and p.next_event() is None
+    assert replies(p)[:2] == b"\x88\x0c"
+
+
+def test_the_large_frames_buffer_goes_at_the_next_smaller_frame():
+    """Bounded memory: a connection keeps the buffer (at most max_size) only while large
+    frames follow one another; a ping, a pong or a fragment header lets it go."""
+    client, srv = make_pair(max_size=None)
+    frame = frames_of(client, BINARY, bytes(4 << 20))
+    smaller = [client.send_pong(b"idle"), b"".join(client.send_data(BINARY, b"a", False))]
+    tracemalloc.start()
+    try:
+        for data in smaller:
+            assert feed(srv, frame[:5000]) == []
+            read_straight_in(srv, frame[5000:])
+            assert [type(e) for e in feed(srv, b"")] == [Message]
+            holding = tracemalloc.get_traced_memory()[0]
+            assert [type(e) for e in feed(srv, data)] in ([Pong], [])
+            released = tracemalloc.get_traced_memory()[0]
+            assert holding - released > (4 << 20) - 4096, (data, holding, released)
+    finally:
+        tracemalloc.stop()
