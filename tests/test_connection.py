@@ -181,6 +181,26 @@ def test_a_large_frame_read_straight_in_across_timeouts_then_a_ping(connect, raw
     assert peer.next_event() == Message(payload[:10])
 
 
+def test_the_keepalive_thread_reads_a_large_frame_to_answer_the_ping_behind_it(start_server, connect):
+    """Nobody reads on the server: its keepalive thread reads the large frame (straight
+    into its buffer, MSG_DONTWAIT or TLS reads) to reach the ping behind it and pong."""
+    go, received = threading.Event(), []
+
+    def handler(ws):
+        assert go.wait(TIMEOUT)
+        received.append(ws.recv(timeout=TIMEOUT))
+        ws.send(received[-1])
+
+    server = start_server(handler, max_size=None)
+    payload = random.Random(4).randbytes(3 << 20)
+    with connect(server, max_size=None, compression=None) as ws:
+        ws.send(payload)
+        assert ws.ping(b"behind").wait(TIMEOUT)  # answered while the handler waits
+        go.set()
+        assert ws.recv(timeout=TIMEOUT) == payload
+    assert received == [payload]
+
+
 def test_close_started_by_the_client(start_server, connect):
     closed = []
 

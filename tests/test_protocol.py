@@ -583,3 +583,46 @@ def test_the_large_frames_buffer_goes_at_the_next_smaller_frame():
             assert holding - released > (4 << 20) - 4096, (data, holding, released)
     finally:
         tracemalloc.stop()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_seeded_streams_with_large_frames_read_any_way(seed):
+    """Large and small frames, fragments and control frames, fed through receive_data
+    and through ``direct`` in random-sized reads, on both sides: the same events."""
+    rng = random.Random(seed)
+    for receiving in (Side.SERVER, Side.CLIENT):
+        sender = Protocol(Side.CLIENT if receiving is Side.SERVER else Side.SERVER, max_size=None)
+        receiver = Protocol(receiving, max_size=None)
+        wire, expected = bytearray(), []
+        for _ in range(12):
+            kind = rng.choice(["large", "small", "fragmented", "ping", "text"])
+            size = rng.choice([300_000, 700_000, 1 << 20]) if kind != "small" else rng.randrange(300)
+            payload = rng.randbytes(size)
+            if kind == "ping":
+                wire += sender.send_ping(payload[:8])
+                expected.append(Ping(payload[:8]))
+            elif kind == "text":
+                wire += frames_of(sender, TEXT, b"t" * size)
+                expected.append(Message("t" * size))
+            elif kind == "fragmented":  # a large first fragment, a pong, a small last one
+                wire += frames_of(sender, BINARY, payload, fin=False) + sender.send_pong(b"p")
+                wire += frames_of(sender, CONT, b"end")
+                expected += [Pong(b"p", ()), Message(payload + b"end")]
+            else:
+                wire += frames_of(sender, BINARY, payload)
+                expected.append(Message(payload))
+        events, data = [], bytes(wire)
+        while data:
+            size = rng.choice([1, 7, 4096, 65536, 262144])
+            if receiver.direct is not None and rng.random() < 0.8:
+                size = min(size, len(receiver.direct), len(data))
+                receiver.direct[:size] = data[:size]
+                receiver.received_direct(size)
+            else:
+                receiver.receive_data(data[:size])
+            data = data[size:]
+            event = receiver.next_event()
+            while event is not None:
+                events.append(event)
+                event = receiver.next_event()
+        assert events == expected, seed
