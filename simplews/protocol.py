@@ -33,6 +33,7 @@ _U64 = struct.Struct("!Q")
 _OK_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
 LARGE_PAYLOAD = 16 * 1024  # payloads this large are returned apart from their header
 DIRECT_MIN = 256 * 1024  # a plain frame with this much still to come is read straight in
+_NO_BUFFER = bytearray()  # shared, never written: a frame that needs a buffer replaces it
 #: Each fragment counts at least this many bytes against max_size (bounds the frame count).
 MIN_FRAGMENT_COST = 16
 _CONT, _TEXT, _BINARY = Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value  # plain ints
@@ -82,7 +83,7 @@ class Protocol:
         self._replies: List[Tuple[int, bytes]] = []  # a few at most
         self._pings: Dict[bytes, None] = {}
         self.direct: Optional[memoryview] = None  # where the next read goes: see received_direct
-        self._big = bytearray()  # a large plain frame's payload, read straight in (reused)
+        self._big = _NO_BUFFER  # a large plain frame's payload, read straight in (reused)
         self._full: Optional[memoryview] = None  # that payload once complete
 
     @property
@@ -292,7 +293,7 @@ class Protocol:
             del buf[:end]
             return Message(decode_utf8(payload) if first == 0x81 else payload)
         if self._big and length < DIRECT_MIN:  # no more large frames: their buffer goes
-            self._big = bytearray()
+            self._big = _NO_BUFFER
         opcode = first & 0x0F
         fin = first & 0x80 != 0
         self._check_header(opcode, fin, first & 0x70, length)
