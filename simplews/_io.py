@@ -129,7 +129,8 @@ def data_ready(sock: socket.socket, deadline: Deadline) -> bool:
     """Would reading ``sock`` return data or EOF without waiting past ``deadline``?
     TLS-aware: decrypted bytes already pending count; once the deadline has passed, a
     TLS socket counts only when a whole record (or EOF) waits in the kernel, peeked on
-    the raw socket, so that a peer sending half a record cannot block the caller.
+    the raw socket, so that a peer sending half a record cannot block the caller (valid
+    while the raw stream is at a record boundary: see Transport._recv_now).
     Raises the socket's error, if a peek finds one (a peek consumes it)."""
     tls = False
     if isinstance(sock, ssl.SSLSocket):
@@ -150,6 +151,22 @@ def data_ready(sock: socket.socket, deadline: Deadline) -> bool:
         return len(socket.socket.recv(sock, size, flags)) >= size
     except BlockingIOError:
         return False
+
+
+def recv_now(sock: socket.socket, buffer: Any) -> Optional[int]:
+    """Read what is there without waiting; None if nothing is. A TLS socket is made
+    non-blocking for the read: the caller makes sure no other thread does I/O on it
+    meanwhile."""
+    try:
+        if not isinstance(sock, ssl.SSLSocket):
+            return sock.recv_into(buffer, 0, socket.MSG_DONTWAIT)
+        sock.setblocking(False)
+        try:
+            return sock.recv_into(buffer)
+        finally:
+            sock.setblocking(True)
+    except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+        return None
 
 
 def wait_readable(sock: socket.socket, timeout: float) -> bool:

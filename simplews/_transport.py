@@ -1,39 +1,5 @@
 """The threaded I/O engine under Connection (DESIGN §2): reading, writing, closing.
-
-Theory of operation
--------------------
-The Protocol decides (what a frame means, what to answer, when the connection has
-failed, when a server closes TCP, what a closed connection raises); this module
-carries its decisions out through one read pump (_pump), one write funnel (every
-write is one _write under the writer lock) and one close path (abort, _finish).
-
-Threads. The application's threads call recv() / send() / close(); there is no reader
-thread. The keepalive thread (keepalive.py) sends the pings, finishes what its close
-deadline ends, and reads sockets nobody reads (a reader it finds holding the read lock
-hands the connection back as it lets go: _handback). It never blocks: it try-acquires
-locks, writes only what the socket takes, reads only what is there.
-
-Locks, and what each guards:
-
-- read lock: the Protocol's reader half (receive_data, next_event), the read buffer,
-  the read-ahead queue's producer side, and the right to finish the connection
-  (_finish). recv() holds it while it waits for data.
-- writer lock: the Protocol's writer half (send_*, next_reply, the compressor) and
-  every write to the socket, one frame per acquisition, so that a pong or a close
-  goes out between the fragments of a large message.
-- message lock: one outgoing data message at a time (its fragments stay together).
-- state lock: the closed flag and the cut flag, each set once.
-
-Who closes the file descriptor: once finished (the closed flag set under the read
-lock: nobody reads after that), the writer lock's holder, never under a sendall: _finish
-closes it if the lock is free, else shuts TCP down (a blocked sendall fails at once) and
-the writer closes it as it lets go of the lock (_unlock_writer).
-
-Closing. Once the Protocol is closing (a close frame sent or received, a failure),
-close_timeout bounds the rest: the server closes TCP when the Protocol says so (eof_due,
-RFC 6455 §7.1.1), the client waits for it, past the deadline TCP is cut. A sender finding
-the connection closing waits for the end (bounded alike) and raises what the closing
-decided. Sockets stay blocking (another thread may be in sendall): timeouts are polls.
+How it works (threads, locks, who may read, write and close): connection.py's docstring.
 """
 from __future__ import annotations
 
@@ -48,7 +14,8 @@ from time import monotonic
 from typing import Any, Dict, List, Optional, Tuple, TypeVar, Union
 
 from . import keepalive
-from ._io import NOW, Deadline, Flag, data_ready, peer_address, reset_by_peer, wait_readable, wait_writable
+from ._io import (NOW, Deadline, Flag, data_ready, peer_address, recv_now, reset_by_peer,
+                  wait_readable, wait_writable)
 from .exceptions import ConcurrencyError, ConnectionClosed, ProtocolError
 from .frames import CloseCode
 from .http11 import Request, Response
@@ -71,7 +38,7 @@ class Transport:
         "remote_address", "latency", "_debug", "_tls", "_read_lock", "_write_lock",
         "_message_lock", "_state_lock", "_queue", "_read_buffer", "_read_view", "_pings",
         "_closed", "_tcp_closed", "_shut_wr", "_cut", "_close_exc", "_close_deadline",
-        "_cause", "_failure_reported", "_handback", "__dict__", "__weakref__",
+        "_cause", "_failure_reported", "_handback", "_tls_partial", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, protocol: Protocol, *, request: Request,
@@ -113,6 +80,7 @@ class Transport:
         self._cause: Optional[OSError] = None  # the network error that ended it, if one did
         self._failure_reported = False
         self._handback = False  # the keepalive thread wants to watch once the reader lets go
+        self._tls_partial = False  # part of a TLS record was read (see _recv_now)
         if leftover:
             protocol.receive_data(leftover)
         keepalive.register(self)
@@ -193,18 +161,21 @@ class Transport:
         buffer = self._read_buffer if direct is None else direct
         try:
             if deadline is None:
-                size = sock.recv_into(buffer)
-            elif self._tls or not deadline.passed():
+                size: Optional[int] = sock.recv_into(buffer)
+            elif not deadline.passed():
                 if not data_ready(sock, deadline):
                     return False
                 size = sock.recv_into(buffer)
-            else:  # no time to wait: one syscall, whatever is there
-                size = sock.recv_into(buffer, 0, socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
+            else:  # no time to wait: whatever is there (None: nothing)
+                size = self._recv_now(buffer)
+        except InterruptedError:
             return False
         except OSError as exc:
             self._set_cause(exc)
             size = 0
+        if size is None:
+            return False
+        self._tls_partial = False  # a read that returned ended the TLS record it began
         if not size:  # ssl reads a reset as an EOF: see reset_by_peer
             self._set_cause(reset_by_peer(sock) if self._tls else None)
             self.protocol.receive_eof()
@@ -221,6 +192,28 @@ class Transport:
             self._read_buffer = mmap.mmap(-1, READ_SIZE)
             self._read_view = memoryview(self._read_buffer)
         return True
+
+    def _recv_now(self, buffer: Any) -> Optional[int]:
+        """Read what is there without waiting (read lock held); None if nothing is. TLS:
+        decrypted bytes or a whole record are read as usual; half a record is taken in with
+        the socket non-blocking, under the writer lock too (None while a writer holds it):
+        the peer may not send the rest before its TCP window opens. The raw stream is then
+        mid-record (_tls_partial): a peek means nothing until a read ends the record."""
+        sock = self.socket
+        if not self._tls:
+            return recv_now(sock, buffer)
+        if not self._tls_partial and data_ready(sock, NOW):
+            size: Optional[int] = sock.recv_into(buffer)
+        elif (not self._tls_partial and not wait_readable(sock, 0)) \
+                or not self._write_lock.acquire(blocking=False):
+            return None
+        else:
+            try:
+                size = recv_now(sock, buffer)
+            finally:
+                self._unlock_writer()
+            self._tls_partial = size is None
+        return size
 
     def _handle_control(self, event: Event, idle: bool) -> None:  # (Close: see _pump)
         if self._debug:
@@ -247,11 +240,17 @@ class Transport:
         deadline = self._close_deadline or NOW
         while not self._closed.is_set() and not self._server_may_close_now():
             try:
-                if not data_ready(sock, NOW if idle else deadline):
+                if idle or deadline.passed():
+                    size = self._recv_now(buffer)
+                elif data_ready(sock, deadline):
+                    size = sock.recv_into(buffer)
+                else:
+                    break
+                if size is None:
                     if idle and not deadline.passed():
                         return
                     break
-                if not sock.recv_into(buffer):
+                if not size:
                     break  # EOF
             except OSError:
                 break
@@ -484,11 +483,12 @@ class Transport:
             if self._closed.is_set():
                 return False
             try:
-                if self._tls and not data_ready(self.socket, NOW):
+                if self._tls and self._write_lock.locked() and (
+                        self._tls_partial or not data_ready(self.socket, NOW)):
                     if not wait_readable(self.socket, 0):
                         return True  # nothing came: keep watching
                     keepalive.wake(self, monotonic() + keepalive.TICK)
-                    return False  # half a TLS record: look again in a tick
+                    return False  # half a TLS record, a writer busy: again in a tick
             except OSError as exc:  # reset by the peer, say: the peek consumed the error
                 self._set_cause(exc)
                 self.protocol.receive_eof()

@@ -1,5 +1,44 @@
 """Connection: a WebSocket connection's public API (DESIGN §3), client or server side,
-and broadcast(). How it works underneath (threads, locks, closing): see _transport.py."""
+and broadcast(), over the engine in _transport.py (Transport, its base class).
+
+Theory of operation
+-------------------
+The Protocol decides (what a frame means, what to answer, when the connection has
+failed, when a server closes TCP, what a closed connection raises); Transport carries
+its decisions out through one read pump (_pump), one write funnel (every write is one
+_write under the writer lock) and one close path (abort, _finish).
+
+Threads. The application's threads call recv() / send() / close(); there is no reader
+thread. The keepalive thread (keepalive.py) sends the pings, finishes what its close
+deadline ends, and reads sockets nobody reads (a reader it finds holding the read lock
+hands the connection back as it lets go: _handback). It never blocks: it try-acquires
+locks, writes only what the socket takes, reads only what is there.
+
+Locks, and what each guards:
+
+- read lock: the Protocol's reader half (receive_data, next_event), the read buffer,
+  the read-ahead queue's producer side, and the right to finish the connection
+  (_finish). recv() holds it while it waits for data.
+- writer lock: the Protocol's writer half (send_*, next_reply, the compressor) and
+  every write to the socket, one frame per acquisition, so that a pong or a close
+  goes out between the fragments of a large message.
+- message lock: one outgoing data message at a time (its fragments stay together).
+- state lock: the closed flag and the cut flag, each set once.
+
+Who closes the file descriptor: once finished (the closed flag set under the read
+lock: nobody reads after that), the writer lock's holder, never under a sendall: _finish
+closes it if the lock is free, else shuts TCP down (a blocked sendall fails at once) and
+the writer closes it as it lets go of the lock (_unlock_writer).
+
+Closing. Once the Protocol is closing (a close frame sent or received, a failure),
+close_timeout bounds the rest: the server closes TCP when the Protocol says so (eof_due,
+RFC 6455 §7.1.1), the client waits for it, past the deadline TCP is cut. A sender finding
+the connection closing waits for the end (bounded alike) and raises what the closing
+decided. Sockets stay blocking (another thread may be in sendall): timeouts are polls.
+The one exception: a read that must not wait (the keepalive thread's, a deadline passed)
+on a TLS socket makes it non-blocking for that read, holding the writer lock too
+(_recv_now): a half TLS record must be taken in, not peeked at and waited for.
+"""
 from __future__ import annotations
 
 import logging

@@ -1,11 +1,14 @@
 """The threaded Connection over real loopback sockets, plain and TLS (issue 3)."""
 import errno
+import fcntl
 import gc
 import hashlib
 import random
 import select
 import socket
+import ssl
 import struct
+import termios
 import threading
 import time
 import tracemalloc
@@ -16,10 +19,13 @@ import pytest
 import simplews
 from simplews.extensions import DeflateConfig
 from simplews.frames import Opcode
-from simplews.protocol import Close, Fragment, Message, Pong
+from simplews.handshake import ClientHandshake
+from simplews.http11 import parse_response
+from simplews.protocol import Close, Fragment, Message, Pong, Protocol, Side
+from simplews.uri import parse_uri
 
-from support import wait_for
-from conftest import TIMEOUT, raw_client
+from support import client_ssl_context, wait_for
+from conftest import TIMEOUT, Servers, raw_client
 from pair import deflate_bomb
 
 SIZES = [0, 1, 125, 126, 65535, 65536, 16 * 1024 * 1024]
@@ -199,6 +205,79 @@ def test_the_keepalive_thread_reads_a_large_frame_to_answer_the_ping_behind_it(s
         go.set()
         assert ws.recv(timeout=TIMEOUT) == payload
     assert received == [payload]
+
+
+class MemoryTLSClient:
+    """A TLS client over a plain socket through memory BIOs: it can put half a TLS
+    record on the wire, which an ssl.SSLSocket never does."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = client_ssl_context().wrap_bio(self.incoming, self.outgoing,
+                                                 server_hostname="127.0.0.1")
+        self._retry(self.tls.do_handshake)
+
+    def _retry(self, operation):
+        while True:
+            try:
+                result = operation()
+            except ssl.SSLWantReadError:
+                self.sock.sendall(self.outgoing.read())
+                data = self.sock.recv(65536)
+                assert data, "the server closed the connection"
+                self.incoming.write(data)
+                continue
+            self.sock.sendall(self.outgoing.read())
+            return result
+
+    def record(self, data: bytes) -> bytes:
+        """``data`` encrypted, as the bytes to put on the wire."""
+        self.tls.write(data)
+        return self.outgoing.read()
+
+    def read(self) -> bytes:
+        return self._retry(lambda: self.tls.read(65536))
+
+
+def test_the_keepalive_thread_takes_in_half_a_tls_record():
+    """Nobody reads on the server and half a TLS record waits in its kernel: the
+    keepalive thread takes it in without waiting for the rest (a peek-and-wait left it
+    there, and a peer may not send the rest before the TCP window opens), then answers
+    the ping behind the record."""
+    handlers, go = [], threading.Event()
+    servers = Servers("wss")
+    server = servers(lambda ws: handlers.append(ws) or go.wait(TIMEOUT), compression=None)
+    client = MemoryTLSClient(server.port)
+    try:
+        handshake = ClientHandshake(parse_uri(server.uri))
+        client.tls.write(handshake.request.serialize())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.read()
+        response, used = parse_response(head)
+        handshake.check_response(response)
+        assert wait_for(lambda: handlers)
+        protocol = Protocol(Side.CLIENT)
+        record = client.record(b"".join(protocol.send_data(Opcode.BINARY, b"m" * 4000)))
+        client.sock.sendall(record[:2000])
+
+        def unread() -> int:
+            return struct.unpack("i", fcntl.ioctl(handlers[0].socket.fileno(), termios.FIONREAD,
+                                                  b"\0" * 4))[0]
+        assert wait_for(lambda: unread() == 0), f"{unread()} bytes left in the kernel"
+        client.sock.sendall(record[2000:] + client.record(protocol.send_ping(b"behind")))
+        while True:
+            protocol.receive_data(client.read())
+            event = protocol.next_event()
+            if event is not None:
+                break
+        assert event == Pong(b"behind", (b"behind",))
+        go.set()
+    finally:
+        go.set()
+        client.sock.close()
+        servers.stop()
 
 
 def test_close_started_by_the_client(start_server, connect):
