@@ -615,9 +615,8 @@ def test_seeded_streams_with_large_frames_read_any_way(seed):
         while data:
             size = rng.choice([1, 7, 4096, 65536, 262144])
             if receiver.direct is not None and rng.random() < 0.8:
-                size = min(size, len(receiver.direct), len(data))
-                receiver.direct[:size] = data[:size]
-                receiver.received_direct(size)
+                size = min(size, len(receiver.direct))
+                read_straight_in(receiver, data[:size])
             else:
                 receiver.receive_data(data[:size])
             data = data[size:]
