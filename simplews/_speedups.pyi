@@ -1,7 +1,11 @@
 """Types of the optional C accelerator (simplews/_speedups.c), built by setup.py when a
-compiler is present; simplews.frames falls back to its pure-Python masking without it."""
+compiler is present; simplews.frames falls back to pure Python without it."""
 from _typeshed import ReadableBuffer
 
 def apply_mask(data: ReadableBuffer, mask: ReadableBuffer, /) -> bytes:
     """``data`` XOR the repeated 4-byte ``mask`` (RFC 6455 §5.3); ValueError unless
     ``mask`` is 4 bytes long."""
+
+def take_message(buf: bytearray, client: bool, max_size: int | None, /) -> bytes | str | None:
+    """simplews.frames._take_message in C: a whole final TEXT or BINARY frame at the start
+    of ``buf``, taken out of it, its payload returned; else None and ``buf`` untouched."""

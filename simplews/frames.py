@@ -27,6 +27,7 @@ __all__ = [
     "refill_masks",
     "MASKS",
     "SHORT_HEADERS",
+    "take_message",
 ]
 
 
@@ -97,14 +98,56 @@ def _xor_mask(data: BytesLike, mask: MaskKey) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
 
 
+def _take_message(buf: bytearray, client: bool, max_size: Optional[int]) -> Union[bytes, str, None]:
+    """The parser's shortcut: if ``buf`` starts with a whole final, uncompressed TEXT or
+    BINARY frame (first byte 0x81 or 0x82), masked as the receiving side requires (RFC
+    6455 §5.1), within ``max_size`` and, for text, valid UTF-8 (§8.1), remove it and
+    return its payload (str for text). Else None and ``buf`` as it was: the general
+    parser takes the frame and raises what is wrong. No message may be in progress."""
+    size = len(buf)
+    if size < 2:
+        return None
+    first, second = buf[0], buf[1]
+    if (first != 0x81 and first != 0x82) or (second >= 0x80) == client:
+        return None
+    length, pos = second & 0x7F, 2
+    if length == 126:
+        if size < 4:
+            return None
+        length, pos = (buf[2] << 8) | buf[3], 4
+    elif length == 127:
+        if size < 10:
+            return None
+        length, pos = _H_LONG.unpack_from(buf)[2], 10  # with its top bit set: too long
+    mask = None if client else buf[pos:pos + 4]
+    start = pos if client else pos + 4
+    end = start + length
+    if size < end or max_size is not None and length > max_size:
+        return None
+    if length < 16384:  # slicing copies, but costs less than a memoryview
+        payload = bytes(buf[start:end]) if mask is None else apply_mask(buf[start:end], mask)
+    else:
+        with memoryview(buf) as view, view[start:end] as piece:
+            payload = bytes(piece) if mask is None else apply_mask(piece, mask)
+    data: Union[bytes, str] = payload
+    if first == 0x81:
+        try:
+            data = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    del buf[:end]
+    return data
+
+
 apply_mask: Callable[[BytesLike, MaskKey], bytes] = _xor_mask
+take_message: Callable[[bytearray, bool, Optional[int]], Union[bytes, str, None]] = _take_message
 if not os.environ.get("SIMPLEWS_NO_EXTENSIONS"):
     try:  # the optional C accelerator built by setup.py when a compiler is present
-        from ._speedups import apply_mask as _c_apply_mask
+        from ._speedups import apply_mask as _c_apply_mask, take_message as _c_take_message
     except ImportError:  # pragma: no cover - depends on the build
         pass
     else:
-        apply_mask = _c_apply_mask
+        apply_mask, take_message = _c_apply_mask, _c_take_message
 
 
 def frame_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False,

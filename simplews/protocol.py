@@ -21,8 +21,8 @@ from .exceptions import (ConnectionClosed, ConnectionClosedError, ConnectionClos
 from .extensions import DeflateParams, Deflater, Inflater
 from .events import Close, DataEvent, Event, Fragment, Message, Ping, Pong, Side, State
 from .frames import (MASKS, SHORT_HEADERS, CloseCode, Opcode, apply_mask, check_control_payload,
-                     check_header, decode_utf8, frame_header, parse_close, refill_masks, utf8_decoder,
-                     serialize_close)
+                     check_header, decode_utf8, frame_header, parse_close, refill_masks, serialize_close,
+                     take_message, utf8_decoder)
 
 __all__ = ["Side", "State", "Protocol", "Event", "Message", "Fragment", "Ping", "Pong", "Close",
            "DataEvent"]
@@ -129,11 +129,14 @@ class Protocol:
         try:
             if self._full is not None:
                 return self._take_direct()
-            if self._frame is None:  # the small-message shortcut first, with one call less
-                header = self._parse_header(buf)
-                if header is None or type(header) is Message:
-                    return header
-                self._frame = header  # type: ignore[assignment]
+            if self._frame is None:  # a whole message first: frames.take_message, in C if built
+                if not (self._msg_opcode or self.streaming or self._big):
+                    data = take_message(buf, self._client, self.max_size)
+                    if data is not None:
+                        return Message(data)
+                self._frame = self._parse_header(buf)
+                if self._frame is None:
+                    return None
             return self._parse()
         except ProtocolError as exc:
             self.failure = exc
@@ -195,10 +198,9 @@ class Protocol:
         while True:
             frame = self._frame
             if frame is None:
-                header = self._parse_header(buf)
-                if header is None or isinstance(header, Message):
-                    return header
-                frame = header
+                frame = self._parse_header(buf)
+                if frame is None:
+                    return None
             opcode, fin, mask, remaining, offset = frame
             available = len(buf)
             if opcode >= 8:
@@ -248,10 +250,9 @@ class Protocol:
             if not done:
                 return None
 
-    def _parse_header(self, buf: bytearray) -> Union[List[Any], Message, None]:
-        """RFC 6455 §5.2: the frame header, checked, or None if incomplete. The small
-        message shortcut: a whole final TEXT or BINARY frame already in the buffer,
-        with no message in progress, comes out as its Message at once."""
+    def _parse_header(self, buf: bytearray) -> Optional[List[Any]]:
+        """RFC 6455 §5.2: the frame header, checked, or None if incomplete (a whole small
+        message was offered to take_message() first)."""
         size = len(buf)
         if size < 2:
             return None
@@ -282,16 +283,6 @@ class Protocol:
         elif not self._client:
             # §5.1: the server MUST close the connection upon an unmasked frame.
             raise ProtocolError("unmasked frame from the client")
-        end = pos + length
-        if (first == 0x81 or first == 0x82) and size >= end and not self._msg_opcode \
-                and not self.streaming and (self.max_size is None or length <= self.max_size):
-            if length < LARGE_PAYLOAD:  # slicing copies, but costs less than a memoryview
-                payload = bytes(buf[pos:end]) if mask is None else apply_mask(buf[pos:end], mask)
-            else:
-                with memoryview(buf) as view, view[pos:end] as piece:
-                    payload = bytes(piece) if mask is None else apply_mask(piece, mask)
-            del buf[:end]
-            return Message(decode_utf8(payload) if first == 0x81 else payload)
         if self._big and length < DIRECT_MIN:  # no more large frames: their buffer goes
             self._big = _NO_BUFFER
         opcode = first & 0x0F

@@ -1,11 +1,12 @@
 import os
+import random
 import subprocess
 import sys
 
 import pytest
 
 from simplews.exceptions import ProtocolError
-from simplews.frames import (CloseCode, Opcode, _xor_mask, check_control_payload, frame_header,
+from simplews.frames import (CloseCode, Opcode, _take_message, _xor_mask, check_control_payload, frame_header,
                              is_valid_close_code, parse_close, serialize_close)
 from simplews.testing.recorder import Frame, serialize_frame
 
@@ -89,21 +90,22 @@ def test_c_mask_rejects_a_bad_key():
 
 
 def test_accelerator_is_used_unless_disabled():
-    """SIMPLEWS_NO_EXTENSIONS=1 selects the pure-Python masking; otherwise the C one
-    is used when it was built (CI builds it: a compiler is always present there)."""
-    code = "import simplews.frames as f; print(f.apply_mask is f._xor_mask)"
+    """SIMPLEWS_NO_EXTENSIONS=1 selects the pure-Python masking and message parser;
+    otherwise the C ones are used when built (CI builds them: a compiler is always there)."""
+    code = ("from simplews import frames as f; "
+            "print(f.apply_mask is f._xor_mask, f.take_message is f._take_message)")
     env = dict(os.environ, SIMPLEWS_NO_EXTENSIONS="1")
     pure = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert pure.stdout.strip() == "True"
+    assert pure.stdout.strip() == "True True"
     env.pop("SIMPLEWS_NO_EXTENSIONS")
     default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                              timeout=60)
     try:
         import simplews._speedups  # noqa: F401
     except ImportError:
-        assert default.stdout.strip() == "True"
+        assert default.stdout.strip() == "True True"
     else:
-        assert default.stdout.strip() == "False"
+        assert default.stdout.strip() == "False False"
 
 
 @pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
@@ -149,3 +151,96 @@ def test_control_payloads_are_at_most_125_bytes():
     check_control_payload(b"x" * 125)
     with pytest.raises(ValueError):
         check_control_payload(b"x" * 126)
+
+
+def _take_message_implementations():
+    """The pure-Python small-message parser, and the C one when it was built."""
+    try:
+        from simplews._speedups import take_message as c_take_message
+    except ImportError:
+        c_take_message = None
+    return [pytest.param(_take_message, id="python"),
+            pytest.param(c_take_message, id="c", marks=pytest.mark.skipif(
+                c_take_message is None, reason="simplews._speedups was not built (no compiler)"))]
+
+
+def _wire(first, payload, masked, length_field=None):
+    """A frame with any first byte, optionally a forced 7-bit length field (126/127)."""
+    size = len(payload)
+    if length_field == 127 or size >= 0x10000:
+        header = bytes([first, 127 | (0x80 if masked else 0)]) + size.to_bytes(8, "big")
+    elif length_field == 126 or size >= 126:
+        header = bytes([first, 126 | (0x80 if masked else 0)]) + size.to_bytes(2, "big")
+    else:
+        header = bytes([first, size | (0x80 if masked else 0)])
+    if not masked:
+        return header + payload
+    return header + MASK + bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
+
+
+@pytest.mark.parametrize("take", _take_message_implementations())
+@pytest.mark.parametrize("client", [False, True])
+def test_take_message_takes_a_whole_message_and_nothing_else(take, client):
+    masked = not client  # RFC 6455 §5.1: a server receives masked frames
+    for payload, length_field in [(b"", None), (b"hello", None), (bytes(200), None),
+                                  ("é€😀".encode() * 100, 127), (bytes(70000), None)]:
+        for first in (0x81, 0x82):
+            frame = _wire(first, payload, masked, length_field)
+            buf = bytearray(frame + b"\x89\x00rest")
+            data = take(buf, client, None)
+            assert data == (payload.decode() if first == 0x81 else payload)
+            assert type(data) is (str if first == 0x81 else bytes)
+            assert buf == b"\x89\x00rest"
+            for cut in range(len(frame)):  # incomplete: left alone
+                buf = bytearray(frame[:cut])
+                assert take(buf, client, None) is None and buf == frame[:cut]
+            assert take(bytearray(frame), client, len(payload)) is not None
+            if payload:  # over max_size: the parser raises 1009
+                assert take(bytearray(frame), client, len(payload) - 1) is None
+    refused = [_wire(0x82, b"x", not masked),  # masked the wrong way: 1002
+               _wire(0x01, b"x", masked), _wire(0x02, b"x", masked),  # fragments
+               _wire(0xC1, b"x", masked), _wire(0x91, b"x", masked),  # RSV bits
+               _wire(0x80, b"x", masked), _wire(0x89, b"x", masked),  # continuation, ping
+               _wire(0x81, b"\xed\xa0\x80", masked), _wire(0x81, b"\xff", masked),  # invalid UTF-8
+               bytes([0x82, 0xFF if masked else 0x7F]) + (1 << 63).to_bytes(8, "big") + bytes(20)]
+    for frame in refused:
+        buf = bytearray(frame)
+        assert take(buf, client, None) is None and buf == frame
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_c_take_message_agrees_with_the_python_one(seed):
+    """Seeded random buffers (valid, truncated, corrupted frames, after bytes already
+    taken from the front): the C parser returns and leaves what the Python one does."""
+    speedups = pytest.importorskip("simplews._speedups")
+    rng = random.Random(seed)
+    firsts = [0x81, 0x82, 0x01, 0x80, 0xC1, 0x89, 0xA2]
+    for _ in range(3000):
+        client = rng.random() < 0.5
+        payload = (rng.choice(["abc€", "😀", "x"]) * rng.randrange(60)).encode()
+        if rng.random() < 0.3:
+            payload = bytes(rng.randrange(256) for _ in range(rng.randrange(300)))
+        wire = bytearray(_wire(rng.choice(firsts), payload, rng.random() < 0.8 - 0.6 * client,
+                               rng.choice([None, None, 126, 127])))
+        for _ in range(rng.randrange(3)):
+            wire[rng.randrange(len(wire))] = rng.randrange(256)
+        wire = wire[:rng.randrange(len(wire) + 1)] if rng.random() < 0.3 else wire
+        prefix = bytes(rng.randrange(4))
+        max_size = rng.choice([None, len(payload), max(0, len(payload) - 1), 10 ** 6])
+        results = []
+        for take in (_take_message, speedups.take_message):
+            buf = bytearray(prefix + wire)
+            del buf[:len(prefix)]  # the bytearray's start moved, as after a parsed frame
+            data = take(buf, client, max_size)
+            results.append((type(data), data, bytes(buf)))
+        assert results[0] == results[1], (client, bytes(wire), max_size)
+
+
+def test_c_take_message_rejects_bad_arguments():
+    speedups = pytest.importorskip("simplews._speedups")
+    with pytest.raises(TypeError):
+        speedups.take_message(b"\x82\x00", True, None)  # not a bytearray
+    with pytest.raises(TypeError):
+        speedups.take_message(bytearray(b"\x82\x00"), True)
+    with pytest.raises(TypeError):
+        speedups.take_message(bytearray(b"\x82\x00"), True, "10")
