@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import pytest
 
@@ -16,7 +17,7 @@ REPO = Path(__file__).resolve().parent.parent
 BENCH = REPO / "scripts" / "bench"
 
 
-def _wsfloor_port() -> int:
+def _wsfloor_port(ping_interval: Optional[float] = None) -> int:
     """A wsfloor server in a daemon thread of this process (it serves until exit)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("simplews_bench_wsfloor", BENCH / "wsfloor.py")
@@ -29,7 +30,7 @@ def _wsfloor_port() -> int:
     def on_ready(p: int) -> None:
         port.append(p)
         ready.set()
-    threading.Thread(target=mod.serve, args=("127.0.0.1", on_ready), daemon=True).start()
+    threading.Thread(target=mod.serve, args=("127.0.0.1", on_ready, ping_interval), daemon=True).start()
     assert ready.wait(10)
     return port[0]
 
@@ -49,6 +50,31 @@ def test_loadgen_scale_against_the_floor() -> None:
     assert res["lost"] == res["bad"] == res["closed_by_server"] == 0
     assert res["msgs_per_s"] > 0 and 0 < res["p50_ms"] <= res["p99_ms"]
     assert res["sent"] >= res["msgs"] > 0
+
+
+def test_the_floor_pinging_pings_every_connection_again_and_again() -> None:
+    """The idle-cpu row's "floor pinging": each connection gets a ping every interval
+    and the server reads its pong (the connection stays up for the next ping)."""
+    port = _wsfloor_port(ping_interval=0.05)
+    socks = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    try:
+        for sock in socks:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                         b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += sock.recv(1)
+            assert head.startswith(b"HTTP/1.1 101 ")
+        for _ in range(3):
+            for sock in socks:
+                ping = b""
+                while len(ping) < 6:
+                    ping += sock.recv(6 - len(ping))
+                assert ping == b"\x89\x04ping"
+                sock.sendall(b"\x8a\x84" + bytes(4) + b"ping")  # its pong, masked with a zero key
+    finally:
+        for sock in socks:
+            sock.close()
 
 
 def test_loadgen_idle_holds_until_told() -> None:
@@ -73,4 +99,6 @@ def test_bench_scale_and_idle_cpu_rows(tmp_path: Path) -> None:
     for key in ("scale:20:d", "scale:20:r", "scale:20:d:p99", "idle_cpu", "idle_cpu_kib"):
         assert set(data["medians"][key]) == {"floor", "simplews"}, key
     assert data["medians"]["idle_cpu"]["floor"] < 5
+    assert set(data["medians"]["idle_cpu_pinging"]) == {"floor"}
+    assert "x the floor pinging as often" in run.stdout
     assert "x floor" in run.stdout

@@ -46,7 +46,9 @@ scale runs N = 100, 200 for 2 s, idle-cpu 500 connections for 5 s):
                 its default keepalive, over 20 s (--idle-time) from 1 s after
                 the last one connected (a window of at least ping_interval, 20 s,
                 so each connection is pinged in it), and its VmRSS added per
-                connection; the load client answers the pings. Both rows raise RLIMIT_NOFILE's
+                connection; the load client answers the pings. The floor runs
+                twice: as is (no pings) and pinging as often as simplews
+                ("floor pinging": wsfloor.py's cheapest keepalive). Both rows raise RLIMIT_NOFILE's
                 soft limit to the hard one and say so if that is too low.
 
 Columns:

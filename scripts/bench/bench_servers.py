@@ -2,6 +2,7 @@
 
     python scripts/bench/bench_servers.py KIND [--deflate] [--profile FILE]
                                           [--defaults] [--switch-interval S]
+                                          [--ping-interval S]
 
 KIND: floor | wsfloor | simplews | websockets | simple-websocket. Binds 127.0.0.1 on a
 free port, prints one line "READY {json}" (port, pid, versions, loaded
@@ -11,7 +12,8 @@ killed. Compression is off unless --deflate; max_size is unlimited;
 keepalive pings are off. --defaults (the scale and idle-cpu rows): the
 library's defaults instead (keepalive on, compression offered, max_size).
 --switch-interval S: sys.setswitchinterval(S) first. RLIMIT_NOFILE's soft
-limit is raised to the hard one. wsfloor: scripts/bench/wsfloor.py.
+limit is raised to the hard one. wsfloor: scripts/bench/wsfloor.py (with
+--ping-interval S, its pinging thread).
 
 simple-websocket has no server of its own: it is driven from a WSGI server
 (werkzeug/gunicorn/eventlet/gevent) that hands it the socket through the
@@ -102,10 +104,11 @@ def run_floor(deflate: bool) -> None:
     bench_floor.serve(HOST, 0, deflate, ready=lambda port: ready(port, kind="floor", deflate=deflate))
 
 
-def run_wsfloor() -> None:
+def run_wsfloor(ping_interval: Optional[float]) -> None:
     import wsfloor
     watch_stdin(lambda: os._exit(0))
-    wsfloor.serve(HOST, ready=lambda port: ready(port, kind="wsfloor"))
+    wsfloor.serve(HOST, ready=lambda port: ready(port, kind="wsfloor", ping_interval=ping_interval),
+                  ping_interval=ping_interval)
 
 
 def options(deflate: bool, defaults: bool) -> Dict[str, Any]:
@@ -219,7 +222,7 @@ def main() -> None:
     if kind == "floor":
         run_floor(deflate)
     elif kind == "wsfloor":
-        run_wsfloor()
+        run_wsfloor(float(args[args.index("--ping-interval") + 1]) if "--ping-interval" in args else None)
     elif kind == "simplews":
         run_simplews(deflate, profile, defaults)
     elif kind == "websockets":

@@ -27,6 +27,7 @@ TABLE: List[Tuple[str, str, str, bool]] = [
     ("idle_kib", "idle memory", "KiB/conn", False),
     ("idle_threads", "idle threads", "thr/conn", False),
     ("idle_cpu", "idle-cpu CPU", "% core", False),
+    ("idle_cpu_pinging", "idle-cpu, floor pinging", "% core", False),
     ("idle_cpu_kib", "idle-cpu memory", "KiB/conn", False),
 ]                        # + the scale rows (scale.table_rows)
 

@@ -24,7 +24,7 @@ def fmt(key: str, v: Optional[float]) -> str:
     """A table cell."""
     if v is None:
         return "-"
-    if key in ("idle_threads", "idle_cpu"):
+    if key in ("idle_threads", "idle_cpu", "idle_cpu_pinging"):
         return "%.2f" % v
     if key in ("idle_kib", "idle_cpu_kib", "large"):
         return "%.1f" % v

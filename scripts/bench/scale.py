@@ -195,16 +195,31 @@ def measure_scale(b: Bench, order: List[Column]) -> None:
                 scale_cell(b, col, n, raised)
 
 
+def default_ping_interval() -> float:
+    """simplews' default ping_interval: the floor pinging pings as often."""
+    import inspect
+
+    from simplews.endpoint import Endpoint
+    return float(inspect.signature(Endpoint.__init__).parameters["ping_interval"].default)
+
+
 def measure_idle_cpu(b: Bench, col: Column) -> None:
     """CPU (% of a core) and VmRSS per connection of a fresh server holding N idle
-    connections with its defaults (keepalive on), over the window after all connect."""
+    connections with its defaults (keepalive on), over the window after all connect.
+    The floor twice: as it is (no pings), and pinging as often as simplews does."""
     kind = server_kind(col)
     if kind is None:
         return
+    raise_nofile(b, b.scale["idle_n"])
+    idle_cpu_cell(b, col, kind, "idle_cpu", ["--defaults"])
+    if kind == "wsfloor":
+        idle_cpu_cell(b, col, kind, "idle_cpu_pinging", ["--ping-interval", str(default_ping_interval())])
+
+
+def idle_cpu_cell(b: Bench, col: Column, kind: str, key: str, extra: List[str]) -> None:
     n, window = b.scale["idle_n"], b.scale["idle_seconds"]
-    raise_nofile(b, n)
-    with Cell(b, "idle_cpu", col) as c:
-        srv = c.srv = Server(kind, env=col.worker_env, tag="-idlecpu", extra=["--defaults"])
+    with Cell(b, key, col) as c:
+        srv = c.srv = Server(kind, env=col.worker_env, tag="-idlecpu", extra=extra)
         note_ext(col, srv)
         time.sleep(0.5)
         rss0, thr0 = proc_status(srv.pid)
@@ -225,9 +240,10 @@ def measure_idle_cpu(b: Bench, col: Column) -> None:
         c.error("the server closed %d of %d idle connections" % (res["closed_by_server"], n))
         return
     cpu = 100 * (c1 - c0) / (t1 - t0)
-    b.record("idle_cpu", col, cpu)
-    b.record("idle_cpu_kib", col, (rss1 - rss0) / n)
-    print("    %-18s idle-cpu %d conns: %.2f %% of a core, %.1f KiB/conn, %.2f threads/conn, "
-          "%d descriptors (connect %.1f s, %d pings answered)" % (col.name, n, cpu, (rss1 - rss0) / n,
-                                                   (thr1 - thr0) / n, c.fds, conn["seconds"], res["pings"]),
-          flush=True)
+    b.record(key, col, cpu)
+    if key == "idle_cpu":
+        b.record("idle_cpu_kib", col, (rss1 - rss0) / n)
+    print("    %-18s %s %d conns: %.2f %% of a core, %.1f KiB/conn, %.2f threads/conn, "
+          "%d descriptors (connect %.1f s, %d pings answered)" % (
+              col.name, key.replace("_", "-"), n, cpu, (rss1 - rss0) / n, (thr1 - thr0) / n, c.fds,
+              conn["seconds"], res["pings"]), flush=True)

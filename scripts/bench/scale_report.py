@@ -81,5 +81,9 @@ def scale_goals(b: Bench, name: str, med: Medians) -> List[Dict[str, Any]]:
                             at_least(lim), paired(b, key, name, "floor")))
     res.append(goal("idle-cpu", "%% core, %d conns" % b.scale["idle_n"], med["idle_cpu"].get(name),
                     "< 1", lambda v: v < 1))
+    pinging = med.get("idle_cpu_pinging", {}).get("floor")
+    value = med["idle_cpu"].get(name)
+    res.append(goal("idle-cpu", "x the floor pinging as often", value / pinging if value is not None
+                    and pinging else None, "(info)", lambda v: True))
     res.append(goal("idle-cpu", "KiB per conn", med["idle_cpu_kib"].get(name), "<= 20", lambda v: v <= 20))
     return res
