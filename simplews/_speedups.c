@@ -100,10 +100,29 @@ take_message(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (client < 0) {
         return NULL;
     }
-    if (args[2] != Py_None) {
+    if (args[2] != Py_None) {  /* max_size -1 below: no limit */
         max_size = PyLong_AsSsize_t(args[2]);
         if (max_size == -1 && PyErr_Occurred()) {
-            return NULL;
+            PyObject *zero;
+            int negative;
+            if (!PyErr_ExceptionMatches(PyExc_OverflowError)) {
+                return NULL;
+            }
+            PyErr_Clear();  /* past PY_SSIZE_T_MAX: no frame is larger; below: every one is */
+            zero = PyLong_FromLong(0);
+            if (zero == NULL) {
+                return NULL;
+            }
+            negative = PyObject_RichCompareBool(args[2], zero, Py_LT);
+            Py_DECREF(zero);
+            if (negative < 0) {
+                return NULL;
+            }
+            if (negative) {
+                Py_RETURN_NONE;
+            }
+        } else if (max_size < 0) {
+            Py_RETURN_NONE;  /* a negative limit refuses every frame, as in Python */
         }
     }
     /* An export: nothing can resize buf while it is read (below, maybe without the GIL). */

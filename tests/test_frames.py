@@ -226,7 +226,7 @@ def test_c_take_message_agrees_with_the_python_one(seed):
             wire[rng.randrange(len(wire))] = rng.randrange(256)
         wire = wire[:rng.randrange(len(wire) + 1)] if rng.random() < 0.3 else wire
         prefix = bytes(rng.randrange(4))
-        max_size = rng.choice([None, len(payload), max(0, len(payload) - 1), 10 ** 6])
+        max_size = rng.choice([None, len(payload), max(0, len(payload) - 1), 10 ** 6, -1, 2 ** 70, -2 ** 70])
         results = []
         for take in (_take_message, speedups.take_message):
             buf = bytearray(prefix + wire)
