@@ -102,3 +102,38 @@ def test_bench_scale_and_idle_cpu_rows(tmp_path: Path) -> None:
     assert set(data["medians"]["idle_cpu_pinging"]) == {"floor"}
     assert "x the floor pinging as often" in run.stdout
     assert "x floor" in run.stdout
+
+
+def test_bench_defaults_row_runs_both_sides_at_the_library_defaults(tmp_path: Path) -> None:
+    """bench.py --rows rtt,defaults: a value for the floor and simplews in both rows, the
+    goal line of issue 14 item 5; the simplews client and server of that row negotiate
+    compression (their defaults), which the rtt row's do not."""
+    out = tmp_path / "bench.json"
+    env = dict(os.environ)
+    env.pop("SIMPLEWS_NO_EXTENSIONS", None)
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "bench.py"), "--rows", "rtt,defaults",
+                          "--rounds", "1", "--quick", "--only", "floor,simplews", "-v",
+                          "--json", str(out)], capture_output=True, text=True, timeout=180, env=env)
+    assert run.returncode == 0, run.stdout + run.stderr
+    data = json.loads(out.read_text())
+    assert not data["errors"], data["errors"]
+    for key in ("rtt", "defaults"):
+        assert set(data["medians"][key]) == {"floor", "simplews"}, key
+    assert "x rtt (compression off)" in run.stdout
+    code = ("import sys; sys.path.insert(0, %r); from bench import bench_clients as bc; "
+            "ws = bc._with_defaults('simplews', int(sys.argv[1])); "
+            "print(ws[0].response.headers.get('Sec-WebSocket-Extensions')); ws[4]()") % str(REPO / "scripts")
+    for extra, negotiated in ((["--defaults"], True), ([], False)):
+        srv = subprocess.Popen([sys.executable, str(BENCH / "bench_servers.py"), "simplews", *extra],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        try:
+            assert srv.stdout is not None
+            port = json.loads(srv.stdout.readline().split(" ", 1)[1])["port"]
+            got = subprocess.run([sys.executable, "-c", code, str(port)], capture_output=True, text=True,
+                                 timeout=60, env=env)
+            assert got.returncode == 0, got.stderr
+            assert ("permessage-deflate" in got.stdout) is negotiated, (extra, got.stdout)
+        finally:
+            assert srv.stdin is not None
+            srv.stdin.close()
+            srv.wait(30)

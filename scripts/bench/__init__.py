@@ -11,6 +11,10 @@ Rows (full counts; --quick scales them down: the first six finish in under a min
 scale runs N = 100, 200 for 2 s, idle-cpu 500 connections for 5 s):
 
     rtt         10,000 round trips of a 32-byte text message, one in flight
+    defaults    the same with every setting of client and server at the library's
+                default, as users run it (compression negotiated where the
+                library offers it, keepalive pings on, its max_size); the floor
+                is rtt's
     pipeline    40,000 binary 64-byte messages sent by one thread while the
                 main thread receives the echoes
     large       16 echoes of a 4 MiB binary message (MiB/s of payload echoed)
@@ -87,7 +91,7 @@ compresses every ratio towards 1. Report both.
 Every server runs in its own process on 127.0.0.1 with a free port; clients run
 in the bench process (except simplews (pure), see above). Compression is off
 except in the deflate row, max_size is unlimited, keepalive pings are off, all
-other settings are the libraries' defaults. Rounds are interleaved (every
+other settings are the libraries' defaults (the defaults row: all of them). Rounds are interleaved (every
 column for a row, the column order rotating from round to round, then the next
 row; then the next round); the median over rounds is reported, with ratios to
 the best peer and to the floor. The output also gives each cell's spread

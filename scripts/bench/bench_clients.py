@@ -42,7 +42,7 @@ def _simplews(port: int, deflate: bool) -> Opened:
 _ws_legacy: Optional[Dict[str, bool]] = None
 
 
-def _websockets(port: int, deflate: bool) -> Opened:
+def _websockets_connect(port: int, **kwargs: Any) -> Opened:
     global _ws_legacy
     from websockets.sync.client import connect
     if _ws_legacy is None:
@@ -50,10 +50,13 @@ def _websockets(port: int, deflate: bool) -> Opened:
         # legacy=True is given (same behaviour); older versions lack the flag
         import inspect
         _ws_legacy = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
-    ws = connect("ws://%s:%d/" % (HOST, port),
-                 compression="deflate" if deflate else None,
-                 max_size=None, ping_interval=None, **_ws_legacy)
+    ws = connect("ws://%s:%d/" % (HOST, port), **kwargs, **_ws_legacy)
     return ws, ws.send, ws.send, ws.recv, ws.close
+
+
+def _websockets(port: int, deflate: bool) -> Opened:
+    return _websockets_connect(port, compression="deflate" if deflate else None, max_size=None,
+                               ping_interval=None)
 
 
 def _simple_websocket(port: int, deflate: bool) -> Opened:
@@ -70,6 +73,23 @@ def _websocket_client(port: int, deflate: bool) -> Opened:
     import websocket
     ws = websocket.create_connection("ws://%s:%d/" % (HOST, port))
     return ws, ws.send, ws.send_binary, ws.recv, ws.close
+
+
+def _with_defaults(lib: str, port: int) -> Opened:
+    """A connection with every setting at the library's default (the defaults row: what
+    users run; compression negotiated where the library offers it, keepalive on)."""
+    url = "ws://%s:%d/" % (HOST, port)
+    if lib == "simplews":
+        import simplews
+        ws = simplews.connect(url)
+        return ws, ws.send, ws.send, ws.recv, ws.close
+    if lib == "websockets":
+        return _websockets_connect(port)
+    if lib == "simple-websocket":
+        import simple_websocket
+        sws = simple_websocket.Client.connect(url)
+        return sws, sws.send, sws.send, sws.receive, sws.close
+    return ADAPTERS[lib](port, False)  # the floor; websocket-client: its defaults already
 
 
 ADAPTERS: Dict[str, Callable[[int, bool], Opened]] = {
@@ -128,6 +148,12 @@ def _check(got: Any, want: Any) -> None:
 
 def rtt(lib: str, port: int, n: int, deflate: bool = False) -> float:
     conn, send_text, _, recv, close = ADAPTERS[lib](port, False)
+    return _timed_echoes(send_text, recv, close, RTT_MSG, n, warmup=min(200, n))
+
+
+def defaults(lib: str, port: int, n: int, deflate: bool = False) -> float:
+    """rtt with both sides at the library's defaults (the server too: --defaults)."""
+    conn, send_text, _, recv, close = _with_defaults(lib, port)
     return _timed_echoes(send_text, recv, close, RTT_MSG, n, warmup=min(200, n))
 
 
@@ -257,6 +283,7 @@ def idle_close(closers: List[Closer]) -> None:
 
 WORKLOADS: Dict[str, Callable[[str, int, int], float]] = {
     "rtt": rtt,
+    "defaults": defaults,
     "pipeline": pipeline,
     "large": large,
     "deflate": deflate,

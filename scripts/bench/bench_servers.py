@@ -9,8 +9,8 @@ free port, prints one line "READY {json}" (port, pid, versions, loaded
 simplews extensions) and serves until its stdin closes (the bench process
 holds the pipe, so a dead bench never leaves a server behind) or it is
 killed. Compression is off unless --deflate; max_size is unlimited;
-keepalive pings are off. --defaults (the scale and idle-cpu rows): the
-library's defaults instead (keepalive on, compression offered, max_size).
+keepalive pings are off. --defaults (the defaults, scale and idle-cpu rows):
+the library's defaults instead (keepalive on, compression offered, max_size).
 --switch-interval S: sys.setswitchinterval(S) first. RLIMIT_NOFILE's soft
 limit is raised to the hard one. wsfloor: scripts/bench/wsfloor.py (with
 --ping-interval S, its pinging thread).
@@ -166,7 +166,7 @@ def run_websockets(deflate: bool, defaults: bool) -> None:
     server.serve_forever()
 
 
-def run_simple_websocket(deflate: bool) -> None:
+def run_simple_websocket(deflate: bool, defaults: bool) -> None:
     import socket
     import simple_websocket
     from importlib.metadata import version
@@ -187,7 +187,7 @@ def run_simple_websocket(deflate: bool) -> None:
             for line in head[1:]:
                 k, v = line.split(":", 1)
                 environ["HTTP_" + k.strip().upper().replace("-", "_")] = v.strip()
-            ws = simple_websocket.Server.accept(environ, max_message_size=None)
+            ws = simple_websocket.Server.accept(environ, **({} if defaults else {"max_message_size": None}))
             try:
                 while True:
                     ws.send(ws.receive())
@@ -228,7 +228,7 @@ def main() -> None:
     elif kind == "websockets":
         run_websockets(deflate, defaults)
     elif kind == "simple-websocket":
-        run_simple_websocket(deflate)
+        run_simple_websocket(deflate, defaults)
     else:
         raise SystemExit("unknown server kind %r" % kind)
 

@@ -26,7 +26,7 @@ class Bench:
         self.counts = dict(QUICK if args.quick else FULL)
         self.timeout = 15 if args.quick else 60
         self.columns: List[Column] = []
-        self.servers: Dict[Tuple[str, bool], Server] = {}   # (column name, deflate) -> Server
+        self.servers: Dict[Tuple[str, bool, bool], Server] = {}   # (column, deflate, defaults)
         self.workers: Dict[str, Worker] = {}                 # column name -> Worker
         self.scale = scale.settings(args)
         self.table = TABLE + scale.table_rows(args)
@@ -65,19 +65,22 @@ class Bench:
             self.notes.append("SIMPLEWS_NO_EXTENSIONS is set in the bench process: the simplews "
                               "column's client is pure too")
 
-    def server(self, col: Column, deflate: bool) -> Server:
-        """The column's server process, (re)started if needed."""
-        key = (col.name, deflate)
+    def server(self, col: Column, deflate: bool, defaults: bool = False) -> Server:
+        """The column's server process, (re)started if needed; ``defaults``: with every
+        setting at the library's default (the defaults row)."""
+        key = (col.name, deflate, defaults)
         s = self.servers.get(key)
         if s is None or not s.alive():
-            s = Server(col.server, deflate, env=col.worker_env, tag="-" + col.name.replace(" ", ""))
+            s = Server(col.server, deflate, env=col.worker_env,
+                       tag="-" + col.name.replace(" ", "") + ("-defaults" if defaults else ""),
+                       extra=["--defaults"] if defaults else None)
             self.servers[key] = s
             if col.lib == "simplews" and not deflate:
                 col.server_ext = s.info.get("ext")
         return s
 
-    def restart_server(self, col: Column, deflate: bool) -> None:
-        s = self.servers.pop((col.name, deflate), None)
+    def restart_server(self, col: Column, deflate: bool, defaults: bool = False) -> None:
+        s = self.servers.pop((col.name, deflate, defaults), None)
         if s:
             s.stop()
 
@@ -125,16 +128,16 @@ class Bench:
     def measure(self, row: str, col: Column) -> None:
         """One timed row for one column (a hang is measured again once)."""
         n = self.counts[row]
-        deflate = row == "deflate"
+        deflate, defaults = row == "deflate", row == "defaults"
         if deflate and col.no_deflate:
             return
         for attempt in (1, 2):
             try:
-                srv = self.server(col, deflate)
+                srv = self.server(col, deflate, defaults)
                 res = self.run_client(col, self.timeout, "run", row=row, port=srv.port, n=n)
                 break
             except Exception as e:  # noqa: BLE001 (any failure is the cell's error)
-                self.restart_server(col, deflate)
+                self.restart_server(col, deflate, defaults)
                 if attempt == 1 and isinstance(e, BenchTimeout):
                     # a rare hang in a library (seen in simple-websocket): note it, try again
                     self.notes.append("%s / %s: hung (%s), measured again (traceback in %s)" % (

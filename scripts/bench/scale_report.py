@@ -49,6 +49,14 @@ def paired(b: Bench, key: str, name: str, refcol: Optional[str]) -> Optional[flo
     return statistics.median(rs) if rs else None
 
 
+def paired_rows(b: Bench, name: str, key: str, refkey: str) -> Optional[float]:
+    """The median over rounds of this round's ``key`` / this round's ``refkey`` (one column)."""
+    a = b.by_round.get(key, {}).get(name, {})
+    r = b.by_round.get(refkey, {}).get(name, {})
+    rs = [a[i] / r[i] for i in a if i in r and r[i]]
+    return statistics.median(rs) if rs else None
+
+
 def goal(row: str, what: str, val: Optional[float], target: str, ok: Callable[[float], bool],
          pair: Optional[float] = None) -> Dict[str, Any]:
     """One line of the goals: its value, PASS/MISS (or the value alone for "(info)")."""
