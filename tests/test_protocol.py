@@ -626,3 +626,89 @@ def test_seeded_streams_with_large_frames_read_any_way(seed):
                 events.append(event)
                 event = receiver.next_event()
         assert events == expected, seed
+
+
+def _random_wire(rng, client_side):
+    """Frames a peer of ``client_side`` might send, good and bad: small messages,
+    fragments, control frames, compressed-looking and reserved bits, invalid UTF-8,
+    the wrong masking, 16- and 64-bit lengths; sometimes a stray byte."""
+    masked = not client_side
+    out = b""
+    for _ in range(rng.randrange(1, 12)):
+        kind = rng.random()
+        payload = rng.choice([b"", b"hi", "é😀".encode() * rng.randrange(40), bytes(rng.randrange(300)),
+                              b"\xed\xa0\x80", b"\xff\xfe", b"abc\xe2\x82"])
+        if kind < 0.45:
+            first = rng.choice([0x81, 0x82])
+        elif kind < 0.6:
+            first = rng.choice([0x01, 0x02, 0x00, 0x80])
+        elif kind < 0.75:
+            first, payload = rng.choice([0x89, 0x8A]), payload[:125]
+        elif kind < 0.8:
+            first, payload = 0x88, (1000).to_bytes(2, "big") + payload[:50]
+        else:
+            first = rng.choice([0xC1, 0xA2, 0x83, 0x09, 0x81, 0x82])
+        frame = serialize_frame(Frame(first & 0x0F, payload, fin=bool(first & 0x80), rsv1=bool(first & 0x40),
+                                      rsv2=bool(first & 0x20), rsv3=bool(first & 0x10)),
+                                mask=masked if rng.random() < 0.95 else not masked)
+        out += frame
+        if rng.random() < 0.03:
+            out += bytes([rng.randrange(256)])
+    return out
+
+
+def _events_of(protocol, wire, chunks):
+    """Every event, error (type, close code) and reply of feeding ``wire`` in ``chunks``."""
+    seen, at = [], 0
+    for size in chunks + [len(wire)]:
+        protocol.receive_data(wire[at:at + size])
+        at += size
+        while True:
+            try:
+                event = protocol.next_event()
+            except ProtocolError as exc:
+                seen.append(("error", type(exc).__name__, exc.close_code))
+                break
+            if event is None:
+                break
+            seen.append(event)
+    return seen, _unmasked(replies(protocol)), protocol.state
+
+
+def _unmasked(frames):
+    """Control frames as sent (a client's masked with random keys), unmasked."""
+    out, at = b"", 0
+    while at < len(frames):
+        first, second = frames[at], frames[at + 1]
+        size = second & 0x7F  # replies are control frames: at most 125 bytes
+        if second & 0x80:
+            key = frames[at + 2:at + 6]
+            out += bytes((first, size)) + apply_mask(frames[at + 6:at + 6 + size], key)
+            at += 6 + size
+        else:
+            out += frames[at:at + 2 + size]
+            at += 2 + size
+    return out
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_the_c_parser_changes_nothing_a_peer_can_see(seed, monkeypatch):
+    """Seeded streams of good and bad frames, in random chunks, through a Protocol with
+    the C take_message and one with the Python one: the same events, errors, close
+    codes and replies (the C code decides no error: it passes anything odd on)."""
+    speedups = pytest.importorskip("simplews._speedups")
+    import simplews.frames
+    import simplews.protocol
+    rng = random.Random(seed)
+    for _ in range(150):
+        side = rng.choice([Side.CLIENT, Side.SERVER])
+        config = rng.choice([None, DeflateConfig()])
+        max_size = rng.choice([None, 64, 2 ** 20])
+        wire = _random_wire(rng, side is Side.CLIENT)
+        chunks = [rng.randrange(1, 40) for _ in range(rng.randrange(4))]
+        results = []
+        for take in (speedups.take_message, simplews.frames._take_message):
+            monkeypatch.setattr(simplews.protocol, "take_message", take)
+            client, srv = make_pair(config, max_size=max_size)
+            results.append(_events_of(client if side is Side.CLIENT else srv, wire, chunks))
+        assert results[0] == results[1], (seed, side, wire[:80])
