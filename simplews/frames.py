@@ -28,6 +28,7 @@ __all__ = [
     "MASKS",
     "SHORT_HEADERS",
     "take_message",
+    "LARGE_PAYLOAD",
 ]
 
 
@@ -98,6 +99,9 @@ def _xor_mask(data: BytesLike, mask: MaskKey) -> bytes:
     return (int.from_bytes(data, "little") ^ int.from_bytes(key, "little")).to_bytes(size, "little")
 
 
+LARGE_PAYLOAD = 16 * 1024  # payloads this large are copied through a memoryview, sent apart
+
+
 def _take_message(buf: bytearray, client: bool, max_size: Optional[int]) -> Union[bytes, str, None]:
     """The parser's shortcut: if ``buf`` starts with a whole final, uncompressed TEXT or
     BINARY frame (first byte 0x81 or 0x82), masked as the receiving side requires (RFC
@@ -124,7 +128,7 @@ def _take_message(buf: bytearray, client: bool, max_size: Optional[int]) -> Unio
     end = start + length
     if size < end or max_size is not None and length > max_size:
         return None
-    if length < 16384:  # slicing copies, but costs less than a memoryview
+    if length < LARGE_PAYLOAD:  # slicing copies, but costs less than a memoryview
         payload = bytes(buf[start:end]) if mask is None else apply_mask(buf[start:end], mask)
     else:
         with memoryview(buf) as view, view[start:end] as piece:

@@ -20,9 +20,9 @@ from .exceptions import (ConnectionClosed, ConnectionClosedError, ConnectionClos
                          PayloadTooBig, ProtocolError)
 from .extensions import DeflateParams, Deflater, Inflater
 from .events import Close, DataEvent, Event, Fragment, Message, Ping, Pong, Side, State
-from .frames import (MASKS, SHORT_HEADERS, CloseCode, Opcode, apply_mask, check_control_payload,
-                     check_header, decode_utf8, frame_header, parse_close, refill_masks, serialize_close,
-                     take_message, utf8_decoder)
+from .frames import (LARGE_PAYLOAD, MASKS, SHORT_HEADERS, CloseCode, Opcode, apply_mask,
+                     check_control_payload, check_header, decode_utf8, frame_header, parse_close,
+                     refill_masks, serialize_close, take_message, utf8_decoder)
 
 __all__ = ["Side", "State", "Protocol", "Event", "Message", "Fragment", "Ping", "Pong", "Close",
            "DataEvent"]
@@ -31,7 +31,6 @@ Data = Union[bytes, bytearray, memoryview]
 
 _U64 = struct.Struct("!Q")
 _OK_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
-LARGE_PAYLOAD = 16 * 1024  # payloads this large are returned apart from their header
 DIRECT_MIN = 256 * 1024  # a plain frame with this much still to come is read straight in
 _NO_BUFFER = bytearray()  # shared, never written: a frame that needs a buffer replaces it
 #: Each fragment counts at least this many bytes against max_size (bounds the frame count).

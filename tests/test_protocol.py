@@ -9,7 +9,7 @@ import pytest
 from simplews.exceptions import ConnectionClosedError, ConnectionClosedOK, PayloadTooBig, ProtocolError
 from simplews.extensions import DeflateConfig
 from simplews.frames import Opcode, apply_mask, serialize_close
-from simplews.testing.recorder import Frame, serialize_frame
+from simplews.testing.recorder import Frame, FrameSplitter, serialize_frame
 from simplews.protocol import Close, Fragment, Message, Ping, Pong, Protocol, Side, State
 
 from pair import feed, frames_of, make_pair, replies
@@ -672,23 +672,9 @@ def _events_of(protocol, wire, chunks):
             if event is None:
                 break
             seen.append(event)
-    return seen, _unmasked(replies(protocol)), protocol.state
-
-
-def _unmasked(frames):
-    """Control frames as sent (a client's masked with random keys), unmasked."""
-    out, at = b"", 0
-    while at < len(frames):
-        first, second = frames[at], frames[at + 1]
-        size = second & 0x7F  # replies are control frames: at most 125 bytes
-        if second & 0x80:
-            key = frames[at + 2:at + 6]
-            out += bytes((first, size)) + apply_mask(frames[at + 6:at + 6 + size], key)
-            at += 6 + size
-        else:
-            out += frames[at:at + 2 + size]
-            at += 2 + size
-    return out
+    # (a client's replies are masked with random keys: compared unmasked)
+    sent = [(f.opcode, f.fin, f.rsv1, f.payload) for f in FrameSplitter().feed(replies(protocol), 0.0)]
+    return seen, sent, protocol.state
 
 
 @pytest.mark.parametrize("seed", range(8))

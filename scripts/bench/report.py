@@ -6,7 +6,7 @@ import json
 import statistics
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from .scale_report import at_least, goal, paired, paired_rows, print_scale, scale_goals
+from .scale_report import at_least, goal, paired, print_scale, scale_goals
 
 if TYPE_CHECKING:
     from .harness import Bench
@@ -183,7 +183,7 @@ def column_ratios(b: Bench, name: str, med: Medians, best: Best) -> List[Dict[st
     # Issue 14 item 5: at the defaults (compression negotiated) a 32-byte message is under
     # simplews' compression threshold, so zlib explains none of a gap to the rtt row.
     res.append(goal("defaults", "x rtt (compression off)", ratio("defaults", med["rtt"].get(name)),
-                    ">= 0.95", at_least(0.95), paired_rows(b, name, "defaults", "rtt")))
+                    ">= 0.95", at_least(0.95), paired(b, "defaults", name, None, "rtt")))
     info("defaults", "x floor", ratio("defaults", floor("defaults")))
     add("deflate", "size srv->cli / websockets", ratio("deflate_size_s2c", ws("deflate_size_s2c")),
         "<= 1.10", lambda v: v <= 1.10)

@@ -41,18 +41,12 @@ def print_scale(b: Bench, med: Medians) -> None:
     print()
 
 
-def paired(b: Bench, key: str, name: str, refcol: Optional[str]) -> Optional[float]:
-    """The median over rounds of this round's value / this round's reference."""
+def paired(b: Bench, key: str, name: str, refcol: Optional[str],
+           refkey: Optional[str] = None) -> Optional[float]:
+    """The median over rounds of this round's value / this round's reference: column
+    ``refcol`` (default: this one) in row ``refkey`` (default: this one)."""
     a = b.by_round.get(key, {}).get(name, {})
-    r = b.by_round.get(key, {}).get(refcol, {}) if refcol else {}
-    rs = [a[i] / r[i] for i in a if i in r and r[i]]
-    return statistics.median(rs) if rs else None
-
-
-def paired_rows(b: Bench, name: str, key: str, refkey: str) -> Optional[float]:
-    """The median over rounds of this round's ``key`` / this round's ``refkey`` (one column)."""
-    a = b.by_round.get(key, {}).get(name, {})
-    r = b.by_round.get(refkey, {}).get(name, {})
+    r = b.by_round.get(refkey or key, {}).get(refcol or name, {})
     rs = [a[i] / r[i] for i in a if i in r and r[i]]
     return statistics.median(rs) if rs else None
 
