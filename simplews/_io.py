@@ -17,10 +17,12 @@ _HAS_POLL = hasattr(select, "poll")
 
 
 def read_head(sock: socket.socket, parse: Callable[[bytearray], Optional[Tuple[T, int]]],
-              deadline: float) -> Tuple[T, bytes]:
+              deadline: float, *, sent: bool = False) -> Tuple[T, bytes]:
     """Read until ``parse`` finds a complete HTTP head; return it and the bytes after it.
     The socket is not shared yet: a plain one is waited for with poll and read without
-    blocking, a TLS one (whose records may come in parts) read under a timeout."""
+    blocking, a TLS one (whose records may come in parts) read under a timeout.
+    ``sent``: the head is likely there already (a request, as a server accepts): read
+    before waiting, one syscall less."""
     tls = isinstance(sock, ssl.SSLSocket)
     buffer = bytearray()
     while True:
@@ -31,7 +33,8 @@ def read_head(sock: socket.socket, parse: Callable[[bytearray], Optional[Tuple[T
             if tls:
                 sock.settimeout(remaining)
                 data = sock.recv(65536)
-            elif wait_readable(sock, remaining):
+            elif sent or wait_readable(sock, remaining):
+                sent = False  # (nothing there: BlockingIOError, then wait)
                 data = sock.recv(65536, socket.MSG_DONTWAIT)
             else:
                 raise socket.timeout

@@ -240,12 +240,11 @@ class Transport:
         deadline = self._close_deadline or NOW
         while not self._closed.is_set() and not self._server_may_close_now():
             try:
-                if idle or deadline.passed():
-                    size = self._recv_now(buffer)
-                elif data_ready(sock, deadline):
+                size = self._recv_now(buffer)  # what is there: often the FIN already
+                if size is None and not idle and not deadline.passed():
+                    if not data_ready(sock, deadline):
+                        break
                     size = sock.recv_into(buffer)
-                else:
-                    break
                 if size is None:
                     if idle and not deadline.passed():
                         return

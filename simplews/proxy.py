@@ -20,6 +20,7 @@ from .uri import WebSocketURI
 __all__ = ["proxy_for", "find_proxy", "open_tunnel"]
 
 _VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
+_ENCODED_VARIABLES = tuple(getattr(os.environ, "encodekey", str.encode)(name) for name in _VARIABLES)
 _parse_proxy_response = functools.partial(parse_response, versions=(b"HTTP/1.1", b"HTTP/1.0"))
 _PORTS = {"http": 8080, "socks4": 1080, "socks5": 1080, "socks5h": 1080}  # the supported schemes
 _CREDENTIALS = re.compile(r"^([^:/?#]*://)?[^/?#]*@")  # "scheme://user:pass@": hidden in errors
@@ -38,7 +39,7 @@ def find_proxy(uri: WebSocketURI, proxy: Union[bool, str, None]) -> Optional[Tup
     name, or "" for a URL given as ``proxy``."""
     if isinstance(proxy, str):
         return proxy, ""
-    if not proxy or not any(name in os.environ for name in _VARIABLES):
+    if not proxy or not _proxy_variables_set():
         return None  # the usual case, checked first: getproxies() costs ~50 us a connect
     proxies = urllib.request.getproxies()
     if not proxies or urllib.request.proxy_bypass(uri.host):
@@ -51,6 +52,15 @@ def find_proxy(uri: WebSocketURI, proxy: Union[bool, str, None]) -> Optional[Tup
             source = next((name for name in names if os.environ.get(name) == url), None)
             return url, source or "the system proxy settings"
     return None
+
+
+def _proxy_variables_set() -> bool:
+    """Is any of the proxy variables set? Looked up in os.environ's own table of encoded
+    names where it has one (CPython's): 0.8 us instead of 6 (six KeyErrors) a connect."""
+    table = getattr(os.environ, "_data", None)
+    if isinstance(table, dict):
+        return any(key in table for key in _ENCODED_VARIABLES)
+    return any(name in os.environ for name in _VARIABLES)
 
 
 def open_tunnel(proxy_url: str, uri: WebSocketURI, deadline: float,

@@ -130,7 +130,7 @@ class Server(Endpoint):
             except socket.timeout:
                 raise TimeoutError("timed out during the TLS handshake") from None
         try:
-            request, leftover = read_head(sock, parse_request, deadline)
+            request, leftover = read_head(sock, parse_request, deadline, sent=True)
             response, accepted = self._answer(HandshakeInfo(self, sock, request), request)
         except InvalidHandshake as exc:  # past the header limits (DESIGN §5): 431
             accepted = None

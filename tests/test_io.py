@@ -56,6 +56,31 @@ def test_read_head_times_out_and_reports_eof(pair):
         read_head(reader, parse_request, time.monotonic() + TIMEOUT)
 
 
+def test_read_head_sent_reads_before_waiting_and_waits_when_nothing_is_there(pair, monkeypatch):
+    import simplews._io as io_module
+    reader, writer = pair
+    waits, rest = [], []
+    real_wait = io_module.wait_readable
+
+    def wait_readable(sock, timeout):
+        waits.append(timeout)
+        if rest:  # the rest of the head comes while read_head waits
+            writer.sendall(rest.pop())
+        return real_wait(sock, timeout)
+
+    monkeypatch.setattr(io_module, "wait_readable", wait_readable)
+    writer.sendall(REQUEST)
+    request, _ = read_head(reader, parse_request, time.monotonic() + TIMEOUT, sent=True)
+    assert request.path == "/chat" and waits == []  # there already: read at once
+    writer.sendall(REQUEST[:10])  # half of it: read, then wait for the rest
+    rest.append(REQUEST[10:])
+    request, _ = read_head(reader, parse_request, time.monotonic() + TIMEOUT, sent=True)
+    assert request.headers["Host"] == "example.com" and len(waits) == 1 and not rest
+    with pytest.raises(TimeoutError):  # nothing at all: no BlockingIOError, a wait that times out
+        read_head(reader, parse_request, time.monotonic() + 0.05, sent=True)
+    assert len(waits) >= 2
+
+
 def test_send_head_waits_for_room_and_times_out_when_none_comes(pair):
     writer, reader = pair
     writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)

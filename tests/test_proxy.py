@@ -51,6 +51,25 @@ def test_proxy_for_reads_the_environment_like_urllib(environ):
     assert proxy_for(parse_uri("ws://other.org/"), True) == "http://plain:3128"
 
 
+@pytest.mark.parametrize("name", ["http_proxy", "HTTPS_PROXY", "ALL_PROXY"])
+def test_the_environment_is_read_again_at_each_connect(environ, name):
+    # The check for "no proxy variable at all" reads os.environ's own table: a variable
+    # set or removed after a first connect counts at once, whatever its case.
+    uri = parse_uri("wss://example.com/" if "s_" in name.lower() else "ws://example.com/")
+    assert proxy_for(uri, True) is None
+    environ.setenv(name, "http://late:3128")
+    assert proxy_for(uri, True) == "http://late:3128"
+    environ.delenv(name)
+    assert proxy_for(uri, True) is None
+
+
+def test_an_environ_without_cpythons_table_is_read_the_plain_way(environ):
+    environ.setattr(os, "environ", {"ALL_PROXY": "http://dict:3128"})
+    assert proxy_for(parse_uri("ws://example.com/"), True) == "http://dict:3128"
+    environ.setattr(os, "environ", {})
+    assert proxy_for(parse_uri("ws://example.com/"), True) is None
+
+
 def test_all_proxy_is_the_fallback(environ):
     environ.setenv("ALL_PROXY", "http://every:3128")
     assert proxy_for(parse_uri("wss://example.com/"), True) == "http://every:3128"

@@ -42,3 +42,19 @@ def test_an_invalid_ip_literal_is_an_invalid_uri(uri):
     # Python 3.9's urlsplit lets "[zz]" through (3.11 raises ValueError): checked here.
     with pytest.raises(InvalidURI):
         parse_uri(uri)
+
+
+def test_parsed_uris_are_cached_immutable_and_bounded_and_errors_are_not_cached():
+    # connect() parses its URI on every call (14 us): reconnecting clients hit the cache.
+    uri = "ws://cached.example:8001/chat?x=1"
+    first = parse_uri(uri)
+    assert parse_uri(uri) is first
+    with pytest.raises(AttributeError):
+        first.host = "elsewhere"  # type: ignore[misc]  # a NamedTuple: nobody can spoil the cache
+    for _ in range(2):  # raised again each time: an invalid URI is never remembered
+        with pytest.raises(InvalidURI):
+            parse_uri("ws://cached.example/#fragment")
+    for i in range(200):
+        parse_uri(f"ws://host{i}.example/")
+    info = parse_uri.cache_info()
+    assert info.maxsize == 64 and info.currsize <= 64
