@@ -1,7 +1,9 @@
 """The server's threads. Idle threads all wait for the next connection; the one that gets
 it serves it itself (no hand-off between threads), and run() starts another if none is
 left waiting. A thread whose connection ended waits for the next one instead of exiting
-(starting a thread costs more than a handshake)."""
+(starting a thread costs more than a handshake). A serving thread hands its waiter (an
+epoll: a descriptor and three syscalls to make) to the next thread that waits; at most
+``max_idle`` are kept so, the rest closed."""
 from __future__ import annotations
 
 import enum
@@ -42,6 +44,7 @@ class Workers:
         self._lock = threading.Lock()
         self._idle = 0  # threads waiting for work, or about to
         self._threads: Set[threading.Thread] = set()
+        self._spare: List[Waiter] = []  # waiters of serving threads, for the next to wait
         self._stopping = False
         self._wanted = threading.Event()  # run() should start a thread
 
@@ -68,6 +71,9 @@ class Workers:
         (the caller makes them do so) or its item is served."""
         with self._lock:
             self._stopping = True
+            spare, self._spare = self._spare, []
+        for waiter in spare:
+            waiter.close()
         self._wanted.set()
 
     def _spawn(self) -> None:
@@ -77,6 +83,19 @@ class Workers:
         self._idle += 1
         thread.start()
 
+    def _take_waiter(self) -> Waiter:
+        with self._lock:
+            if self._spare:
+                return self._spare.pop()
+        return self._open_waiter()
+
+    def _give_back(self, waiter: Waiter) -> None:
+        with self._lock:
+            if not self._stopping and len(self._spare) < self.max_idle:
+                self._spare.append(waiter)
+                return
+        waiter.close()
+
     def _run(self) -> None:
         me = threading.current_thread()
         waiter: Optional[Waiter] = None
@@ -84,7 +103,7 @@ class Workers:
             while True:
                 if waiter is None:
                     try:
-                        waiter = self._open_waiter()
+                        waiter = self._take_waiter()
                     except (OSError, ValueError):  # the listening socket is closed already
                         with self._lock:
                             self._idle -= 1
@@ -101,7 +120,7 @@ class Workers:
                     self._idle -= 1
                     if self._idle == 0:
                         self._wanted.set()  # the next connection needs a waiting thread
-                waiter.close()  # a serving thread holds no descriptor but its connection's
+                self._give_back(waiter)  # a serving thread holds no descriptor but its connection's
                 waiter = None
                 item, me.name = task
                 self._serve(item)

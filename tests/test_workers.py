@@ -116,9 +116,10 @@ def test_the_thread_that_gets_an_item_serves_it_and_threads_are_reused():
     assert (name_a, name_b) == ("simplews-a", "simplews-b")
     assert len(pool.workers.threads()) == 2  # b found another waiting thread: none started
     pool.stop_and_join()
-    # a thread closes its waiter before it serves (no descriptor held per connection
-    # beyond its own) and opens one again to wait: a's thread twice, b's twice
-    assert pool.waiters_opened == pool.waiters_closed == 4
+    # a thread hands its waiter on before it serves (no descriptor held per connection
+    # beyond its own): the thread run() started while a was served waited with a's
+    # waiter; a's thread opened a second one to wait again. All closed at the end.
+    assert pool.waiters_opened == pool.waiters_closed == 2
 
 
 def test_concurrent_items_each_get_their_own_thread():
@@ -140,6 +141,25 @@ def test_at_most_max_idle_threads_stay():
     wait_until(lambda: len(pool.workers.threads()) == 2)  # the four others exit at once
     assert idle(pool.workers) == 2
     pool.stop_and_join()
+
+
+def test_serving_threads_hold_no_waiter_and_at_most_max_idle_are_kept_spare():
+    pool = Pool(max_idle=2, idle_timeout=TIMEOUT)
+    pool.release.clear()
+    pool.feed(*range(5))
+    wait_until(lambda: len(pool.served) == 5 and idle(pool.workers) == 1)
+    # five served, one thread waiting: its waiter and at most two spare ones are open
+    assert pool.waiters_opened - pool.waiters_closed <= 1 + 2
+    pool.release.set()
+    pool.wait_done(5)
+    wait_until(lambda: len(pool.workers.threads()) == 2 and idle(pool.workers) == 2)
+    opened = pool.waiters_opened
+    for item in range(5, 15):  # one after the other: the waiters go round, none is made
+        pool.feed(item)
+        pool.wait_done(1)
+    assert pool.waiters_opened == opened
+    pool.stop_and_join()
+    assert pool.waiters_opened == pool.waiters_closed
 
 
 def test_idle_threads_leave_after_idle_timeout_but_one_always_waits():
