@@ -16,7 +16,7 @@ import simplews
 from simplews.protocol import Close
 
 from support import scaled, wait_for
-from conftest import TIMEOUT, client_ssl_context, raw_client
+from conftest import TIMEOUT, client_ssl_context, echo, raw_client
 
 
 def test_handler_that_returns_closes_1000(start_server, connect):
@@ -380,6 +380,45 @@ def test_a_connection_holds_one_descriptor_on_the_server(start_server, connect):
     assert count() - before <= 2 * 40 + 4  # (+ a few waiting threads' epolls)
     for ws in clients:
         ws.close()
+
+
+def test_descriptors_stay_bounded_while_serving_and_are_all_released_at_shutdown():
+    """Waiters go from thread to thread (at most max_idle spare): connection after
+    connection, and a burst of them, leave no descriptor behind; shutdown() closes the
+    listening socket, the wake-up pair and every waiter."""
+    import os
+
+    def count():
+        return len(os.listdir("/proc/self/fd"))
+
+    before = count()
+    server = simplews.serve(echo, "127.0.0.1", 0, compression=None)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        uri = f"ws://127.0.0.1:{server.port}/"
+        for i in range(30):  # one after the other
+            with simplews.connect(uri, compression=None) as ws:
+                ws.send(str(i))
+                assert ws.recv(timeout=TIMEOUT) == str(i)
+        steady = count()
+        burst = [simplews.connect(uri, compression=None) for _ in range(12)]
+        for ws in burst:
+            ws.send("x")
+            assert ws.recv(timeout=TIMEOUT) == "x"
+        for ws in burst:
+            ws.close()
+        for i in range(30):
+            with simplews.connect(uri, compression=None) as ws:
+                ws.send(str(i))
+                assert ws.recv(timeout=TIMEOUT) == str(i)
+        # spare waiters and waiting threads' epolls: max_idle of each at the most
+        assert count() <= steady + 2 * 8
+    finally:
+        server.shutdown()
+        thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    assert wait_for(lambda: count() == before)  # (worker threads closing theirs as they exit)
 
 
 # Python memory of an idle server connection (README: idle row). Python 3.9 and 3.10 spend

@@ -162,6 +162,22 @@ def test_serving_threads_hold_no_waiter_and_at_most_max_idle_are_kept_spare():
     assert pool.waiters_opened == pool.waiters_closed
 
 
+def test_stop_closes_the_spare_waiter_of_a_thread_still_serving():
+    pool = Pool(idle_timeout=TIMEOUT)
+    pool.serve_at_once("first")
+    wait_until(lambda: idle(pool.workers) == 2)  # two threads wait, each with its waiter
+    pool.release.clear()
+    pool.feed("slow")  # its thread hands its waiter on: the other thread has one already
+    wait_until(lambda: len(pool.served) == 2)
+    assert pool.waiters_opened - pool.waiters_closed == 2  # one waiting, one spare
+    pool.workers.stop()
+    pool.items.put(STOP)
+    pool.release.set()  # the slow item ends after stop(): its thread exits
+    pool.wait_done(1)
+    pool.stop_and_join()
+    assert pool.waiters_opened == pool.waiters_closed
+
+
 def test_idle_threads_leave_after_idle_timeout_but_one_always_waits():
     pool = Pool(idle_timeout=0.05)
     pool.serve_at_once(1, 2, 3)
