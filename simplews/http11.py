@@ -16,8 +16,11 @@ MAX_HEADER_BYTES = 64 * 1024  # DESIGN §5: 64 KiB for the whole header block
 MAX_HEADERS = 256
 
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
-# RFC 7230 §3.2: field-name ":" OWS field-value OWS in one match (the trailing OWS stripped after)
-_HEADER_LINE = re.compile(rb"(%s):[ \t]*([\x09\x20-\x7e\x80-\xff]*)" % _TOKEN.pattern)
+# RFC 7230 §3.2: header-field = field-name ":" OWS field-value OWS, one per line; the
+# whole block is checked in one match, then split (a bad line is looked for only then).
+_FIELD = rb"%s:[\x09\x20-\x7e\x80-\xff]*" % _TOKEN.pattern
+_HEADER_BLOCK = re.compile(rb"%s(?:\r\n%s)*" % (_FIELD, _FIELD))
+_HEADER_LINE = re.compile(_FIELD)
 
 
 class Headers:
@@ -134,36 +137,43 @@ class Response:
         return f"Response({self.status} {self.reason})"
 
 
-def _split_head(buffer: Union[bytes, bytearray]) -> Optional[Tuple[List[bytes], int]]:
-    """The lines of a complete header block and its length, or None if incomplete."""
+def _split_head(buffer: Union[bytes, bytearray]) -> Optional[Tuple[bytes, bytes, int]]:
+    """The start line and the header block of a complete head (CRLF between lines) and
+    the head's length, or None if incomplete."""
     end = buffer.find(b"\r\n\r\n", 0, MAX_HEADER_BYTES + 4)
     if end < 0:
         if len(buffer) > MAX_HEADER_BYTES:
             raise HeaderBlockTooLarge("header block over 64 KiB")
         return None
-    lines = bytes(buffer[:end]).split(b"\r\n")
-    if len(lines) - 1 > MAX_HEADERS:
+    start, _, block = bytes(buffer[:end]).partition(b"\r\n")
+    if block.count(b"\r\n") >= MAX_HEADERS:
         raise HeaderBlockTooLarge(f"more than {MAX_HEADERS} headers")
-    return lines, end + 4
+    return start, block, end + 4
 
 
-def _parse_headers(lines: List[bytes]) -> Headers:
+def _parse_headers(block: bytes) -> Headers:
     headers = Headers()
-    items = headers._items  # the regex admits no CR or LF: add()'s check is not needed
-    match = _HEADER_LINE.fullmatch
-    for line in lines:
-        parsed = match(line)
-        if parsed is None:
-            name, sep, _ = line.partition(b":")
-            if sep and _TOKEN.fullmatch(name):
-                raise InvalidHandshake(f"invalid value in header {name.decode()}")
-            raise InvalidHandshake(f"invalid header line {line[:80]!r}")
-        name, value = parsed.groups()
+    if not block:
+        return headers
+    if _HEADER_BLOCK.fullmatch(block) is None:
+        raise _invalid_line(block)
+    items = headers._items  # the pattern admits no CR or LF: add()'s check is not needed
+    for line in block.decode("latin-1").split("\r\n"):
+        name, _, value = line.partition(":")
+        value = value.strip(" \t")
         # Shared (interned) strings: a connection keeps its handshake's headers, most of
         # them the same on every connection ("Upgrade: websocket"); a long value is not.
-        text = value.rstrip(b" \t").decode("latin-1")
-        items.append((sys.intern(name.decode("ascii")), sys.intern(text) if len(text) <= 64 else text))
+        items.append((sys.intern(name), sys.intern(value) if len(value) <= 64 else value))
     return headers
+
+
+def _invalid_line(block: bytes) -> InvalidHandshake:
+    """The error for the first line of ``block`` that is not a header field."""
+    line = next((line for line in block.split(b"\r\n") if not _HEADER_LINE.fullmatch(line)), block)
+    name, sep, _ = line.partition(b":")
+    if sep and _TOKEN.fullmatch(name):
+        return InvalidHandshake(f"invalid value in header {name.decode()}")
+    return InvalidHandshake(f"invalid header line {line[:80]!r}")
 
 
 def parse_request(buffer: Union[bytes, bytearray]) -> Optional[Tuple[Request, int]]:
@@ -172,12 +182,12 @@ def parse_request(buffer: Union[bytes, bytearray]) -> Optional[Tuple[Request, in
     head = _split_head(buffer)
     if head is None:
         return None
-    lines, size = head
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
-        raise InvalidHandshake(f"invalid request line {lines[0][:80]!r}")
-    method, path, version = (p.decode("latin-1") for p in parts)
-    return Request(path, _parse_headers(lines[1:]), method, version), size
+    start, block, size = head
+    parts = start.decode("latin-1").split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+        raise InvalidHandshake(f"invalid request line {start[:80]!r}")
+    method, path, version = parts
+    return Request(path, _parse_headers(block), method, version), size
 
 
 def parse_response(buffer: Union[bytes, bytearray],
@@ -187,12 +197,12 @@ def parse_response(buffer: Union[bytes, bytearray],
     head = _split_head(buffer)
     if head is None:
         return None
-    lines, size = head
-    parts = lines[0].split(b" ", 2)
+    start, block, size = head
+    parts = start.split(b" ", 2)
     if len(parts) < 2 or parts[0] not in versions or not parts[1].isdigit() or len(parts[1]) != 3:
-        raise InvalidHandshake(f"invalid status line {lines[0][:80]!r}")
+        raise InvalidHandshake(f"invalid status line {start[:80]!r}")
     reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
-    return Response(int(parts[1]), reason, _parse_headers(lines[1:])), size
+    return Response(int(parts[1]), reason, _parse_headers(block)), size
 
 
 def split_tokens(value: Optional[str]) -> List[str]:

@@ -52,6 +52,25 @@ def test_invalid_responses(data):
         parse_response(data)
 
 
+def test_header_values_lose_their_surrounding_whitespace_only_and_are_latin_1():
+    data = b"GET / HTTP/1.1\r\nX:  \tcaf\xe9 au lait \t\r\nY:\r\nZ:a:b\r\n\r\n"
+    headers = parse_request(data)[0].headers
+    assert headers.items() == [("X", "caf\u00e9 au lait"), ("Y", ""), ("Z", "a:b")]
+    request, size = parse_request(b"GET / HTTP/1.1\r\n\r\nrest")
+    assert len(request.headers) == 0 and size == 18
+
+
+@pytest.mark.parametrize("block,message", [
+    (b"Host: a\r\nX: \x00", "invalid value in header X"),
+    (b"Host: a\r\nA: b\nC: d", "invalid value in header A"),  # a bare LF
+    (b"Host: a\r\nno colon\r\nX: 1", "invalid header line b'no colon'"),
+    (b"Host: a\r\n: empty name", "invalid header line b': empty name'"),
+])
+def test_the_first_bad_header_line_is_named(block, message):
+    with pytest.raises(InvalidHandshake, match=f"^{message}$".replace("(", r"\(")):
+        parse_request(b"GET / HTTP/1.1\r\n" + block + b"\r\n\r\n")
+
+
 def test_header_block_over_64_kib_refused_even_incomplete():
     with pytest.raises(HeaderBlockTooLarge):
         parse_request(b"GET / HTTP/1.1\r\nX: " + b"a" * (64 * 1024))
