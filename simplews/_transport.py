@@ -11,7 +11,7 @@ import socket
 import ssl
 import threading
 from time import monotonic
-from typing import Any, Dict, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, TypeVar, Union
 
 from . import keepalive
 from ._io import (NOW, Deadline, Flag, data_ready, peer_address, recv_now, reset_by_peer,
@@ -268,7 +268,7 @@ class Transport:
         except OSError:
             return True  # reset by the peer: nothing left to wait for
 
-    def _write(self, buffers: List[Any]) -> bool:
+    def _write(self, buffers: Iterable[Any]) -> bool:
         """The one place that writes to the socket (writer lock held). A failed write
         cuts TCP and raises, unless closing already (the peer may close TCP then):
         False, and the caller raises _closed_exception() once it let go of the lock."""

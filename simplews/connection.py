@@ -203,7 +203,7 @@ class Connection(Transport):
             self._release_writer()
         raise self._closed_exception()  # the connection is closing
 
-    def _send_now(self, opcode: int, data: bytes, frame: List[Any], timeout: float,
+    def _send_now(self, opcode: int, data: bytes, frame: Iterable[Any], timeout: float,
                   wait: float = 0.0) -> bool:
         """broadcast()'s send: the whole message now, or nothing and False while another
         message or writer is busy (``wait``: seconds to wait for them), the socket has no

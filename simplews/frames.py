@@ -9,7 +9,7 @@ import codecs
 import enum
 import os
 import struct
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, Iterator, List, Optional, Tuple, Union
 
 from .exceptions import ProtocolError
 
@@ -100,6 +100,17 @@ def _xor_mask(data: BytesLike, mask: MaskKey) -> bytes:
 
 
 LARGE_PAYLOAD = 16 * 1024  # payloads this large are copied through a memoryview, sent apart
+MASK_PIECE = 256 * 1024  # a multiple of 4: each piece starts at the mask's first byte
+
+
+def mask_in_pieces(header: bytes, payload: BytesLike, mask: MaskKey) -> Iterator[BytesLike]:
+    """``header``, then ``payload`` masked MASK_PIECE bytes at a time as the caller takes
+    them: each piece is sent while it is still in the CPU's cache (a 4 MiB payload
+    masked whole is written to memory and read back by the kernel)."""
+    yield header
+    view = memoryview(payload).cast("B")
+    for start in range(0, len(view), MASK_PIECE):
+        yield apply_mask(view[start:start + MASK_PIECE], mask)
 
 
 def _take_message(buf: bytearray, client: bool, max_size: Optional[int]) -> Union[bytes, str, None]:

@@ -14,15 +14,16 @@ from __future__ import annotations
 import codecs
 import struct
 import zlib
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 from .exceptions import (ConnectionClosed, ConnectionClosedError, ConnectionClosedOK,
                          PayloadTooBig, ProtocolError)
 from .extensions import DeflateParams, Deflater, Inflater
 from .events import Close, DataEvent, Event, Fragment, Message, Ping, Pong, Side, State
-from .frames import (LARGE_PAYLOAD, MASKS, SHORT_HEADERS, CloseCode, Opcode, apply_mask,
-                     check_control_payload, check_header, decode_utf8, frame_header, parse_close,
-                     refill_masks, serialize_close, take_message, utf8_decoder)
+from .frames import (LARGE_PAYLOAD, MASK_PIECE, MASKS, SHORT_HEADERS, CloseCode, Opcode,
+                     apply_mask, check_control_payload, check_header, decode_utf8, frame_header,
+                     mask_in_pieces, parse_close, refill_masks, serialize_close, take_message,
+                     utf8_decoder)
 
 __all__ = ["Side", "State", "Protocol", "Event", "Message", "Fragment", "Ping", "Pong", "Close",
            "DataEvent"]
@@ -419,9 +420,10 @@ class Protocol:
 
     # ----------------------------------------------------------- writer half
 
-    def send_data(self, opcode: int, data: Data, fin: bool = True) -> List[Data]:
+    def send_data(self, opcode: int, data: Data, fin: bool = True) -> Iterable[Data]:
         """One data frame (TEXT or BINARY starts a message, CONT continues it) as buffers
-        to write in order; compressed here, in wire order."""
+        to write in order, once (a client's large payload is masked as they are taken);
+        compressed here, in wire order."""
         size = len(data)
         if size < self._plain_below and fin and opcode != _CONT:
             # The fast path: a whole small message, its 2-byte header built here (§5.2).
@@ -475,13 +477,15 @@ class Protocol:
             return b"".join(self._frame_bytes(opcode, payload, True, False))
         return None
 
-    def _frame_bytes(self, opcode: int, payload: Data, fin: bool, rsv1: bool) -> List[Data]:
+    def _frame_bytes(self, opcode: int, payload: Data, fin: bool, rsv1: bool) -> Iterable[Data]:
         if self._client:
             try:
                 mask = MASKS.pop()
             except IndexError:
                 mask = refill_masks()
             header = frame_header(opcode, len(payload), fin, rsv1, mask)
+            if len(payload) > MASK_PIECE:
+                return mask_in_pieces(header, payload, mask)
             payload = apply_mask(payload, mask)
         else:
             header = frame_header(opcode, len(payload), fin, rsv1)

@@ -6,8 +6,9 @@ import sys
 import pytest
 
 from simplews.exceptions import ProtocolError
-from simplews.frames import (CloseCode, Opcode, _take_message, _xor_mask, check_control_payload, frame_header,
-                             is_valid_close_code, parse_close, serialize_close)
+from simplews import frames
+from simplews.frames import (MASK_PIECE, CloseCode, Opcode, _take_message, _xor_mask, check_control_payload,
+                             frame_header, is_valid_close_code, mask_in_pieces, parse_close, serialize_close)
 from simplews.testing.recorder import Frame, serialize_frame
 
 MASK = bytes([0x37, 0xFA, 0x21, 0x3D])
@@ -79,6 +80,27 @@ def test_mask_accepts_any_buffer(mask_fn):
     for data in (b"Hello, world", bytearray(b"Hello, world"), memoryview(b"xHello, world")[1:]):
         assert mask_fn(data, MASK) == expected
         assert type(mask_fn(data, MASK)) is bytes
+
+
+@pytest.mark.parametrize("mask_fn", _mask_implementations())
+@pytest.mark.parametrize("size", [0, 1, MASK_PIECE - 1, MASK_PIECE, MASK_PIECE + 3, 3 * MASK_PIECE + 2])
+def test_masking_in_pieces_is_masking_whole(monkeypatch, mask_fn, size):
+    monkeypatch.setattr(frames, "apply_mask", mask_fn)
+    data = random.Random(size).randbytes(size)
+    for payload in (data, bytearray(data), memoryview(b"x" + data)[1:]):
+        pieces = list(mask_in_pieces(b"HEADER", payload, MASK))
+        assert pieces[0] == b"HEADER" and all(len(piece) <= MASK_PIECE for piece in pieces[1:])
+        assert len(pieces) == 1 + -(-size // MASK_PIECE)
+        assert b"".join(pieces[1:]) == _xor_mask(data, MASK)
+
+
+def test_masking_in_pieces_masks_as_pieces_are_taken(monkeypatch):
+    masked = []
+    monkeypatch.setattr(frames, "apply_mask", lambda piece, mask: masked.append(len(piece)) or bytes(piece))
+    pieces = mask_in_pieces(b"H", bytes(3 * MASK_PIECE), MASK)
+    assert next(pieces) == b"H" and masked == []
+    next(pieces)
+    assert masked == [MASK_PIECE]  # one piece masked, sent, then the next
 
 
 def test_c_mask_rejects_a_bad_key():

@@ -8,7 +8,7 @@ import pytest
 
 from simplews.exceptions import ConnectionClosedError, ConnectionClosedOK, PayloadTooBig, ProtocolError
 from simplews.extensions import DeflateConfig
-from simplews.frames import Opcode, apply_mask, serialize_close
+from simplews.frames import MASK_PIECE, Opcode, apply_mask, serialize_close
 from simplews.testing.recorder import Frame, FrameSplitter, serialize_frame
 from simplews.protocol import Close, Fragment, Message, Ping, Pong, Protocol, Side, State
 
@@ -341,6 +341,18 @@ def test_large_payload_returned_apart_from_its_header():
     client, srv = make_pair()
     buffers = srv.send_data(BINARY, bytes(100000))
     assert len(buffers) == 2 and len(buffers[1]) == 100000
+
+
+def test_a_clients_large_payload_is_masked_piece_by_piece_and_arrives_whole():
+    client, srv = make_pair(max_size=None)
+    payload = random.Random(3).randbytes(2 * MASK_PIECE + 5)
+    buffers = iter(client.send_data(BINARY, payload))
+    header = next(buffers)  # nothing masked yet: the pieces come as the writer takes them
+    pieces = list(buffers)
+    assert len(pieces) == 3 and [len(p) for p in pieces] == [MASK_PIECE, MASK_PIECE, 5]
+    assert feed(srv, header + b"".join(pieces), chunk=100_000) == [Message(payload)]
+    small = client.send_data(BINARY, bytes(MASK_PIECE))  # up to a piece: masked at once
+    assert isinstance(small, list) and len(small) == 2
 
 
 # ---------------------------------------------------------------- pair harness
