@@ -15,10 +15,10 @@ from typing import Dict, List
 import pytest
 
 import simplews
-from simplews.frames import Opcode
+from simplews.frames import MASK_PIECE, Opcode
 from simplews.protocol import Close
 
-from support import scaled
+from support import scaled, wait_for
 from conftest import TIMEOUT, raw_client
 
 BIG = bytes(32 << 20)  # far more than loopback's socket buffers: a send() of it blocks
@@ -335,3 +335,19 @@ def test_senders_racing_a_clean_close_see_connection_closed_ok(start_server, con
     assert len(outcomes) == rounds * threads
     wrong = [exc for exc in outcomes if type(exc) is not simplews.ConnectionClosedOK]
     assert not wrong, f"{len(wrong)} of {len(outcomes)}: {wrong[:3]}"
+
+
+def test_a_large_send_masked_in_pieces_ends_cleanly_when_the_server_fails_it(start_server, connect):
+    # The server fails the message at its header (1009) and closes TCP while the client
+    # is still masking and sending 256 KiB pieces: the send (or the next recv) raises a
+    # closed connection, nothing hangs, and the server serves the next client.
+    server = start_server(max_size=2 * MASK_PIECE)
+    ws = connect(server, max_size=None, compression=None)
+    with pytest.raises(simplews.ConnectionClosedError) as info:
+        ws.send(bytes(64 * MASK_PIECE))  # 16 MiB: more than the sockets' buffers hold
+        ws.recv(timeout=TIMEOUT)
+    assert info.value.code in (1006, 1009) and ws.close_code in (1006, 1009), info.value
+    assert wait_for(lambda: ws.state is simplews.State.CLOSED)
+    with connect(server, compression=None) as again:
+        again.send(bytes(MASK_PIECE + 4))  # allowed: two pieces
+        assert again.recv(timeout=TIMEOUT) == bytes(MASK_PIECE + 4)
