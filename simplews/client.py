@@ -1,6 +1,7 @@
 """connect(): open a client connection (RFC 6455 §4.1)."""
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
@@ -28,12 +29,27 @@ logger = logging.getLogger("simplews.client")
 
 def default_ssl_context() -> ssl_module.SSLContext:
     """Certificates verified against the certifi CA bundle, and also against the CAs of
-    ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` (OpenSSL's variables) when set; hostname checked."""
+    ``SSL_CERT_FILE`` and ``SSL_CERT_DIR`` (OpenSSL's variables) when set; hostname
+    checked. A new context at each call (yours to change)."""
+    return _new_ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+def _new_ssl_context(cafile: Optional[str], capath: Optional[str]) -> ssl_module.SSLContext:
     context = ssl_module.create_default_context(cafile=certifi.where())
-    cafile, capath = os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR")
     if cafile or capath:
         context.load_verify_locations(cafile or None, capath or None)
     return context
+
+
+# What connect() uses without ssl=: one context per CA settings, shared by the connections
+# (loading the CA bundles costs tens of ms a connect; a context is safe to share).
+_shared_ssl_context = functools.lru_cache(maxsize=4)(_new_ssl_context)
+
+
+def shared_ssl_context() -> ssl_module.SSLContext:
+    """default_ssl_context() made once per value of SSL_CERT_FILE and SSL_CERT_DIR and
+    shared: what connect() uses without ``ssl=``. Do not change it."""
+    return _shared_ssl_context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
 REDIRECT_STATUSES = frozenset((301, 302, 303, 307, 308))
@@ -126,7 +142,7 @@ def _handshake(sock: socket.socket, wsuri: WebSocketURI, handshake: ClientHandsh
     try:
         set_nodelay(sock)
         if wsuri.secure:
-            context = ssl if ssl is not None else default_ssl_context()
+            context = ssl if ssl is not None else shared_ssl_context()
             sock.settimeout(max(0.001, deadline - monotonic()))
             try:
                 sock = context.wrap_socket(sock, server_hostname=server_hostname or wsuri.host)

@@ -111,6 +111,33 @@ def test_default_tls_context_adds_ssl_cert_file_and_dir(monkeypatch, tmp_path, v
         thread.join(TIMEOUT)
 
 
+def test_connections_without_ssl_share_one_context_per_ca_settings(monkeypatch, tmp_path):
+    # Loading the CA bundles costs tens of ms: connect() makes the default context once
+    # per value of SSL_CERT_FILE / SSL_CERT_DIR; default_ssl_context() stays new per call.
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
+    monkeypatch.setenv("SSL_CERT_FILE", str(CERTS / "ca.pem"))
+    server = simplews.serve(lambda ws: ws.send("hi"), "127.0.0.1", 0, ssl=server_ssl_context())
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        uri = f"wss://localhost:{server.port}/"
+        with simplews.connect(uri) as first, simplews.connect(uri) as second:
+            assert first.recv(TIMEOUT) == second.recv(TIMEOUT) == "hi"
+            shared = first.socket.context
+            assert second.socket.context is shared is simplews.client.shared_ssl_context()
+        assert simplews.client.default_ssl_context() is not simplews.client.default_ssl_context()
+        shutil.copy(CERTS / "ca.pem", tmp_path / "ca.pem")
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))  # other settings: another context
+        with simplews.connect(uri) as third:
+            assert third.recv(TIMEOUT) == "hi" and third.socket.context is not shared
+        monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))  # read at once
+        with pytest.raises(FileNotFoundError):
+            simplews.connect(uri)
+    finally:
+        server.shutdown()
+        thread.join(TIMEOUT)
+
+
 def test_server_hostname_override(start_server, scheme):
     if scheme == "ws":
         pytest.skip("TLS only")

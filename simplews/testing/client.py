@@ -15,7 +15,7 @@ import socket
 import ssl as ssl_module
 from typing import Optional, Sequence, Union
 
-from simplews.client import default_ssl_context
+from simplews.client import shared_ssl_context
 from simplews.exceptions import InvalidHandshake
 from simplews.extensions import DeflateConfig, codec_settings, compression_config
 from simplews.handshake import ClientHandshake
@@ -52,7 +52,7 @@ class RawClient(WireEnd):
         sock = socket.create_connection((wsuri.host, wsuri.port), timeout=open_timeout)
         try:
             if wsuri.secure:
-                context = ssl if ssl is not None else default_ssl_context()
+                context = ssl if ssl is not None else shared_ssl_context()
                 sock = context.wrap_socket(sock, server_hostname=server_hostname or wsuri.host)
             sock.sendall(handshake.request.serialize())
             buffer = bytearray()
