@@ -13,7 +13,7 @@ import pytest
 import simplews
 from simplews.uri import parse_uri
 
-from support import CERTS, free_port
+from support import CERTS, free_port, running_server
 from conftest import TIMEOUT, RawServer, client_ssl_context, server_ssl_context
 
 
@@ -116,10 +116,7 @@ def test_connections_without_ssl_share_one_context_per_ca_settings(monkeypatch, 
     # per value of SSL_CERT_FILE / SSL_CERT_DIR; default_ssl_context() stays new per call.
     monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     monkeypatch.setenv("SSL_CERT_FILE", str(CERTS / "ca.pem"))
-    server = simplews.serve(lambda ws: ws.send("hi"), "127.0.0.1", 0, ssl=server_ssl_context())
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
+    with running_server(lambda ws: ws.send("hi"), ssl=server_ssl_context()) as server:
         uri = f"wss://localhost:{server.port}/"
         with simplews.connect(uri) as first, simplews.connect(uri) as second:
             assert first.recv(TIMEOUT) == second.recv(TIMEOUT) == "hi"
@@ -133,9 +130,6 @@ def test_connections_without_ssl_share_one_context_per_ca_settings(monkeypatch, 
         monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "missing.pem"))  # read at once
         with pytest.raises(FileNotFoundError):
             simplews.connect(uri)
-    finally:
-        server.shutdown()
-        thread.join(TIMEOUT)
 
 
 def test_server_hostname_override(start_server, scheme):

@@ -1,6 +1,7 @@
 """serve() and Server over real sockets (issue 3, item 8 and the idle-thread bound)."""
 import gc
 import logging
+import os
 import socket
 import struct
 import subprocess
@@ -15,7 +16,7 @@ import pytest
 import simplews
 from simplews.protocol import Close
 
-from support import scaled, wait_for
+from support import running_server, scaled, wait_for
 from conftest import TIMEOUT, client_ssl_context, echo, raw_client
 
 
@@ -360,24 +361,24 @@ def test_a_close_that_raises_is_logged_and_frees_the_connections_slot(start_serv
     again.close()
 
 
+def _descriptors() -> int:
+    """The descriptors this process holds now."""
+    return len(os.listdir("/proc/self/fd"))
+
+
 def test_a_connection_holds_one_descriptor_on_the_server(start_server, connect):
     """Issue 14: a serving thread gives up its accept waiter's epoll, so 10,000 idle
     connections need 10,000 descriptors, not 20,000. Client and server share this
     process here: two descriptors per connection in all."""
-    import os
-
-    def count():
-        return len(os.listdir("/proc/self/fd"))
-
     server = start_server(lambda ws: ws.recv(timeout=TIMEOUT))
     connect(server).close()  # the first worker threads exist
-    before = count()
+    before = _descriptors()
     clients = [connect(server) for _ in range(40)]
     deadline = time.monotonic() + TIMEOUT
     while len(server.connections) < 40 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(server.connections) == 40
-    assert count() - before <= 2 * 40 + 4  # (+ a few waiting threads' epolls)
+    assert _descriptors() - before <= 2 * 40 + 4  # (+ a few waiting threads' epolls)
     for ws in clients:
         ws.close()
 
@@ -386,39 +387,27 @@ def test_descriptors_stay_bounded_while_serving_and_are_all_released_at_shutdown
     """Waiters go from thread to thread (at most max_idle spare): connection after
     connection, and a burst of them, leave no descriptor behind; shutdown() closes the
     listening socket, the wake-up pair and every waiter."""
-    import os
-
-    def count():
-        return len(os.listdir("/proc/self/fd"))
-
-    before = count()
-    server = simplews.serve(echo, "127.0.0.1", 0, compression=None)
-    thread = threading.Thread(target=server.serve_forever)
-    thread.start()
-    try:
-        uri = f"ws://127.0.0.1:{server.port}/"
-        for i in range(30):  # one after the other
+    def one_after_another(uri: str) -> None:
+        for i in range(30):
             with simplews.connect(uri, compression=None) as ws:
                 ws.send(str(i))
                 assert ws.recv(timeout=TIMEOUT) == str(i)
-        steady = count()
+
+    before = _descriptors()
+    with running_server(echo, compression=None) as server:
+        uri = f"ws://127.0.0.1:{server.port}/"
+        one_after_another(uri)
+        steady = _descriptors()
         burst = [simplews.connect(uri, compression=None) for _ in range(12)]
         for ws in burst:
             ws.send("x")
             assert ws.recv(timeout=TIMEOUT) == "x"
         for ws in burst:
             ws.close()
-        for i in range(30):
-            with simplews.connect(uri, compression=None) as ws:
-                ws.send(str(i))
-                assert ws.recv(timeout=TIMEOUT) == str(i)
+        one_after_another(uri)
         # spare waiters and waiting threads' epolls: max_idle of each at the most
-        assert count() <= steady + 2 * 8
-    finally:
-        server.shutdown()
-        thread.join(TIMEOUT)
-    assert not thread.is_alive()
-    assert wait_for(lambda: count() == before)  # (worker threads closing theirs as they exit)
+        assert _descriptors() <= steady + 2 * 8
+    assert wait_for(lambda: _descriptors() == before)  # (worker threads closing theirs as they exit)
 
 
 # Python memory of an idle server connection (README: idle row). Python 3.9 and 3.10 spend
