@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import certifi
 
-from ._io import open_unix_socket, read_head, send_head, set_nodelay
+from ._io import open_tcp_socket, open_unix_socket, read_head, send_head, set_nodelay
 from .connection import Connection
 from .exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from .extensions import DeflateConfig, codec_settings, compression_config
@@ -129,7 +129,7 @@ def _open_socket(wsuri: WebSocketURI, unix_socket: Optional[str], proxy: Union[b
         found = find_proxy(wsuri, proxy)
         if found is not None:
             return open_tunnel(found[0], wsuri, deadline, user_agent, source=found[1])
-        return socket.create_connection((wsuri.host, wsuri.port), timeout=timeout)
+        return open_tcp_socket(wsuri.host, wsuri.port, timeout)
     except socket.timeout:  # not a TimeoutError subclass before Python 3.10
         raise TimeoutError(f"timed out connecting to {wsuri.host}:{wsuri.port}") from None
 

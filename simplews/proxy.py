@@ -12,7 +12,7 @@ import urllib.request
 from time import monotonic
 from typing import Optional, Tuple, Union
 
-from ._io import read_head
+from ._io import open_tcp_socket, read_head
 from .exceptions import InvalidHandshake, InvalidProxyStatus, ProxyError
 from .http11 import Headers, Request, parse_response
 from .uri import WebSocketURI
@@ -74,7 +74,7 @@ def open_tunnel(proxy_url: str, uri: WebSocketURI, deadline: float,
     if parts.scheme != "http":
         return _open_socks(parts, host, port, uri, timeout, source)
     try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+        sock = open_tcp_socket(host, port, timeout)
     except socket.timeout:  # not a TimeoutError subclass before Python 3.10
         raise TimeoutError(f"timed out connecting to the proxy {host}") from None
     try:

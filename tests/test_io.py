@@ -1,13 +1,14 @@
 """The handshake's socket helpers (simplews/_io.py), over real socket pairs."""
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
 
 import pytest
 
-from simplews._io import read_head, send_head, wait_readable, wait_writable
+from simplews._io import open_tcp_socket, read_head, send_head, wait_readable, wait_writable
 from simplews.http11 import parse_request
 
 from conftest import TIMEOUT
@@ -123,3 +124,31 @@ def test_waits_on_a_socket_closed_meanwhile_return_instead_of_raising(pair):
     assert wait_readable(a, 0) and wait_writable(a, 0)
     with pytest.raises(OSError):
         a.recv(1)
+
+
+@pytest.mark.parametrize("host, listen_on", [("127.0.0.1", "127.0.0.1"), ("::1", "::1"),
+                                             ("localhost", "127.0.0.1")])
+def test_open_tcp_socket_looks_up_names_but_not_addresses(host, listen_on, monkeypatch):
+    family = socket.AF_INET6 if ":" in listen_on else socket.AF_INET
+    lookups = []
+    lookup = socket.getaddrinfo
+    monkeypatch.setattr(socket, "getaddrinfo", lambda name, *args, **kwargs: (
+        lookups.append(name), lookup(name, *args, **kwargs))[1])
+    with socket.create_server((listen_on, 0), family=family) as listener:
+        port = listener.getsockname()[1]
+        with open_tcp_socket(host, port, TIMEOUT) as sock:
+            accepted, _ = listener.accept()
+            with accepted:
+                assert sock.getpeername()[:2] == accepted.getsockname()[:2]
+                assert sock.gettimeout() == TIMEOUT  # like create_connection(timeout=)
+    assert lookups == (["localhost"] if host == "localhost" else [])
+
+
+def test_open_tcp_socket_refused_raises_and_closes_its_socket():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]  # nobody listens once it is closed
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with pytest.raises(ConnectionRefusedError):
+            open_tcp_socket("127.0.0.1", port, TIMEOUT)
+    assert len(os.listdir("/proc/self/fd")) == before
