@@ -5,7 +5,7 @@ import re
 import sys
 from collections import abc
 from http.client import responses
-from typing import Iterable, Iterator, List, Mapping, Optional, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Union
 
 from .exceptions import HeaderBlockTooLarge, InvalidHandshake
 
@@ -51,6 +51,13 @@ class Headers:
         """Every value of ``name`` (any case), in order; [] if none."""
         name = name.lower()
         return [value for key, value in self._items if key.lower() == name]
+
+    def by_name(self) -> Dict[str, List[str]]:
+        """Every value by lower-cased name, in order: one pass for many lookups."""
+        index: Dict[str, List[str]] = {}
+        for key, value in self._items:
+            index.setdefault(key.lower(), []).append(value)
+        return index
 
     def __getitem__(self, name: str) -> str:
         value = self.get(name)

@@ -85,6 +85,23 @@ def test_upgrade_and_connection_are_case_insensitive_token_lists():
     assert response.status == 101
 
 
+def test_header_names_in_any_case_and_repeated_fields():
+    request = parse_request(client().request.serialize().lower().replace(b"get /", b"GET /")
+                            .replace(b"http/1.1", b"HTTP/1.1"))[0]
+    assert ServerHandshake().accept(request)[0].status == 101  # names and tokens lower-cased
+    for name in ("Host", "Sec-WebSocket-Key", "Sec-WebSocket-Version"):
+        request = request_with()
+        request.headers.add(name.upper(), request.headers[name])  # the same field twice
+        assert ServerHandshake().accept(request)[0].status in (400, 426), name
+    hs = client()
+    headers = Headers([("upgrade", "WebSocket"), ("CONNECTION", "upgrade"),
+                       ("sec-websocket-accept", accept_key(hs.key))])
+    assert hs.check_response(Response(101, headers=headers)) == (None, None)
+    headers.add("Sec-WebSocket-Accept", accept_key(hs.key))
+    with pytest.raises(InvalidHeader):
+        hs.check_response(Response(101, headers=headers))
+
+
 def test_non_get_and_old_http_refused():
     request = request_with()
     request.method = "POST"

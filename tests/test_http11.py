@@ -16,6 +16,12 @@ def test_headers_are_case_insensitive_multimap():
         headers.add("X-Evil", "a\r\nb")
 
 
+def test_headers_by_name_lower_cases_names_and_keeps_every_value_in_order():
+    headers = Headers([("Host", "a"), ("X-A", "1"), ("x-a", "2"), ("X-a", "")])
+    assert headers.by_name() == {"host": ["a"], "x-a": ["1", "2", ""]}
+    assert Headers().by_name() == {}
+
+
 def test_request_round_trip_and_incomplete():
     request = Request("/chat?x=1", Headers([("Host", "example.com")]))
     data = request.serialize()
