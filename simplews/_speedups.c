@@ -5,6 +5,10 @@
  * bytearray, memoryview).
  * take_message(buf, client, max_size) -> bytes | str | None: a whole message at
  * the start of buf, taken out of it (see below).
+ * mask_in_place(buffer, mask, phase): XOR a writable buffer in place, the mask
+ * starting at byte phase & 3 of it.
+ * PayloadBuffer(size): a large payload read straight into the bytes it is returned
+ * in (see below).
  * simplews.frames falls back to pure Python when this module is missing or
  * SIMPLEWS_NO_EXTENSIONS is set.
  */
@@ -36,39 +40,57 @@ xor_mask(const unsigned char *in, unsigned char *out, Py_ssize_t size, const uns
     }
 }
 
+/* xor_mask, without the GIL for a large size so that other connections' threads run. */
+static void
+xor_mask_nogil(const unsigned char *in, unsigned char *out, Py_ssize_t size, const unsigned char *mask)
+{
+    if (size >= NOGIL_THRESHOLD) {
+        Py_BEGIN_ALLOW_THREADS
+        xor_mask(in, out, size, mask);
+        Py_END_ALLOW_THREADS
+    } else {
+        xor_mask(in, out, size, mask);
+    }
+}
+
+/* args[0] as data (PyBUF_WRITABLE in flags: writable) and args[1] as a 4-byte mask:
+ * 0, or -1 with an exception set and nothing held. */
+static int
+get_data_and_mask(PyObject *const *args, Py_buffer *data, int flags, Py_buffer *mask)
+{
+    if (PyObject_GetBuffer(args[0], data, flags) < 0) {
+        return -1;
+    }
+    if (PyObject_GetBuffer(args[1], mask, PyBUF_SIMPLE) < 0) {
+        PyBuffer_Release(data);
+        return -1;
+    }
+    if (mask->len != 4) {
+        PyErr_SetString(PyExc_ValueError, "mask must be 4 bytes long");
+        PyBuffer_Release(mask);
+        PyBuffer_Release(data);
+        return -1;
+    }
+    return 0;
+}
+
 static PyObject *
 apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 {
     Py_buffer data, mask;
-    PyObject *result = NULL;
+    PyObject *result;
 
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "apply_mask(data, mask) takes exactly 2 arguments");
         return NULL;
     }
-    if (PyObject_GetBuffer(args[0], &data, PyBUF_SIMPLE) < 0) {
+    if (get_data_and_mask(args, &data, PyBUF_SIMPLE, &mask) < 0) {
         return NULL;
-    }
-    if (PyObject_GetBuffer(args[1], &mask, PyBUF_SIMPLE) < 0) {
-        PyBuffer_Release(&data);
-        return NULL;
-    }
-    if (mask.len != 4) {
-        PyErr_SetString(PyExc_ValueError, "mask must be 4 bytes long");
-        goto done;
     }
     result = PyBytes_FromStringAndSize(NULL, data.len);
-    if (result == NULL) {
-        goto done;
+    if (result != NULL) {
+        xor_mask_nogil(data.buf, (unsigned char *)PyBytes_AS_STRING(result), data.len, mask.buf);
     }
-    if (data.len >= NOGIL_THRESHOLD) {
-        Py_BEGIN_ALLOW_THREADS
-        xor_mask(data.buf, (unsigned char *)PyBytes_AS_STRING(result), data.len, mask.buf);
-        Py_END_ALLOW_THREADS
-    } else {
-        xor_mask(data.buf, (unsigned char *)PyBytes_AS_STRING(result), data.len, mask.buf);
-    }
-done:
     PyBuffer_Release(&mask);
     PyBuffer_Release(&data);
     return result;
@@ -207,11 +229,149 @@ done:
     return result;
 }
 
+static PyObject *
+mask_in_place(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data, mask;
+    Py_ssize_t phase;
+    unsigned char rotated[4];
+
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "mask_in_place(buffer, mask, phase) takes exactly 3 arguments");
+        return NULL;
+    }
+    phase = PyLong_AsSsize_t(args[2]);
+    if (phase == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (get_data_and_mask(args, &data, PyBUF_WRITABLE, &mask) < 0) {
+        return NULL;
+    }
+    for (int i = 0; i < 4; i++) {
+        rotated[i] = ((const unsigned char *)mask.buf)[(phase + i) & 3];
+    }
+    xor_mask_nogil(data.buf, data.buf, data.len, rotated);
+    PyBuffer_Release(&mask);
+    PyBuffer_Release(&data);
+    Py_RETURN_NONE;
+}
+
+/* PayloadBuffer(size): owns a new bytes object of size bytes and exports its memory
+ * as a writable buffer, so that a large payload is received (and unmasked) straight
+ * into the bytes that recv() returns: take() hands them out, once, and only when no
+ * view of the buffer is left (BufferError otherwise), so nothing can write into them
+ * afterwards. Until then nobody else holds the bytes: writing into them is safe. */
+typedef struct {
+    PyObject_HEAD
+    PyObject *payload;     /* NULL once taken */
+    Py_ssize_t exports;
+} PayloadBuffer;
+
+static PyObject *
+payload_new(PyTypeObject *type, PyObject *args, PyObject *kwds)
+{
+    Py_ssize_t size;
+    PayloadBuffer *self;
+
+    if (kwds != NULL && PyDict_GET_SIZE(kwds)) {
+        PyErr_SetString(PyExc_TypeError, "PayloadBuffer(size) takes no keyword arguments");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "n:PayloadBuffer", &size)) {
+        return NULL;
+    }
+    if (size < 0) {
+        PyErr_SetString(PyExc_ValueError, "size must be 0 or more");
+        return NULL;
+    }
+    self = (PayloadBuffer *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        return NULL;
+    }
+    self->payload = PyBytes_FromStringAndSize(NULL, size);
+    if (self->payload == NULL) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
+}
+
+static void
+payload_dealloc(PayloadBuffer *self)
+{
+    Py_XDECREF(self->payload);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+payload_getbuffer(PayloadBuffer *self, Py_buffer *view, int flags)
+{
+    if (self->payload == NULL) {
+        PyErr_SetString(PyExc_BufferError, "the payload was taken");
+        view->obj = NULL;
+        return -1;
+    }
+    if (PyBuffer_FillInfo(view, (PyObject *)self, PyBytes_AS_STRING(self->payload),
+                          PyBytes_GET_SIZE(self->payload), 0, flags) < 0) {
+        return -1;
+    }
+    self->exports++;
+    return 0;
+}
+
+static void
+payload_releasebuffer(PayloadBuffer *self, Py_buffer *view)
+{
+    self->exports--;
+}
+
+static PyObject *
+payload_take(PayloadBuffer *self, PyObject *unused)
+{
+    PyObject *payload = self->payload;
+
+    if (payload == NULL) {
+        PyErr_SetString(PyExc_BufferError, "the payload was taken");
+        return NULL;
+    }
+    if (self->exports) {
+        PyErr_SetString(PyExc_BufferError, "a view of the payload is still alive");
+        return NULL;
+    }
+    self->payload = NULL;  /* the caller's reference now */
+    return payload;
+}
+
+static PyBufferProcs payload_as_buffer = {
+    (getbufferproc)payload_getbuffer,
+    (releasebufferproc)payload_releasebuffer,
+};
+
+static PyMethodDef payload_methods[] = {
+    {"take", (PyCFunction)payload_take, METH_NOARGS,
+     "take() -> bytes: the payload, once no view of it is left; once."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject PayloadBufferType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "simplews._speedups.PayloadBuffer",
+    .tp_basicsize = sizeof(PayloadBuffer),
+    .tp_dealloc = (destructor)payload_dealloc,
+    .tp_as_buffer = &payload_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "PayloadBuffer(size): bytes to receive a payload into; take() returns them.",
+    .tp_methods = payload_methods,
+    .tp_new = payload_new,
+};
+
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL,
      "apply_mask(data, mask) -> bytes: data XOR the repeated 4-byte mask (RFC 6455 5.3)."},
     {"take_message", (PyCFunction)(void (*)(void))take_message, METH_FASTCALL,
      "take_message(buf, client, max_size) -> bytes | str | None: a whole small message."},
+    {"mask_in_place", (PyCFunction)(void (*)(void))mask_in_place, METH_FASTCALL,
+     "mask_in_place(buffer, mask, phase): XOR buffer in place, the mask from byte phase & 3."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -223,5 +383,20 @@ static struct PyModuleDef speedups_module = {
 PyMODINIT_FUNC
 PyInit__speedups(void)
 {
-    return PyModule_Create(&speedups_module);
+    PyObject *module;
+
+    if (PyType_Ready(&PayloadBufferType) < 0) {
+        return NULL;
+    }
+    module = PyModule_Create(&speedups_module);
+    if (module == NULL) {
+        return NULL;
+    }
+    Py_INCREF(&PayloadBufferType);
+    if (PyModule_AddObject(module, "PayloadBuffer", (PyObject *)&PayloadBufferType) < 0) {
+        Py_DECREF(&PayloadBufferType);
+        Py_DECREF(module);
+        return NULL;
+    }
+    return module;
 }

@@ -9,7 +9,7 @@ import codecs
 import enum
 import os
 import struct
-from typing import Callable, Iterator, List, Optional, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
 
 from .exceptions import ProtocolError
 
@@ -28,6 +28,8 @@ __all__ = [
     "MASKS",
     "SHORT_HEADERS",
     "take_message",
+    "mask_in_place",
+    "PayloadBuffer",
     "LARGE_PAYLOAD",
 ]
 
@@ -113,6 +115,20 @@ def mask_in_pieces(header: bytes, payload: BytesLike, mask: MaskKey) -> Iterator
         yield apply_mask(view[start:start + MASK_PIECE], mask)
 
 
+def _mask_in_place(buffer: memoryview, mask: MaskKey, phase: int) -> None:
+    """XOR ``buffer`` in place with ``mask`` starting at its byte ``phase & 3``."""
+    shift = phase & 3
+    buffer[:] = _xor_mask(buffer, mask[shift:] + mask[:shift] if shift else mask)
+
+
+class _PayloadBuffer(bytearray):
+    """A large payload's buffer, read (and unmasked) into as it arrives; take() returns
+    it as bytes: a copy here, none with the C accelerator's PayloadBuffer."""
+
+    def take(self) -> bytes:
+        return bytes(self)
+
+
 def _take_message(buf: bytearray, client: bool, max_size: Optional[int]) -> Union[bytes, str, None]:
     """The parser's shortcut: if ``buf`` starts with a whole final, uncompressed TEXT or
     BINARY frame (first byte 0x81 or 0x82), masked as the receiving side requires (RFC
@@ -156,13 +172,17 @@ def _take_message(buf: bytearray, client: bool, max_size: Optional[int]) -> Unio
 
 apply_mask: Callable[[BytesLike, MaskKey], bytes] = _xor_mask
 take_message: Callable[[bytearray, bool, Optional[int]], Union[bytes, str, None]] = _take_message
+mask_in_place: Callable[[memoryview, MaskKey, int], None] = _mask_in_place
+PayloadBuffer: Callable[[int], Any] = _PayloadBuffer  # memoryview() writes into it; take(): bytes
 if not os.environ.get("SIMPLEWS_NO_EXTENSIONS"):
     try:  # the optional C accelerator built by setup.py when a compiler is present
-        from ._speedups import apply_mask as _c_apply_mask, take_message as _c_take_message
+        from ._speedups import (PayloadBuffer as _CPayloadBuffer, apply_mask as _c_apply_mask,
+                                mask_in_place as _c_mask_in_place, take_message as _c_take_message)
     except ImportError:  # pragma: no cover - depends on the build
         pass
     else:
         apply_mask, take_message = _c_apply_mask, _c_take_message
+        mask_in_place, PayloadBuffer = _c_mask_in_place, _CPayloadBuffer
 
 
 def frame_header(opcode: int, length: int, fin: bool = True, rsv1: bool = False,

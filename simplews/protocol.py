@@ -21,9 +21,9 @@ from .exceptions import (ConnectionClosed, ConnectionClosedError, ConnectionClos
 from .extensions import DeflateParams, Deflater, Inflater
 from .events import Close, DataEvent, Event, Fragment, Message, Ping, Pong, Side, State
 from .frames import (LARGE_PAYLOAD, MASK_PIECE, MASKS, SHORT_HEADERS, CloseCode, Opcode,
-                     apply_mask, check_control_payload, check_header, decode_utf8, frame_header,
-                     mask_in_pieces, parse_close, refill_masks, serialize_close, take_message,
-                     utf8_decoder)
+                     PayloadBuffer, apply_mask, check_control_payload, check_header, decode_utf8,
+                     frame_header, mask_in_pieces, mask_in_place, parse_close, refill_masks,
+                     serialize_close, take_message, utf8_decoder)
 
 __all__ = ["Side", "State", "Protocol", "Event", "Message", "Fragment", "Ping", "Pong", "Close",
            "DataEvent"]
@@ -33,7 +33,6 @@ Data = Union[bytes, bytearray, memoryview]
 _U64 = struct.Struct("!Q")
 _OK_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
 DIRECT_MIN = 256 * 1024  # a plain frame with this much still to come is read straight in
-_NO_BUFFER = bytearray()  # shared, never written: a frame that needs a buffer replaces it
 #: Each fragment counts at least this many bytes against max_size (bounds the frame count).
 MIN_FRAGMENT_COST = 16
 _CONT, _TEXT, _BINARY = Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value  # plain ints
@@ -83,8 +82,8 @@ class Protocol:
         self._replies: List[Tuple[int, bytes]] = []  # a few at most
         self._pings: Dict[bytes, None] = {}
         self.direct: Optional[memoryview] = None  # where the next read goes: see received_direct
-        self._big = _NO_BUFFER  # a large plain frame's payload, read straight in (reused)
-        self._full: Optional[memoryview] = None  # that payload once complete
+        self._big: Any = None  # a large plain frame's PayloadBuffer, read straight into
+        self._full: Optional[memoryview] = None  # all of it
 
     @property
     def state(self) -> State:
@@ -130,7 +129,7 @@ class Protocol:
             if self._full is not None:
                 return self._take_direct()
             if self._frame is None:  # a whole message first: frames.take_message, in C if built
-                if not (self._msg_opcode or self.streaming or self._big):
+                if not (self._msg_opcode or self.streaming):
                     data = take_message(buf, self._client, self.max_size)
                     if data is not None:
                         return Message(data)
@@ -283,8 +282,6 @@ class Protocol:
         elif not self._client:
             # §5.1: the server MUST close the connection upon an unmasked frame.
             raise ProtocolError("unmasked frame from the client")
-        if self._big and length < DIRECT_MIN:  # no more large frames: their buffer goes
-            self._big = _NO_BUFFER
         opcode = first & 0x0F
         fin = first & 0x80 != 0
         self._check_header(opcode, fin, first & 0x70, length)
@@ -344,22 +341,25 @@ class Protocol:
         return message
 
     def _start_direct(self, size: int) -> None:
-        """Have the rest of a large plain frame read straight into its own buffer
-        (``direct``): one copy less than through receive_data."""
-        if len(self._big) < size:
-            self._big = bytearray(size)
-        view = memoryview(self._big)[:size]
+        """Have the rest of a large plain frame read straight into the bytes its message
+        is returned in (``direct``; frames.PayloadBuffer): no copy once it is complete."""
+        self._big = PayloadBuffer(size)
+        self._full = self.direct = memoryview(self._big)
         buf = self._buf
         have = len(buf)
-        view[:have] = buf
+        self.direct[:have] = buf
         buf.clear()
-        self._full = view
-        self.direct = view[have:]
+        self.received_direct(have)
 
     def received_direct(self, size: int) -> None:
-        """``size`` bytes were read into ``direct``."""
-        assert self.direct is not None
-        self.direct = self.direct[size:] if size < len(self.direct) else None
+        """``size`` bytes were read into ``direct``: unmasked now (RFC 6455 §5.3), while
+        they are still in the CPU's cache."""
+        direct, full, frame = self.direct, self._full, self._frame
+        assert direct is not None and full is not None and frame is not None
+        if frame[2] is not None:
+            with direct[:size] as piece:
+                mask_in_place(piece, frame[2], len(full) - len(direct))
+        self.direct = direct[size:] if size < len(direct) else None
 
     def _take_direct(self) -> Optional[Event]:
         if self.direct is not None:
@@ -367,8 +367,8 @@ class Protocol:
         frame, full = self._frame, self._full
         assert frame is not None and full is not None
         self._frame = self._full = None
-        chunk = bytes(full) if frame[2] is None else apply_mask(full, frame[2])
         full.release()
+        chunk, self._big = self._big.take(), None  # (every view of it is gone by now)
         return self._data(chunk, frame[1])
 
     def _end_message(self) -> None:

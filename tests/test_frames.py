@@ -1,3 +1,4 @@
+import itertools
 import os
 import random
 import subprocess
@@ -103,6 +104,63 @@ def test_masking_in_pieces_masks_as_pieces_are_taken(monkeypatch):
     assert masked == [MASK_PIECE]  # one piece masked, sent, then the next
 
 
+def _in_place_implementations():
+    """(mask_in_place, PayloadBuffer): pure Python, and the C accelerator when built."""
+    pairs = [pytest.param((frames._mask_in_place, frames._PayloadBuffer), id="python")]
+    try:
+        from simplews import _speedups as speedups
+    except ImportError:
+        speedups = None
+    c_pair = (getattr(speedups, "mask_in_place", None), getattr(speedups, "PayloadBuffer", None))
+    pairs.append(pytest.param(c_pair, id="c", marks=pytest.mark.skipif(speedups is None, reason="not built")))
+    return pairs
+
+
+@pytest.mark.parametrize("implementation", _in_place_implementations())
+@pytest.mark.parametrize("size", [0, 1, 5, 4096, 65537, 2 ** 20 + 3])
+def test_a_payload_buffer_unmasked_in_place_piece_by_piece_is_the_masked_payload(implementation, size):
+    mask_in_place, payload_buffer = implementation
+    data = random.Random(size).randbytes(size)
+    masked = _xor_mask(data, MASK)
+    buffer = payload_buffer(size)
+    with memoryview(buffer) as view:
+        position = 0
+        for step in itertools.cycle([1, 7, 4096, 65535]):  # pieces out of the mask's step
+            if position >= size:
+                break
+            piece = view[position:position + step]
+            piece[:] = masked[position:position + len(piece)]
+            mask_in_place(piece, MASK, position)
+            piece.release()
+            position += step
+    taken = buffer.take()
+    assert type(taken) is bytes and taken == data
+
+
+def test_the_c_payload_buffer_is_handed_out_once_and_only_when_no_view_is_left():
+    speedups = pytest.importorskip("simplews._speedups")
+    buffer = speedups.PayloadBuffer(8)
+    view = memoryview(buffer)
+    piece = view[2:4]
+    view[:] = b"abcdefgh"
+    view.release()
+    with pytest.raises(BufferError):  # a view that could still write into the bytes
+        buffer.take()
+    piece.release()
+    taken = buffer.take()
+    assert taken == b"abcdefgh"
+    with pytest.raises(BufferError):
+        buffer.take()
+    with pytest.raises(BufferError):
+        memoryview(buffer)
+    with pytest.raises(ValueError):
+        speedups.PayloadBuffer(-1)
+    with pytest.raises(BufferError):  # a read-only buffer
+        speedups.mask_in_place(b"data", MASK, 0)
+    with pytest.raises(ValueError):
+        speedups.mask_in_place(bytearray(4), b"abc", 0)
+
+
 def test_c_mask_rejects_a_bad_key():
     speedups = pytest.importorskip("simplews._speedups")
     with pytest.raises(ValueError):
@@ -115,19 +173,20 @@ def test_accelerator_is_used_unless_disabled():
     """SIMPLEWS_NO_EXTENSIONS=1 selects the pure-Python masking and message parser;
     otherwise the C ones are used when built (CI builds them: a compiler is always there)."""
     code = ("from simplews import frames as f; "
-            "print(f.apply_mask is f._xor_mask, f.take_message is f._take_message)")
+            "print(f.apply_mask is f._xor_mask, f.take_message is f._take_message, "
+            "f.mask_in_place is f._mask_in_place, f.PayloadBuffer is f._PayloadBuffer)")
     env = dict(os.environ, SIMPLEWS_NO_EXTENSIONS="1")
     pure = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
-    assert pure.stdout.strip() == "True True"
+    assert pure.stdout.strip() == "True True True True"
     env.pop("SIMPLEWS_NO_EXTENSIONS")
     default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                              timeout=60)
     try:
         import simplews._speedups  # noqa: F401
     except ImportError:
-        assert default.stdout.strip() == "True True"
+        assert default.stdout.strip() == "True True True True"
     else:
-        assert default.stdout.strip() == "False False"
+        assert default.stdout.strip() == "False False False False"
 
 
 @pytest.mark.parametrize("code", [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012,
