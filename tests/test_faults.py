@@ -4,6 +4,7 @@ racing close() (issue 12). Every test ends with no thread and no descriptor left
 from __future__ import annotations
 
 import os
+import random
 import select
 import socket
 import struct
@@ -16,7 +17,7 @@ import pytest
 
 import simplews
 from simplews.frames import MASK_PIECE, Opcode
-from simplews.protocol import Close
+from simplews.protocol import DIRECT_MIN, Close, Message, Pong
 
 from support import scaled, wait_for
 from conftest import TIMEOUT, raw_client
@@ -351,3 +352,61 @@ def test_a_large_send_masked_in_pieces_ends_cleanly_when_the_server_fails_it(sta
     with connect(server, compression=None) as again:
         again.send(bytes(MASK_PIECE + 4))  # allowed: two pieces
         assert again.recv(timeout=TIMEOUT) == bytes(MASK_PIECE + 4)
+
+
+def _send_in_pieces(sock: socket.socket, data: bytes, rng: random.Random) -> None:
+    view = memoryview(data)
+    while view:
+        size = rng.choice((1, 3, 5, 1000, 65536, 300_000))
+        sock.sendall(view[:size])
+        view = view[size:]
+
+
+@pytest.mark.parametrize("seed", range(2))
+def test_large_frames_split_anywhere_then_a_reset_in_one_harm_no_other(start_server, seed):
+    # Large frames (read straight into their message's bytes and unmasked as each read
+    # arrives) written in pieces of any size, pings between them, to a handler that now
+    # and then leaves the reading to the keepalive thread; meanwhile another connection
+    # resets TCP in the middle of its own large frame. Every echo comes back whole.
+    rng = random.Random(seed)
+    ended: Dict[str, BaseException] = {}
+    done = {path: threading.Event() for path in ("/echo", "/reset")}
+
+    def handler(ws: simplews.Connection) -> None:
+        try:
+            for count, message in enumerate(ws):
+                if count % 2:
+                    time.sleep(0.002)  # a slow handler: the keepalive thread reads ahead
+                ws.send(message)
+        except simplews.WebSocketError as exc:
+            ended[ws.request.path] = exc
+        finally:
+            done[ws.request.path].set()
+
+    server = start_server(handler, max_size=None)
+    peer, doomed = raw_client(server.uri + "echo"), raw_client(server.uri + "reset")
+    for sock in (peer.sock, doomed.sock):
+        socket.socket.setsockopt(sock, socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    half = b"".join(bytes(b) for b in doomed.protocol.send_data(Opcode.BINARY, bytes(3 << 20)))
+    sizes = [DIRECT_MIN - 1, DIRECT_MIN, DIRECT_MIN + 3, 1 << 20, 3 << 20]
+    for index, size in enumerate(sizes * 2):
+        payload = rng.randbytes(size)
+        wire = b"".join(bytes(b) for b in peer.protocol.send_data(Opcode.BINARY, payload))
+        if rng.random() < 0.5:
+            wire += peer.protocol.send_ping(b"%d" % index)
+        _send_in_pieces(peer.sock, wire, rng)
+        if index == 3:  # the other connection: half a large frame, then a reset
+            doomed.send(half[:len(half) // 2])
+            linger = struct.pack("ii", 1, 0)  # close() sends RST
+            socket.socket.setsockopt(doomed.sock, socket.SOL_SOCKET, socket.SO_LINGER, linger)
+            doomed.close()
+        event = peer.next_event()
+        while isinstance(event, Pong):
+            event = peer.next_event()
+        assert event == Message(payload), (seed, index, size)
+    assert done["/reset"].wait(TIMEOUT)
+    assert isinstance(ended["/reset"], simplews.ConnectionClosedError) and ended["/reset"].code == 1006
+    peer.send(peer.protocol.send_close(1000))
+    assert isinstance(peer.next_event(), Close)
+    assert done["/echo"].wait(TIMEOUT) and "/echo" not in ended
+    peer.close()
