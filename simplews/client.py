@@ -150,7 +150,12 @@ def _handshake(sock: socket.socket, wsuri: WebSocketURI, handshake: ClientHandsh
                 raise TimeoutError("timed out during the TLS handshake") from None
         else:
             sock.settimeout(None)  # blocking from now on: the handshake waits with poll
-        send_head(sock, handshake.request.serialize(), deadline)
+        try:
+            send_head(sock, handshake.request.serialize(), deadline)
+        except OSError:
+            if wsuri.secure:
+                _raise_tls_alert(sock, deadline)
+            raise
         try:
             response, leftover = read_head(sock, parse_response, deadline)
         except EOFError:
@@ -165,6 +170,20 @@ def _handshake(sock: socket.socket, wsuri: WebSocketURI, handshake: ClientHandsh
         sock.close()
         raise
     return sock, response, leftover, accepted
+
+
+def _raise_tls_alert(sock: socket.socket, deadline: float) -> None:
+    """Raise the TLS alert the server sent, if one comes within 0.1 s. TLS 1.3: a server
+    that refuses our certificate (or its absence) says so in an alert after our side of
+    the handshake is done, and closes; sending the request may then meet its reset."""
+    try:
+        sock.settimeout(max(0.001, min(0.1, deadline - monotonic())))
+        sock.recv(1)
+    except ssl_module.SSLError as alert:
+        if not isinstance(alert, ssl_module.SSLEOFError):
+            raise alert from None
+    except OSError:
+        pass
 
 
 def _follow_redirect(wsuri: WebSocketURI, location: str,
