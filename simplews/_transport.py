@@ -114,7 +114,8 @@ class Transport:
             partial = protocol.take_partial()
             if partial:  # else the message's bytes are still in the buffer: parsed below
                 return Fragment(partial, False)
-        reads = 0
+        reads, ahead = 0, None if idle or self._debug else self._queue  # read ahead: recv() pops it
+        room = (self.max_queue or 16) - len(self._queue)
         while True:
             if protocol.discarding or self._tcp_closed:  # only the TCP close is left
                 self._await_tcp_close(idle)
@@ -127,7 +128,7 @@ class Transport:
                 raise self._closing_exception()
             protocol.streaming = streaming
             try:
-                event = protocol.next_event()
+                event = protocol.next_event(ahead, room)
             except ProtocolError as exc:  # the failing close goes out in _await_tcp_close
                 self.logger.info("failing connection with %d: %s", exc.close_code, exc)
                 continue

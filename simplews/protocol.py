@@ -1,13 +1,13 @@
 """The sans-I/O WebSocket protocol (RFC 6455 §5-§7, RFC 7692 §6-§7).
 
-``Protocol`` is fed bytes (``receive_data``) and hands out events (``next_event``);
-``send_*()`` return the bytes to write. It never touches a socket, a thread or a clock.
-Its reader half (``receive_*``, ``next_event``) and writer half (``send_*``,
-``next_reply``) may run in two threads at once; replies the reader decides on (pongs,
-the close echo, the failing close) wait in a queue for the writer half. It decides how
-the connection ends (RFC 6455 §7): ``fail()``, ``eof_due`` (when a server closes TCP),
-``close_exc()``; after a close frame or a failure, input is discarded. The rest of a
-large plain frame may be read straight into ``direct`` (then ``received_direct(n)``).
+``Protocol`` is fed bytes (``receive_data``) and hands out events (``next_event``); ``send_*()``
+return the bytes to write. It never touches a socket, a thread or a clock. Its reader half
+(``receive_*``, ``next_event``) and writer half (``send_*``, ``next_reply``) may run in two
+threads at once; replies the reader decides on (pongs, the close echo, the failing close) wait
+in a queue for the writer half. It decides how the connection ends (RFC 6455 §7): ``fail()``,
+``eof_due`` (when a server closes TCP), ``close_exc()``; after a close frame or a failure,
+input is discarded. The rest of a large plain frame may be read straight into ``direct``
+(then ``received_direct(n)``).
 """
 from __future__ import annotations
 
@@ -59,8 +59,7 @@ class Protocol:
         self._deflater = Deflater(deflate, compress_level, mem_level) if deflate else None
         self._inflater = Inflater(deflate) if deflate else None
         self._compress_out = False  # is the message being sent compressed?
-        # RFC 7692 §6.1: whole messages under _threshold go out uncompressed, those
-        # under _plain_below through send_data's fast path.
+        # RFC 7692 §6.1: messages under _threshold go out uncompressed, under _plain_below fast.
         self._threshold = compress_threshold if deflate else 0
         self._plain_below = min(126, compress_threshold) if deflate else 126
         self._buf = bytearray()  # what was received and not parsed yet
@@ -118,10 +117,11 @@ class Protocol:
     def receive_eof(self) -> None:  # the peer closed TCP
         self.eof = True
 
-    def next_event(self) -> Optional[Event]:
+    def next_event(self, more: Optional[List[Event]] = None, room: int = 0) -> Optional[Event]:
         """The next event, or None until more data arrives. A violation queues the
         failing close frame (RFC 6455 §7.1.7) and raises ProtocolError (PayloadTooBig
-        for 1009); nothing is parsed after it or the peer's close frame."""
+        for 1009); nothing is parsed after it or the peer's close frame. ``more``: the
+        whole small messages right behind a whole small one go there (``room`` at most)."""
         buf = self._buf
         if not buf and self._full is None or self.discarding:
             return None
@@ -132,6 +132,12 @@ class Protocol:
                 if not (self._msg_opcode or self.streaming):
                     data = take_message(buf, self._client, self.max_size)
                     if data is not None:
+                        while buf and more is not None and room > 0 and not self.closing:
+                            extra = take_message(buf, self._client, self.max_size)
+                            if extra is None:
+                                break
+                            more.append(Message(extra))
+                            room -= 1
                         return Message(data)
                 self._frame = self._parse_header(buf)
                 if self._frame is None:

@@ -7,7 +7,7 @@ import pytest
 
 import simplews
 from simplews.frames import Opcode
-from simplews.protocol import Pong
+from simplews.protocol import Message, Pong
 
 from support import scaled, wait_for
 from conftest import TIMEOUT, raw_client
@@ -242,3 +242,24 @@ def test_pings_falling_due_close_together_share_one_wake_up():
             keepalive.unregister(fake)
     assert pings >= 100, pings  # the pings went out (250 on time)
     assert turns <= window / keepalive.BATCH * 1.5 + 2, (turns, pings)
+
+
+@pytest.mark.parametrize("max_queue", [3, 16, None])
+def test_recv_reads_a_burst_ahead_in_order_and_a_ping_behind_it_is_answered(connect, raw_server, max_queue):
+    # recv() takes the whole small messages behind the one it returns into the queue (up
+    # to max_queue) in one call; the ping behind them is left in the buffer, and the
+    # keepalive thread answers it while the application does not read.
+    ws, peer = raw_server.pair(connect, ping_interval=None, max_queue=max_queue)
+    messages = [f"m{i}" for i in range(6)]
+    peer.send(b"".join(b"".join(peer.protocol.send_data(Opcode.TEXT, m.encode())) for m in messages)
+              + peer.protocol.send_ping(b"behind"))
+    assert ws.recv(timeout=TIMEOUT) == "m0"
+    if max_queue is None or max_queue > len(messages):
+        assert peer.next_event() == Pong(b"behind", (b"behind",))  # nobody reads meanwhile
+    assert [ws.recv(timeout=TIMEOUT) for _ in messages[1:]] == messages[1:]
+    if max_queue is not None and max_queue <= len(messages):
+        assert peer.next_event() == Pong(b"behind", (b"behind",))
+    with pytest.raises(TimeoutError):
+        ws.recv(timeout=0.05)
+    ws.send("after")
+    assert peer.next_event() == Message("after")

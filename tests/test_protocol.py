@@ -713,3 +713,32 @@ def test_the_c_parser_changes_nothing_a_peer_can_see(seed, monkeypatch):
             client, srv = make_pair(config, max_size=max_size)
             results.append(_events_of(client if side is Side.CLIENT else srv, wire, chunks))
         assert results[0] == results[1], (seed, side, wire[:80])
+
+
+def test_whole_messages_behind_a_whole_message_come_in_one_call_up_to_room():
+    client, srv = make_pair()
+    burst = [frames_of(client, TEXT, b"m%d" % i) for i in range(5)]
+    ping = client.send_ping(b"p")
+    after = [frames_of(client, BINARY, b"a"), frames_of(client, BINARY, b"b" * 300)]
+    cut = frames_of(client, TEXT, b"cut")
+    srv.receive_data(b"".join(burst) + ping + b"".join(after) + cut[:-1])
+    more = []
+    assert srv.next_event(more, 3) == Message("m0") and more == [Message("m1"), Message("m2"), Message("m3")]
+    more = []
+    assert srv.next_event(more, 9) == Message("m4") and more == []  # a control frame stops it
+    assert srv.next_event(more, 9) == Ping(b"p") and more == []
+    assert srv.next_event(more, 9) == Message(b"a") and more == [Message(b"b" * 300)]
+    assert srv.next_event(more, 9) is None and more == [Message(b"b" * 300)]  # half a frame: left
+    srv.receive_data(cut[-1:] + frames_of(client, TEXT, b"x") + frames_of(client, TEXT, b"w"))
+    more = []
+    assert srv.next_event(more, 9) == Message("cut") and more == []  # (the general parser's)
+    assert srv.next_event(more, 9) == Message("x") and more == [Message("w")]
+    srv.receive_data(frames_of(client, TEXT, b"s") + frames_of(client, TEXT, b"t"))
+    more = []
+    srv.streaming = True  # recv_streaming(): one event at a time
+    assert srv.next_event(more, 9) == Fragment("s", True) and more == []
+    srv.streaming = False
+    assert srv.next_event(more, 9) == Message("t") and more == []
+    srv.send_close(1000)  # closing: one message at a time
+    srv.receive_data(frames_of(client, TEXT, b"y") + frames_of(client, TEXT, b"z"))
+    assert srv.next_event(more, 9) == Message("y") and more == []
