@@ -410,3 +410,38 @@ def test_large_frames_split_anywhere_then_a_reset_in_one_harm_no_other(start_ser
     assert isinstance(peer.next_event(), Close)
     assert done["/echo"].wait(TIMEOUT) and "/echo" not in ended
     peer.close()
+
+
+def test_abort_ends_a_reader_inside_a_large_frame_and_a_blocked_sender(connect, raw_server):
+    # Combined: one thread is blocked reading a large frame straight into its message's
+    # buffer, another is blocked sending to a peer that does not read; a third aborts.
+    # Both end at once with the abort's ConnectionClosedError; nothing else is raised.
+    ws, peer = raw_server.pair(connect, max_size=None, ping_interval=None, compression=None)
+    frame = b"".join(bytes(b) for b in peer.protocol.send_data(Opcode.BINARY, bytes(3 << 20)))
+    peer.send(frame[:1 << 20])
+    ended: Dict[str, BaseException] = {}
+
+    def run(name: str, call) -> None:  # type: ignore[no-untyped-def]
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 (whatever it is, the test looks at it)
+            ended[name] = exc
+
+    threads = [threading.Thread(target=run, args=("reader", ws.recv)),
+               threading.Thread(target=run, args=("sender", lambda: ws.send(BIG)))]
+    for thread in threads:
+        thread.start()
+    assert wait_for(lambda: ws.protocol.direct is not None)  # the reader is in the frame
+    assert wait_for(lambda: not select.select([], [ws.socket], [], 0)[1])  # the sender: blocked
+    started = time.monotonic()
+    ws.abort(1001, "going away")
+    for thread in threads:
+        thread.join(TIMEOUT)
+        assert not thread.is_alive()
+    assert time.monotonic() - started < TIMEOUT
+    for name in ("reader", "sender"):
+        exc = ended[name]
+        assert type(exc) is simplews.ConnectionClosedError, (name, exc)
+        assert (exc.code, exc.reason) == (1001, "going away"), (name, exc)
+    assert ws.state is simplews.State.CLOSED and ws.close_code == 1001
+    peer.close()
