@@ -38,7 +38,8 @@ class Transport:
         "remote_address", "latency", "_debug", "_tls", "_read_lock", "_write_lock",
         "_message_lock", "_state_lock", "_queue", "_read_buffer", "_read_view", "_pings",
         "_closed", "_tcp_closed", "_shut_wr", "_cut", "_close_exc", "_close_deadline",
-        "_cause", "_failure_reported", "_handback", "_tls_partial", "__dict__", "__weakref__",
+        "_cause", "_failure_reported", "_handback", "_parse_asked", "_tls_partial", "__dict__",
+        "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, protocol: Protocol, *, request: Request,
@@ -80,6 +81,7 @@ class Transport:
         self._cause: Optional[OSError] = None  # the network error that ended it, if one did
         self._failure_reported = False
         self._handback = False  # the keepalive thread wants to watch once the reader lets go
+        self._parse_asked = False  # the keepalive thread is to parse what a reader left (read_idle)
         self._tls_partial = False  # part of a TLS record was read (see _recv_now)
         if leftover:
             protocol.receive_data(leftover)
@@ -148,6 +150,8 @@ class Transport:
                     self.logger.debug("< %s %r [%d]", "TEXT" if isinstance(data, str) else "BINARY",
                                       data[:64], len(data))
                 if not idle:
+                    if not self._parse_asked and protocol.frame_buffered:  # a ping behind, say:
+                        self._parse_asked = self._handback = True  # parsed if nobody reads on
                     return event
                 self._queue.append(event)
                 if self.max_queue is not None and len(self._queue) >= self.max_queue:
@@ -195,11 +199,10 @@ class Transport:
         return True
 
     def _recv_now(self, buffer: Any) -> Optional[int]:
-        """Read what is there without waiting (read lock held); None if nothing is. TLS:
-        decrypted bytes or a whole record are read as usual; half a record is taken in with
-        the socket non-blocking, under the writer lock too (None while a writer holds it):
-        the peer may not send the rest before its TCP window opens. The raw stream is then
-        mid-record (_tls_partial): a peek means nothing until a read ends the record."""
+        """Read what is there without waiting (read lock held); None if nothing is. TLS: half
+        a record is taken in with the socket non-blocking, under the writer lock too (None
+        while a writer holds it): the peer may not send the rest before its TCP window opens;
+        a peek means nothing until a read ends the record (_tls_partial)."""
         sock = self.socket
         if not self._tls:
             return recv_now(sock, buffer)
@@ -246,12 +249,10 @@ class Transport:
                     if not data_ready(sock, deadline):
                         break
                     size = sock.recv_into(buffer)
-                if size is None:
-                    if idle and not deadline.passed():
-                        return
-                    break
+                if size is None and idle and not deadline.passed():
+                    return
                 if not size:
-                    break  # EOF
+                    break  # nothing in time, or EOF
             except OSError:
                 break
         self._finish()
@@ -264,10 +265,8 @@ class Transport:
             return False
         try:
             return not socket.socket.recv(self.socket, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except (BlockingIOError, InterruptedError):
-            return True  # nothing pending
-        except OSError:
-            return True  # reset by the peer: nothing left to wait for
+        except OSError:  # BlockingIOError: nothing pending; else reset: nothing to wait for
+            return True
 
     def _write(self, buffers: Iterable[Any]) -> bool:
         """The one place that writes to the socket (writer lock held). A failed write
@@ -480,6 +479,7 @@ class Transport:
             if not self._read_lock.acquire(blocking=False):
                 return False
         try:
+            self._parse_asked = False
             if self._closed.is_set():
                 return False
             try:

@@ -115,10 +115,30 @@ def mask_in_pieces(header: bytes, payload: BytesLike, mask: MaskKey) -> Iterator
         yield apply_mask(view[start:start + MASK_PIECE], mask)
 
 
+def phase_mask(mask: MaskKey, phase: int) -> MaskKey:
+    """The mask as it applies from the payload's byte ``phase`` on (RFC 6455 §5.3: byte
+    i is XORed with the mask's byte i % 4)."""
+    shift = phase & 3
+    return mask[shift:] + mask[:shift] if shift else mask
+
+
 def _mask_in_place(buffer: memoryview, mask: MaskKey, phase: int) -> None:
     """XOR ``buffer`` in place with ``mask`` starting at its byte ``phase & 3``."""
-    shift = phase & 3
-    buffer[:] = _xor_mask(buffer, mask[shift:] + mask[:shift] if shift else mask)
+    buffer[:] = _xor_mask(buffer, phase_mask(mask, phase))
+
+
+def frame_size(buf: BytesLike) -> Optional[int]:
+    """The size (header and payload, RFC 6455 §5.2) of the frame ``buf`` starts with;
+    None while its length is incomplete. Nothing is checked: see check_header()."""
+    size = len(buf)
+    if size < 2:
+        return None
+    length, header = buf[1] & 0x7F, 2 + (buf[1] >> 7) * 4  # (the mask key's 4 bytes)
+    if length == 126:
+        return None if size < 4 else header + 2 + (buf[2] << 8 | buf[3])
+    if length == 127:
+        return None if size < 10 else header + 8 + int.from_bytes(buf[2:10], "big")
+    return header + length
 
 
 class _PayloadBuffer(bytearray):
@@ -302,6 +322,13 @@ def refill_masks() -> bytes:
     pool = os.urandom(MASK_POOL_SIZE)
     MASKS.extend([pool[i:i + 4] for i in range(4, MASK_POOL_SIZE, 4)])
     return pool[:4]
+
+
+def next_mask() -> bytes:  # (inlined on the fast path of Protocol.send_data)
+    try:
+        return MASKS.pop()
+    except IndexError:
+        return refill_masks()
 
 
 #: The 2-byte headers of final, uncompressed TEXT and BINARY frames with a 7-bit length,

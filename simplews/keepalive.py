@@ -225,9 +225,13 @@ def _read(selector: selectors.BaseSelector, watched: Dict[Keepable, int],
 def _watch(selector: selectors.BaseSelector, watched: Dict[Keepable, int],
            connection: Keepable, read: bool = False) -> None:
     """Watch the socket; ``read``: and read at once what may be buffered already (a
-    reader handing the connection back may leave parsed-but-not-handled input)."""
-    if connection in watched or connection not in _schedules \
-            or not connection.wants_idle_reads():
+    reader handing the connection back may leave unparsed input: a ping behind the
+    message it returned, say), even if watched already (the socket may not be readable)."""
+    if connection in watched:
+        if read:
+            _read(selector, watched, connection)
+        return
+    if connection not in _schedules or not connection.wants_idle_reads():
         return
     try:
         fd = connection.keepalive_fileno()

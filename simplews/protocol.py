@@ -22,8 +22,9 @@ from .extensions import DeflateParams, Deflater, Inflater
 from .events import Close, DataEvent, Event, Fragment, Message, Ping, Pong, Side, State
 from .frames import (LARGE_PAYLOAD, MASK_PIECE, MASKS, SHORT_HEADERS, CloseCode, Opcode,
                      PayloadBuffer, apply_mask, check_control_payload, check_header, decode_utf8,
-                     frame_header, mask_in_pieces, mask_in_place, parse_close, refill_masks,
-                     serialize_close, take_message, utf8_decoder)
+                     frame_header, frame_size, mask_in_pieces, mask_in_place, next_mask,
+                     parse_close, phase_mask, refill_masks, serialize_close, take_message,
+                     utf8_decoder)
 
 __all__ = ["Side", "State", "Protocol", "Event", "Message", "Fragment", "Ping", "Pong", "Close",
            "DataEvent"]
@@ -37,7 +38,6 @@ DIRECT_MIN = 256 * 1024  # a plain frame with this much still to come is read st
 MIN_FRAGMENT_COST = 16
 _CONT, _TEXT, _BINARY = Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value  # plain ints
 _CLOSE, _PING, _PONG = Opcode.CLOSE.value, Opcode.PING.value, Opcode.PONG.value
-
 
 
 class Protocol:
@@ -99,6 +99,15 @@ class Protocol:
     @property
     def in_message(self) -> bool:  # is a data message partly received?
         return self._msg_opcode != 0
+
+    @property
+    def frame_buffered(self) -> bool:
+        """Is a whole frame left in the buffer for next_event()? (O(1): its header only.)"""
+        frame, buf = self._frame, self._buf
+        if self.discarding or not buf:
+            return False
+        size = frame[3] if frame is not None else frame_size(buf)
+        return size is not None and len(buf) >= size
 
     def receive_data(self, data: Data) -> None:
         """Bytes read from the network; dropped after a close frame or a failure
@@ -237,11 +246,7 @@ class Protocol:
                 return None
             # One copy out of the buffer: masking reads straight from it.
             with memoryview(buf) as view, view[:take] as piece:
-                if mask is None:
-                    chunk = bytes(piece)
-                else:
-                    shift = offset & 3
-                    chunk = apply_mask(piece, mask[shift:] + mask[:shift] if shift else mask)
+                chunk = bytes(piece) if mask is None else apply_mask(piece, phase_mask(mask, offset))
             del buf[:take]
             if done:
                 self._frame = None
@@ -396,25 +401,20 @@ class Protocol:
 
     def _control(self, opcode: int, payload: bytes) -> Event:
         if opcode == _PING:
-            # §5.5.2: answer with a pong carrying the same payload. §5.5.3: "If an endpoint
-            # receives a Ping frame and has not yet sent Pong frame(s) in response to
-            # previous Ping frame(s), the endpoint MAY elect to send a Pong frame for only
-            # the most recently processed Ping frame": a peer that pings while our writer
-            # is stuck queues one pong, not one per ping.
+            # §5.5.2: answer with a pong carrying the same payload. §5.5.3: "the endpoint
+            # MAY elect to send a Pong frame for only the most recently processed Ping
+            # frame": a peer that pings while our writer is stuck queues one pong, not many.
             replies = self._replies
             if replies and replies[-1][0] == _PONG:
-                replies[-1] = (_PONG, payload)
-            else:
-                replies.append((_PONG, payload))
+                replies.pop()
+            replies.append((_PONG, payload))
             return Ping(payload)
         if opcode == _PONG:
             # §5.5.3: a pong may answer a ping; it acknowledges the earlier ones too.
-            acknowledged: Tuple[bytes, ...] = ()
-            if payload in self._pings:
-                pending = list(self._pings)
-                acknowledged = tuple(pending[: pending.index(payload) + 1])
-                for key in acknowledged:
-                    self._pings.pop(key, None)
+            pings = list(self._pings)
+            acknowledged = tuple(pings[:pings.index(payload) + 1]) if payload in self._pings else ()
+            for key in acknowledged:
+                del self._pings[key]
             return Pong(payload, acknowledged)
         code, reason = parse_close(payload)  # §5.5.1, §7.4: may raise 1002/1007
         self.close_rcvd = (code, reason)
@@ -485,10 +485,7 @@ class Protocol:
 
     def _frame_bytes(self, opcode: int, payload: Data, fin: bool, rsv1: bool) -> Iterable[Data]:
         if self._client:
-            try:
-                mask = MASKS.pop()
-            except IndexError:
-                mask = refill_masks()
+            mask = next_mask()
             header = frame_header(opcode, len(payload), fin, rsv1, mask)
             if len(payload) > MASK_PIECE:
                 return mask_in_pieces(header, payload, mask)

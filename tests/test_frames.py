@@ -49,6 +49,25 @@ def test_header_length_boundaries(length, header_size):
     assert len(frame_header(Opcode.BINARY, length, mask=MASK)) == header_size + 4
 
 
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536])
+@pytest.mark.parametrize("masked", [False, True])
+def test_frame_size_is_known_once_the_length_is_and_counts_header_and_payload(length, masked):
+    frame = frame_header(Opcode.BINARY, length, mask=MASK if masked else None) + bytes(length)
+    header = len(frame) - length
+    length_bytes = 2 if length < 126 else 4 if length < 65536 else 10
+    for cut in range(length_bytes):
+        assert frames.frame_size(frame[:cut]) is None
+    for cut in (length_bytes, header, len(frame), len(frame) + 5):
+        assert frames.frame_size(bytearray(frame[:cut] + b"\x81" * 5)) == len(frame)
+
+
+def test_phase_mask_is_the_mask_from_byte_phase_on():
+    payload = bytes(range(256))
+    masked = frames._xor_mask(payload, MASK)
+    for phase in range(9):
+        assert frames._xor_mask(payload[phase:], frames.phase_mask(MASK, phase)) == masked[phase:]
+
+
 def test_rsv_bits_serialized():
     assert serialize_frame(Frame(Opcode.TEXT, b"", rsv1=True, rsv2=True, rsv3=True))[0] == 0xF1
 

@@ -1,11 +1,15 @@
 """The process-wide keepalive thread (DESIGN §2; issue 3, items 4 and 5)."""
+import inspect
+import select
 import selectors
+import sys
 import threading
 import time
 
 import pytest
 
 import simplews
+from simplews.extensions import DeflateConfig
 from simplews.frames import Opcode
 from simplews.protocol import Message, Pong
 
@@ -247,15 +251,53 @@ def test_pings_falling_due_close_together_share_one_wake_up():
 @pytest.mark.parametrize("max_queue", [3, 16, None])
 def test_recv_reads_a_burst_ahead_in_order_and_a_ping_behind_it_is_answered(connect, raw_server, max_queue):
     # recv() takes the whole small messages behind the one it returns into the queue (up
-    # to max_queue) in one call; a ping behind them stays in the buffer and is answered
-    # when it is parsed: by the application's next recv() that parses, at the latest.
+    # to max_queue) in one call; the ping behind them is answered while the application
+    # does not read (if the queue has room for what is before it; else as it drains).
     ws, peer = raw_server.pair(connect, ping_interval=None, max_queue=max_queue)
     messages = [f"m{i}" for i in range(6)]
     peer.send(b"".join(b"".join(peer.protocol.send_data(Opcode.TEXT, m.encode())) for m in messages)
               + peer.protocol.send_ping(b"behind"))
-    assert [ws.recv(timeout=TIMEOUT) for _ in messages] == messages
+    assert ws.recv(timeout=TIMEOUT) == "m0"
+    if max_queue is None or max_queue > len(messages):
+        assert peer.next_event() == Pong(b"behind", (b"behind",))  # nobody reads meanwhile
+    assert [ws.recv(timeout=TIMEOUT) for _ in messages[1:]] == messages[1:]
+    if max_queue is not None and max_queue <= len(messages):
+        assert peer.next_event() == Pong(b"behind", (b"behind",))
     with pytest.raises(TimeoutError):
-        ws.recv(timeout=0.05)  # parses what is left: the ping
-    assert peer.next_event() == Pong(b"behind", (b"behind",))
+        ws.recv(timeout=0.05)
+    ws.send("after")
+    assert peer.next_event() == Message("after")
+
+
+def keepalive_thread_held_at_its_lock():
+    """Is the keepalive thread waiting for keepalive._lock (held by the test)?"""
+    from simplews import keepalive
+    source, first = inspect.getsourcelines(keepalive._run)
+    line = first + next(i for i, text in enumerate(source) if "with _lock:" in text)
+    frames = sys._current_frames()
+    return any(frames.get(thread.ident) is not None and frames[thread.ident].f_code is
+               keepalive._run.__code__ and frames[thread.ident].f_lineno == line
+               for thread in threading.enumerate() if thread.name == "simplews-keepalive")
+
+
+@pytest.mark.parametrize("behind", ["ping", "messages and a ping"])
+def test_a_ping_a_reader_left_in_the_buffer_is_answered_while_nobody_reads(connect, raw_server, behind):
+    # The race: the keepalive thread watches the socket, but the reader takes the data in
+    # before it looks; the ping behind the message returned then waits in the Protocol's
+    # buffer and the socket is not readable. Holding the keepalive thread at its lock
+    # makes the race go that way every time; the reader must hand the connection back.
+    from simplews import keepalive
+    ws, peer = raw_server.pair(connect, ping_interval=None, max_queue=4, compression=(
+        DeflateConfig() if behind != "ping" else None))  # deflate: no read-ahead either
+    after = ["a", "b"] if behind != "ping" else []
+    assert pong_delays(peer, 1)  # the keepalive thread watches the socket (it answered)
+    with keepalive._lock:
+        assert wait_for(keepalive_thread_held_at_its_lock)
+        peer.send(b"".join(b"".join(peer.protocol.send_data(Opcode.TEXT, m.encode()))
+                           for m in ["m", *after]) + peer.protocol.send_ping(b"behind"))
+        assert ws.recv(timeout=TIMEOUT) == "m"
+        assert not select.select([ws.socket], [], [], 0)[0]  # all of it was read
+    assert peer.next_event() == Pong(b"behind", (b"behind",))  # nobody reads meanwhile
+    assert [ws.recv(timeout=TIMEOUT) for _ in after] == after
     ws.send("after")
     assert peer.next_event() == Message("after")

@@ -225,6 +225,40 @@ def test_pongs_matched_to_outstanding_pings():
     assert feed(client, srv.send_pong(b"zz")) == [Pong(b"zz", ())]
 
 
+@pytest.mark.parametrize("compression", [None, DeflateConfig()])
+def test_frame_buffered_says_whether_a_whole_frame_waits_in_the_buffer(compression):
+    # What a reader asks before it lets go: is there a frame (a ping, say) that nobody
+    # would parse if the application stopped calling recv()?
+    client, srv = make_pair(compression)
+    wire = b"".join([*client.send_data(TEXT, b"one"), *client.send_data(BINARY, bytes(300)),
+                     client.send_ping(b"p")])
+    assert not srv.frame_buffered
+    srv.receive_data(wire[:-1])  # all but the ping's last byte
+    assert srv.frame_buffered
+    assert srv.next_event() == Message("one")
+    assert srv.frame_buffered
+    assert srv.next_event() == Message(bytes(300))
+    assert not srv.frame_buffered  # most of a ping
+    srv.receive_data(wire[-1:])
+    assert srv.frame_buffered
+    assert srv.next_event() == Ping(b"p")
+    assert not srv.frame_buffered and srv.next_event() is None
+    payload = random.Random(1).randbytes(70000)  # (incompressible)
+    big = b"".join(client.send_data(BINARY, payload))  # its header is parsed first
+    srv.receive_data(big[:1000])
+    assert srv.next_event() is None and not srv.frame_buffered
+    srv.receive_data(big[1000:-1])
+    assert not srv.frame_buffered
+    srv.receive_data(big[-1:] + client_frame(TEXT, b"\xff"))
+    assert srv.frame_buffered
+    assert srv.next_event() == Message(payload)
+    assert srv.frame_buffered  # invalid UTF-8, but a whole frame
+    with pytest.raises(ProtocolError):
+        srv.next_event()
+    srv.receive_data(client.send_ping(b"q"))
+    assert not srv.frame_buffered  # failed: input is discarded (RFC 6455 §7.1.7)
+
+
 def test_max_size_checked_before_the_payload_arrives():
     p = Protocol(Side.SERVER, max_size=10)
     header = client_frame(BINARY, bytes(11))[:6]
