@@ -5,11 +5,11 @@ import base64
 import binascii
 import hashlib
 import os
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .exceptions import InvalidHeader, InvalidStatus, NegotiationError
 from .extensions import DeflateConfig, DeflateParams, client_accept, client_offer, server_accept
-from .http11 import Headers, HeadersLike, Request, Response, split_tokens
+from .http11 import Headers, HeadersLike, Request, Response, join_values, split_tokens
 from .uri import WebSocketURI
 from .version import __version__
 
@@ -66,15 +66,15 @@ class ClientHandshake:
             raise InvalidStatus(response)
         fields = response.headers.by_name()
         for name, token in (("Upgrade", "websocket"), ("Connection", "upgrade")):
-            value = _joined(fields, name.lower())
+            value = join_values(fields.get(name.lower()))
             if token not in split_tokens(value):
                 raise InvalidHeader(f"invalid {name} header: {value!r}")
         if fields.get("sec-websocket-accept") != [accept_key(self.key)]:
             raise InvalidHeader("invalid Sec-WebSocket-Accept header")
-        subprotocol = _joined(fields, "sec-websocket-protocol")
+        subprotocol = join_values(fields.get("sec-websocket-protocol"))
         if subprotocol is not None and subprotocol not in self.subprotocols:
             raise NegotiationError(f"server chose a subprotocol we did not offer: {subprotocol}")
-        return Accepted(subprotocol, client_accept(_joined(fields, "sec-websocket-extensions"),
+        return Accepted(subprotocol, client_accept(join_values(fields.get("sec-websocket-extensions")),
                                                    self.compression))
 
 
@@ -108,10 +108,10 @@ class ServerHandshake:
             return self.reject(400, "the opening handshake needs HTTP/1.1"), refused
         if len(fields.get("host", ())) != 1:
             return self.reject(400, "missing or repeated Host header"), refused
-        if "websocket" not in split_tokens(_joined(fields, "upgrade")):
+        if "websocket" not in split_tokens(join_values(fields.get("upgrade"))):
             return self.reject(426, "this is a WebSocket server: Upgrade: websocket expected",
                                ("Upgrade", "websocket"), ("Connection", "Upgrade")), refused
-        if "upgrade" not in split_tokens(_joined(fields, "connection")):
+        if "upgrade" not in split_tokens(join_values(fields.get("connection"))):
             return self.reject(400, "missing Connection: Upgrade"), refused
         keys = fields.get("sec-websocket-key", [])
         if len(keys) != 1 or not _is_valid_key(keys[0]):
@@ -119,11 +119,11 @@ class ServerHandshake:
         if fields.get("sec-websocket-version") != ["13"]:  # §4.2.2: 426 with the versions we support
             return self.reject(426, "unsupported WebSocket version: 13 expected",
                                ("Sec-WebSocket-Version", "13")), refused
-        if self.origins is not None and _joined(fields, "origin") not in self.origins:
+        if self.origins is not None and join_values(fields.get("origin")) not in self.origins:
             return self.reject(403, "origin not allowed"), refused  # §4.2.2 / §10.2
         response = Response(101, "Switching Protocols", [("Upgrade", "websocket"), ("Connection", "Upgrade"),
                                                          ("Sec-WebSocket-Accept", accept_key(keys[0]))])
-        offered = [p.strip() for p in (_joined(fields, "sec-websocket-protocol") or "").split(",")
+        offered = [p.strip() for p in (join_values(fields.get("sec-websocket-protocol")) or "").split(",")
                    if p.strip()]
         subprotocol = (self.select_subprotocol(connection, offered) if self.select_subprotocol is not None
                        else next((p for p in offered if p in self.subprotocols), None))  # the client's order
@@ -132,7 +132,7 @@ class ServerHandshake:
         deflate = None
         if self.compression is not None:
             try:
-                agreed = server_accept(_joined(fields, "sec-websocket-extensions"), self.compression)
+                agreed = server_accept(join_values(fields.get("sec-websocket-extensions")), self.compression)
             except NegotiationError as exc:  # §9.1's syntax broken: not a §4.2.1 handshake
                 return self.reject(400, f"invalid Sec-WebSocket-Extensions header: {exc}"), refused
             if agreed is not None:
@@ -147,12 +147,6 @@ class ServerHandshake:
         server = [("Server", self.server_header)] if self.server_header else []
         headers = Headers([("Content-Type", "text/plain; charset=utf-8"), *server, *extra_headers])
         return Response(status, "", headers, (text + "\n").encode("utf-8"))
-
-
-def _joined(fields: Dict[str, List[str]], name: str) -> Optional[str]:
-    """Headers.get() on Headers.by_name(): the values joined with ", ", or None."""
-    values = fields.get(name)
-    return ", ".join(values) if values else None
 
 
 def _is_valid_key(key: str) -> bool:

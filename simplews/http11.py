@@ -10,7 +10,7 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Uni
 from .exceptions import HeaderBlockTooLarge, InvalidHandshake
 
 __all__ = ["Headers", "HeadersLike", "Request", "Response", "MAX_HEADER_BYTES", "MAX_HEADERS",
-           "parse_request", "parse_response", "split_tokens"]
+           "join_values", "parse_request", "parse_response", "split_tokens"]
 
 MAX_HEADER_BYTES = 64 * 1024  # DESIGN §5: 64 KiB for the whole header block
 MAX_HEADERS = 256
@@ -21,6 +21,11 @@ _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
 _FIELD = rb"%s:[\x09\x20-\x7e\x80-\xff]*" % _TOKEN.pattern
 _HEADER_BLOCK = re.compile(rb"%s(?:\r\n%s)*" % (_FIELD, _FIELD))
 _HEADER_LINE = re.compile(_FIELD)
+
+
+def join_values(values: Optional[List[str]], default: Optional[str] = None) -> Optional[str]:
+    """A header's values as one: joined with ", " (RFC 7230 §3.2.2), or ``default`` if none."""
+    return ", ".join(values) if values else default
 
 
 class Headers:
@@ -43,9 +48,8 @@ class Headers:
         self._items.append((name, value))
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
-        """The values of ``name`` joined with ", " (RFC 7230 §3.2.2), or ``default``."""
-        values = self.get_all(name)
-        return ", ".join(values) if values else default
+        """The values of ``name`` as one (see join_values), or ``default``."""
+        return join_values(self.get_all(name), default)
 
     def get_all(self, name: str) -> List[str]:
         """Every value of ``name`` (any case), in order; [] if none."""

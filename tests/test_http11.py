@@ -1,7 +1,7 @@
 import pytest
 
 from simplews.exceptions import HeaderBlockTooLarge, InvalidHandshake
-from simplews.http11 import (Headers, Request, Response, parse_request,
+from simplews.http11 import (Headers, Request, Response, join_values, parse_request,
                              parse_response, split_tokens)
 
 
@@ -20,6 +20,10 @@ def test_headers_by_name_lower_cases_names_and_keeps_every_value_in_order():
     headers = Headers([("Host", "a"), ("X-A", "1"), ("x-a", "2"), ("X-a", "")])
     assert headers.by_name() == {"host": ["a"], "x-a": ["1", "2", ""]}
     assert Headers().by_name() == {}
+    index = headers.by_name()  # what the handshake checks read, joined as Headers.get() joins
+    for name in ("Host", "X-A", "missing"):
+        assert join_values(index.get(name.lower())) == headers.get(name)
+    assert join_values([], "none") == headers.get("missing", "none") == "none"
 
 
 def test_request_round_trip_and_incomplete():
