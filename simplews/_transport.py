@@ -482,19 +482,18 @@ class Transport:
             self._parse_asked = False
             if self._closed.is_set():
                 return False
-            try:
-                if self._tls and self._write_lock.locked() and (
-                        self._tls_partial or not data_ready(self.socket, NOW)):
-                    if not wait_readable(self.socket, 0):
-                        return True  # nothing came: keep watching
-                    keepalive.wake(self, monotonic() + keepalive.TICK)
-                    return False  # half a TLS record, a writer busy: again in a tick
+            try:  # half a TLS record while a writer is busy: read once the writer lets go
+                stalled = self._tls and self._write_lock.locked() and (self._tls_partial or not
+                          data_ready(self.socket, NOW)) and wait_readable(self.socket, 0)
             except OSError as exc:  # reset by the peer, say: the peek consumed the error
                 self._set_cause(exc)
                 self.protocol.receive_eof()
                 self._finish()
                 return False
-            self._pump(NOW, idle=True)
+            self._pump(NOW, idle=True)  # what a reader left is parsed even then
+            if stalled:  # the socket stays readable meanwhile: again in a tick
+                keepalive.wake(self, monotonic() + keepalive.TICK)
+                return False
         finally:
             self._read_lock.release()
         return self.wants_idle_reads()

@@ -6,6 +6,7 @@ asserts on (``TIMEOUT``, ``scaled()``), for slow or heavily loaded machines.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import pathlib
 import socket
@@ -105,3 +106,15 @@ def running_server(handler: Callable[[simplews.Connection], object],
         server.shutdown()
         thread.join(timeout=CLI_TIMEOUT)
         assert not thread.is_alive()
+
+
+def keepalive_thread_held_at_its_lock() -> bool:
+    """Is the keepalive thread waiting for keepalive._lock (which the test holds)? Holding
+    it there makes a race with a reader go one way every time."""
+    from simplews import keepalive
+    source, first = inspect.getsourcelines(keepalive._run)
+    line = first + next(i for i, text in enumerate(source) if "with _lock:" in text)
+    frames = sys._current_frames()
+    return any(thread.ident in frames and frames[thread.ident].f_code is keepalive._run.__code__
+               and frames[thread.ident].f_lineno == line
+               for thread in threading.enumerate() if thread.name == "simplews-keepalive")

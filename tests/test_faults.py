@@ -19,7 +19,7 @@ import simplews
 from simplews.frames import MASK_PIECE, Opcode
 from simplews.protocol import DIRECT_MIN, Close, Message, Pong
 
-from support import scaled, wait_for
+from support import keepalive_thread_held_at_its_lock, scaled, wait_for
 from conftest import TIMEOUT, raw_client
 
 BIG = bytes(32 << 20)  # far more than loopback's socket buffers: a send() of it blocks
@@ -131,6 +131,32 @@ def test_a_blocked_sender_and_a_bad_frame_on_the_client_side(raw_server, connect
         assert errors and errors[0].code == 1002
         with pytest.raises(simplews.ProtocolError):
             stuck.recv(timeout=TIMEOUT)
+    finally:
+        peer.close()
+        sender.join(TIMEOUT)
+
+
+def test_a_ping_a_reader_left_is_parsed_while_a_writer_is_blocked(raw_server, connect):
+    # Combined: the reader took a ping in behind the message it returned, the application
+    # stops reading and a writer blocks (the peer does not read). The keepalive thread does
+    # not read a TLS socket while a writer is busy, but it parses what the reader left: the
+    # pong waits for the writer and goes out right behind its message.
+    from simplews import keepalive
+    ws, peer = raw_server.pair(connect, ping_interval=None)
+    sender = threading.Thread(target=ws.send, args=(BIG,))
+    try:
+        with keepalive._lock:
+            assert wait_for(keepalive_thread_held_at_its_lock)
+            peer.send(b"".join(peer.protocol.send_data(Opcode.TEXT, b"m"))
+                      + peer.protocol.send_ping(b"behind"))
+            assert ws.recv(timeout=TIMEOUT) == "m"  # the ping is in its buffer now
+            sender.start()
+            wait_for_data(peer.sock)  # the writer is sending, and will block
+        assert wait_for(lambda: ws.protocol.has_replies)  # parsed: its pong waits for the writer
+        assert peer.next_event() == Message(BIG)
+        assert peer.next_event() == Pong(b"behind", (b"behind",))  # nobody called recv()
+        sender.join(TIMEOUT)
+        assert not sender.is_alive()
     finally:
         peer.close()
         sender.join(TIMEOUT)

@@ -1,8 +1,6 @@
 """The process-wide keepalive thread (DESIGN §2; issue 3, items 4 and 5)."""
-import inspect
 import select
 import selectors
-import sys
 import threading
 import time
 
@@ -13,7 +11,7 @@ from simplews.extensions import DeflateConfig
 from simplews.frames import Opcode
 from simplews.protocol import Message, Pong
 
-from support import scaled, wait_for
+from support import keepalive_thread_held_at_its_lock, scaled, wait_for
 from conftest import TIMEOUT, raw_client
 
 
@@ -267,17 +265,6 @@ def test_recv_reads_a_burst_ahead_in_order_and_a_ping_behind_it_is_answered(conn
         ws.recv(timeout=0.05)
     ws.send("after")
     assert peer.next_event() == Message("after")
-
-
-def keepalive_thread_held_at_its_lock():
-    """Is the keepalive thread waiting for keepalive._lock (held by the test)?"""
-    from simplews import keepalive
-    source, first = inspect.getsourcelines(keepalive._run)
-    line = first + next(i for i, text in enumerate(source) if "with _lock:" in text)
-    frames = sys._current_frames()
-    return any(frames.get(thread.ident) is not None and frames[thread.ident].f_code is
-               keepalive._run.__code__ and frames[thread.ident].f_lineno == line
-               for thread in threading.enumerate() if thread.name == "simplews-keepalive")
 
 
 @pytest.mark.parametrize("behind", ["ping", "messages and a ping"])
