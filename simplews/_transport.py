@@ -6,18 +6,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import mmap
-import os
 import socket
 import ssl
 import threading
 from time import monotonic
-from typing import Any, Dict, Iterable, List, Optional, Tuple, TypeVar, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, TypeVar, Union, cast
 
 from . import keepalive
 from ._io import (NOW, Deadline, Flag, data_ready, peer_address, recv_now, reset_by_peer,
                   wait_readable, wait_writable)
 from .exceptions import ConcurrencyError, ConnectionClosed, ProtocolError
-from .frames import CloseCode
+from .frames import CloseCode, next_mask
 from .http11 import Request, Response
 from .protocol import Event, Fragment, Message, Ping, Pong, Protocol, Side
 
@@ -91,8 +90,7 @@ class Transport:
         """What a closed connection raises (the Protocol decides; the network error is
         the cause): a new one each time, as a raised one keeps its frames alive."""
         exc = self.protocol.close_exc()
-        if exc.__cause__ is None:
-            exc.__cause__ = self._cause
+        exc.__cause__ = exc.__cause__ or self._cause
         return exc
 
     def _set_cause(self, exc: Optional[OSError]) -> None:
@@ -150,7 +148,7 @@ class Transport:
                     self.logger.debug("< %s %r [%d]", "TEXT" if isinstance(data, str) else "BINARY",
                                       data[:64], len(data))
                 if not idle:
-                    if not self._parse_asked and protocol.frame_buffered:  # a ping behind, say:
+                    if not self._parse_asked and self._left_unread():  # a ping behind, say:
                         self._parse_asked = self._handback = True  # parsed if nobody reads on
                     return event
                 self._queue.append(event)
@@ -222,17 +220,15 @@ class Transport:
     def _handle_control(self, event: Event, idle: bool) -> None:  # (Close: see _pump)
         if self._debug:
             self.logger.debug("< %r", event)
-        cls = type(event)
-        if cls is Pong:
+        if type(event) is Ping:
+            self._flush_replies(idle)  # the pong (§5.5.2)
+        elif type(event) is Pong:
             now = monotonic()
-            for payload in event.acknowledged:  # type: ignore[attr-defined]
+            for payload in event.acknowledged:
                 waiter = self._pings.pop(payload, None)
                 if waiter is not None:
                     self.latency = now - waiter[1]
                     waiter[0].set()
-            return
-        if cls is Ping:
-            self._flush_replies(idle)  # the pong (§5.5.2)
 
     def _await_tcp_close(self, idle: bool) -> None:
         """Closed or failed: drop what comes until the peer closes TCP, the server may
@@ -447,7 +443,7 @@ class Transport:
 
     def keepalive_ping(self) -> Optional[Flag]:
         try:  # (a Flag costs a tenth of a threading.Event)
-            return self._ping(os.urandom(4), Flag(), idle=True)
+            return self._ping(next_mask(), Flag(), idle=True)  # 4 random bytes, no syscall
         except (ConnectionClosed, ConcurrencyError):
             return None
 
@@ -466,6 +462,9 @@ class Transport:
                 return True
             self._handback = True
         return False
+
+    def _left_unread(self) -> bool:  # a whole frame, or bytes TLS decrypted (socket not readable)
+        return self.protocol.frame_buffered or (self._tls and cast(ssl.SSLSocket, self.socket).pending() > 0)
 
     def _hand_back(self) -> None:  # a reader let go while the keepalive thread waited
         self._handback = False
@@ -494,6 +493,8 @@ class Transport:
             if stalled:  # the socket stays readable meanwhile: again in a tick
                 keepalive.wake(self, monotonic() + keepalive.TICK)
                 return False
+            if self._left_unread():  # (TLS: one read at most, what it decrypted beyond next turn)
+                keepalive.watch(self)
         finally:
             self._read_lock.release()
         return self.wants_idle_reads()

@@ -1,4 +1,6 @@
 """The process-wide keepalive thread (DESIGN §2; issue 3, items 4 and 5)."""
+import os
+import random
 import select
 import selectors
 import threading
@@ -267,24 +269,98 @@ def test_recv_reads_a_burst_ahead_in_order_and_a_ping_behind_it_is_answered(conn
     assert peer.next_event() == Message("after")
 
 
-@pytest.mark.parametrize("behind", ["ping", "messages and a ping"])
+@pytest.mark.parametrize("behind", ["ping", "messages and a ping", "ping in TLS's buffer"])
 def test_a_ping_a_reader_left_in_the_buffer_is_answered_while_nobody_reads(connect, raw_server, behind):
     # The race: the keepalive thread watches the socket, but the reader takes the data in
     # before it looks; the ping behind the message returned then waits in the Protocol's
-    # buffer and the socket is not readable. Holding the keepalive thread at its lock
-    # makes the race go that way every time; the reader must hand the connection back.
+    # buffer (or, TLS, decrypted in the ssl module's: a first read takes 256 bytes, here
+    # the message exactly) and the socket is not readable. Holding the keepalive thread at
+    # its lock makes the race go that way every time; the reader must hand it back.
     from simplews import keepalive
     ws, peer = raw_server.pair(connect, ping_interval=None, max_queue=4, compression=(
-        DeflateConfig() if behind != "ping" else None))  # deflate: no read-ahead either
-    after = ["a", "b"] if behind != "ping" else []
+        DeflateConfig() if behind == "messages and a ping" else None))  # deflate: no read-ahead
+    first = "m" * 252 if behind == "ping in TLS's buffer" else "m"  # a 256-byte frame
+    after = ["a", "b"] if behind == "messages and a ping" else []
     assert pong_delays(peer, 1)  # the keepalive thread watches the socket (it answered)
     with keepalive._lock:
         assert wait_for(keepalive_thread_held_at_its_lock)
         peer.send(b"".join(b"".join(peer.protocol.send_data(Opcode.TEXT, m.encode()))
-                           for m in ["m", *after]) + peer.protocol.send_ping(b"behind"))
-        assert ws.recv(timeout=TIMEOUT) == "m"
-        assert not select.select([ws.socket], [], [], 0)[0]  # all of it was read
+                           for m in [first, *after]) + peer.protocol.send_ping(b"behind"))
+        assert ws.recv(timeout=TIMEOUT) == first
+        if raw_server.scheme == "wss" or first == "m":  # (ws: 256 bytes read, the ping left)
+            assert not select.select([ws.socket], [], [], 0)[0]  # all of it was read
     assert peer.next_event() == Pong(b"behind", (b"behind",))  # nobody reads meanwhile
     assert [ws.recv(timeout=TIMEOUT) for _ in after] == after
     ws.send("after")
     assert peer.next_event() == Message("after")
+
+
+def _seeds():
+    value = os.environ.get("SIMPLEWS_FUZZ_SEED", "").strip()
+    if value == "random":
+        return [random.randrange(1 << 32)]
+    return [int(value)] if value else [1, 2, 3]
+
+
+@pytest.mark.parametrize("seed", _seeds())
+def test_fuzz_pings_among_messages_are_answered_while_nobody_reads(connect, raw_server, seed):
+    # Seeded: bursts of messages (some fragmented) and pings (some between fragments),
+    # each burst cut at a random byte into two writes; the application reads a random
+    # number of messages, then stops. Every ping with fewer than max_queue unread
+    # messages before it is answered meanwhile (the rest as reading resumes); every
+    # message arrives whole and in order; deflate or not, any max_queue, ws and wss.
+    rng = random.Random(seed)
+    max_queue = rng.choice([1, 2, 5, 16, None])
+    compression = DeflateConfig() if rng.random() < 0.5 else None
+    context = f"seed {seed} max_queue {max_queue} deflate {compression is not None}"
+    ws, peer = raw_server.pair(connect, compression, ping_interval=None, max_queue=max_queue)
+    sent: list = []
+    pings: list = []  # (payload, how many messages were sent before it)
+    acknowledged: set = set()
+    received = 0
+
+    def ping(wire: list) -> None:
+        payload = b"p%d" % len(pings)
+        pings.append((payload, len(sent)))
+        wire.append(peer.protocol.send_ping(payload))
+
+    for _ in range(25):
+        wire: list = []
+        for _ in range(rng.randint(1, 6)):
+            if rng.random() < 0.3:
+                ping(wire)
+                continue
+            text = rng.random() < 0.5
+            data = "é" * rng.randint(0, 150) if text else rng.randbytes(rng.randint(0, 400))
+            raw = data.encode() if text else data
+            pieces = rng.randint(1, 3)
+            cuts = sorted(rng.randint(0, len(raw)) for _ in range(pieces - 1))
+            parts = [raw[a:b] for a, b in zip([0, *cuts], [*cuts, len(raw)])]
+            for i, part in enumerate(parts):
+                opcode = Opcode.CONT if i else (Opcode.TEXT if text else Opcode.BINARY)
+                wire.extend(peer.protocol.send_data(opcode, part, fin=i == len(parts) - 1))
+                if i < len(parts) - 1 and rng.random() < 0.3:
+                    ping(wire)  # §5.4: control frames may come between fragments
+            sent.append(data)
+        data = b"".join(wire)
+        cut = rng.randint(0, len(data))
+        peer.send(data[:cut])
+        peer.send(data[cut:])
+        for _ in range(rng.randint(0, len(sent) - received)):
+            assert ws.recv(timeout=TIMEOUT) == sent[received], context
+            received += 1
+        due = {payload for payload, before in pings
+               if max_queue is None or before - received < max_queue}
+        while not due <= acknowledged:  # nobody reads meanwhile
+            event = peer.next_event()
+            assert isinstance(event, Pong), (context, event)
+            acknowledged.update(event.acknowledged)
+    while received < len(sent):
+        assert ws.recv(timeout=TIMEOUT) == sent[received], context
+        received += 1
+    with pytest.raises(TimeoutError):
+        ws.recv(timeout=0.05)  # (what is left to parse: pings)
+    while len(acknowledged) < len(pings):
+        event = peer.next_event()
+        assert isinstance(event, Pong), (context, event)
+        acknowledged.update(event.acknowledged)
