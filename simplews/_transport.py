@@ -61,8 +61,7 @@ class Transport:
         self._tls = isinstance(sock, ssl.SSLSocket)
         self.local_address: Any = sock.getsockname()
         self.remote_address: Any = peer_address(sock)  # None: reset already
-        #: Seconds between the last ping and its pong.
-        self.latency = 0.0
+        self.latency = 0.0  #: Seconds between the last ping and its pong.
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._message_lock = threading.Lock()
@@ -148,7 +147,8 @@ class Transport:
                     self.logger.debug("< %s %r [%d]", "TEXT" if isinstance(data, str) else "BINARY",
                                       data[:64], len(data))
                 if not idle:
-                    if not self._parse_asked and self._left_unread():  # a ping behind, say:
+                    if not self._parse_asked and (protocol.frame_buffered or self._tls and
+                                                  self._left_unread()):  # a ping behind, say:
                         self._parse_asked = self._handback = True  # parsed if nobody reads on
                     return event
                 self._queue.append(event)

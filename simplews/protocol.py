@@ -103,8 +103,8 @@ class Protocol:
     @property
     def frame_buffered(self) -> bool:
         """Is a whole frame left in the buffer for next_event()? (O(1): its header only.)"""
-        frame, buf = self._frame, self._buf
-        if self.discarding or not buf:
+        buf, frame = self._buf, self._frame
+        if not buf or self.discarding:
             return False
         size = frame[3] if frame is not None else frame_size(buf)
         return size is not None and len(buf) >= size
