@@ -9,13 +9,14 @@ import contextlib
 import inspect
 import os
 import pathlib
+import random
 import socket
 import ssl
 import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, Iterator
+from typing import Callable, Dict, Iterator, Optional
 
 import simplews
 
@@ -118,3 +119,13 @@ def keepalive_thread_held_at_its_lock() -> bool:
     return any(thread.ident in frames and frames[thread.ident].f_code is keepalive._run.__code__
                and frames[thread.ident].f_lineno == line
                for thread in threading.enumerate() if thread.name == "simplews-keepalive")
+
+
+def fuzz_seed(default: Optional[int] = None) -> Optional[int]:
+    """SIMPLEWS_FUZZ_SEED: an integer, "random" (a fresh one), or unset: ``default``."""
+    value = os.environ.get("SIMPLEWS_FUZZ_SEED", "").strip()
+    if not value:
+        return default
+    if value.lower() == "random":
+        return random.SystemRandom().randrange(1 << 32)
+    return int(value, 0)

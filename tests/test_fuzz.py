@@ -41,6 +41,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import simplews
 
+from support import fuzz_seed
 from conftest import TIMEOUT
 
 DEFAULT_SEED = 12
@@ -60,15 +61,6 @@ FRAGMENT_COST = 16
 
 
 # --------------------------------------------------------------------- harness
-
-
-def fuzz_seed() -> int:
-    value = os.environ.get("SIMPLEWS_FUZZ_SEED", "").strip()
-    if not value:
-        return DEFAULT_SEED
-    if value.lower() == "random":
-        return random.SystemRandom().randrange(1 << 32)
-    return int(value, 0)
 
 
 def replaying() -> bool:
@@ -1100,7 +1092,7 @@ def slow_echo(ws: simplews.Connection) -> None:
 
 
 def test_fuzz_frames_against_server(record_property):
-    seed = fuzz_seed()
+    seed = fuzz_seed(DEFAULT_SEED)
     record_property("simplews_fuzz_seed", seed)
     print(f"\nframes fuzz: SIMPLEWS_FUZZ_SEED={seed}")
     stats: Counter = Counter()
@@ -1659,7 +1651,7 @@ def _where(exc: BaseException) -> str:
 
 
 def test_fuzz_handshake_answers_against_connect(record_property):
-    seed = fuzz_seed()
+    seed = fuzz_seed(DEFAULT_SEED)
     record_property("simplews_fuzz_seed", seed)
     print(f"\nanswers fuzz: SIMPLEWS_FUZZ_SEED={seed}")
     stats: Counter = Counter()
