@@ -213,7 +213,7 @@ class Transport:
             try:
                 size = recv_now(sock, buffer)
             finally:
-                self._unlock_writer()
+                self._release_writer(replies=False)
             self._tls_partial = size is None
         return size
 
@@ -287,21 +287,19 @@ class Transport:
         deadline = self._close_deadline
         return self._write_lock.acquire(timeout=-1 if deadline is None else deadline.lock_timeout())
 
-    def _unlock_writer(self) -> None:
-        """Release the writer lock; close the socket if the connection was finished
-        while the lock was taken (_finish leaves that to the lock's holder)."""
+    def _release_writer(self, idle: bool = False, replies: bool = True) -> None:
+        """Release the writer lock; then close the socket if the connection was finished
+        while the lock was taken (_finish leaves that to the lock's holder), else send
+        the ``replies`` queued meanwhile (a pong, a close echo the keepalive thread
+        could not send)."""
         self._write_lock.release()
-        if self._tcp_closed and self._write_lock.acquire(blocking=False):
-            try:
-                self.socket.close()
-            finally:
-                self._write_lock.release()
-
-    def _release_writer(self, idle: bool = False) -> None:
-        """Release the writer lock, then send the replies queued meanwhile (a pong, a
-        close echo the keepalive thread could not send)."""
-        self._unlock_writer()
-        if self.protocol.has_replies and not self._tcp_closed:
+        if self._tcp_closed:
+            if self._write_lock.acquire(blocking=False):
+                try:
+                    self.socket.close()
+                finally:
+                    self._write_lock.release()
+        elif replies and self.protocol.replies:
             self._flush_replies(idle)
 
     def _flush_replies(self, idle: bool) -> None:
@@ -309,7 +307,7 @@ class Transport:
         hold; then shut our side of TCP if it says so (a server, RFC 6455 §7.1.1).
         ``idle``: only what goes out at once (the rest: the writer's release, a tick)."""
         protocol, sock = self.protocol, self.socket
-        while protocol.has_replies:
+        while protocol.replies:
             if idle and not wait_writable(sock, 0):
                 return
             if not self._acquire_writer(idle):
@@ -327,7 +325,7 @@ class Transport:
                 except ConnectionClosed:
                     return  # the reader sees the end
             finally:
-                self._unlock_writer()
+                self._release_writer(replies=False)
         if protocol.eof_due and not self._shut_wr:
             self._shut_wr = True
             self._shutdown(socket.SHUT_WR)
@@ -433,9 +431,9 @@ class Transport:
             if not self._finish_if_unread() and not self._cut:  # a reader is stuck (in a sendall)
                 self._cut_tcp(_ABNORMAL, "close timeout")
             return now + keepalive.TICK
-        if self.protocol.has_replies:
+        if self.protocol.replies:
             self._flush_replies(True)
-            if self.protocol.has_replies:  # the socket is full: again next tick
+            if self.protocol.replies:  # the socket is full: again next tick
                 return now + keepalive.TICK
         if self.protocol.closing:
             return deadline.at or 0.0 if deadline is not None else now + keepalive.TICK

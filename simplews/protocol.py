@@ -4,7 +4,7 @@
 return the bytes to write. It never touches a socket, a thread or a clock. Its reader half
 (``receive_*``, ``next_event``) and writer half (``send_*``, ``next_reply``) may run in two
 threads at once; replies the reader decides on (pongs, the close echo, the failing close) wait
-in a queue for the writer half. It decides how the connection ends (RFC 6455 §7): ``fail()``,
+in ``replies`` for the writer half. It decides how the connection ends (RFC 6455 §7): ``fail()``,
 ``eof_due`` (when a server closes TCP), ``close_exc()``; after a close frame or a failure,
 input is discarded. The rest of a large plain frame may be read straight into ``direct``
 (then ``received_direct(n)``).
@@ -46,7 +46,7 @@ class Protocol:
     __slots__ = ("side", "max_size", "deflate", "streaming", "close_sent", "close_rcvd", "failure",
                  "failed", "eof", "closing", "discarding", "_client", "_deflater", "_inflater",
                  "_compress_out", "_buf", "_frame", "_msg_opcode", "_msg_compressed", "_msg_size",
-                 "_msg_streamed", "_parts", "_decoder", "_replies", "_pings", "_plain_below",
+                 "_msg_streamed", "_parts", "_decoder", "replies", "_pings", "_plain_below",
                  "_threshold", "direct", "_big", "_full", "__dict__")
 
     def __init__(self, side: Side, *, max_size: Optional[int] = 2 ** 20,
@@ -78,7 +78,7 @@ class Protocol:
         self.eof = False
         self.closing = False  # a close frame sent or received, or a failure: close_timeout applies
         self.discarding = False  # a close frame received or a failure: input dropped, TCP close left
-        self._replies: List[Tuple[int, bytes]] = []  # a few at most
+        self.replies: List[Tuple[int, bytes]] = []  # for next_reply() (a few at most; read-only)
         self._pings: Dict[bytes, None] = {}
         self.direct: Optional[memoryview] = None  # where the next read goes: see received_direct
         self._big: Any = None  # a large plain frame's PayloadBuffer, read straight into
@@ -91,10 +91,6 @@ class Protocol:
         if self.close_sent or self.close_rcvd or self.failed:
             return State.CLOSING
         return State.OPEN
-
-    @property
-    def has_replies(self) -> bool:  # replies waiting for next_reply()
-        return bool(self._replies)
 
     @property
     def in_message(self) -> bool:  # is a data message partly received?
@@ -172,7 +168,7 @@ class Protocol:
             return
         if code != CloseCode.ABNORMAL_CLOSURE and self.close_sent is None:
             reason = reason.encode("utf-8")[:123].decode("utf-8", "ignore")
-            self._replies.append((_CLOSE, serialize_close(code, reason)))
+            self.replies.append((_CLOSE, serialize_close(code, reason)))
         self.failed = (code, reason)
         self.closing = True
         self.discarding = True  # (the buffer is the reader's: left for it to drop)
@@ -182,7 +178,7 @@ class Protocol:
         """Should we close our side of TCP now? RFC 6455 §7.1.1: after the closing
         handshake "the server MUST close the underlying TCP connection immediately"
         (after failing, once our close is out); a client waits for the server."""
-        return (not self._client and self.close_sent is not None and not self._replies
+        return (not self._client and self.close_sent is not None and not self.replies
                 and (self.close_rcvd is not None or self.failed is not None))
 
     @property
@@ -404,7 +400,7 @@ class Protocol:
             # §5.5.2: answer with a pong carrying the same payload. §5.5.3: "the endpoint
             # MAY elect to send a Pong frame for only the most recently processed Ping
             # frame": a peer that pings while our writer is stuck queues one pong, not many.
-            replies = self._replies
+            replies = self.replies
             if replies and replies[-1][0] == _PONG:
                 replies.pop()
             replies.append((_PONG, payload))
@@ -421,7 +417,7 @@ class Protocol:
         self.closing = self.discarding = True  # §5.5.1: nothing the peer sends after its close counts
         self._buf.clear()
         if self.close_sent is None:  # §5.5.1: answer a close with a close, echoing its code
-            self._replies.append((_CLOSE, serialize_close(code)))
+            self.replies.append((_CLOSE, serialize_close(code)))
         return Close(code, reason)
 
     # ----------------------------------------------------------- writer half
@@ -472,8 +468,8 @@ class Protocol:
     def next_reply(self) -> Optional[bytes]:
         """The next reply frame (pong, close echo, failing close), or None; nothing
         after our close frame (RFC 6455 §5.5.1)."""
-        while self._replies:
-            opcode, payload = self._replies.pop(0)
+        while self.replies:
+            opcode, payload = self.replies.pop(0)
             if self.close_sent is not None:
                 continue
             if opcode == _CLOSE:

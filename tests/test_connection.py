@@ -21,7 +21,7 @@ from simplews.extensions import DeflateConfig
 from simplews.frames import Opcode
 from simplews.handshake import ClientHandshake
 from simplews.http11 import parse_response
-from simplews.protocol import Close, Fragment, Message, Pong, Protocol, Side
+from simplews.protocol import Close, Fragment, Message, Ping, Pong, Protocol, Side
 from simplews.uri import parse_uri
 
 from support import client_ssl_context, wait_for
@@ -121,9 +121,11 @@ def test_pings_interleave_with_the_fragments_of_a_large_message(start_server, co
     assert all(w.is_set() for w in waiters)
 
 
-def test_concurrent_senders_never_interleave_frames(start_server, connect):
+@pytest.mark.parametrize("mixed", [False, True], ids=["one-frame", "mixed"])
+def test_concurrent_senders_never_interleave_frames(start_server, connect, mixed):
     """8 threads each send 1,000 messages at once on one connection: all 8,000 arrive
-    intact, each thread's in order."""
+    intact, each thread's in order. Mixed: half the threads send fragmented messages
+    (a one-frame send waits for a fragmented message between its frames)."""
     received = []
     done = threading.Event()
 
@@ -134,11 +136,12 @@ def test_concurrent_senders_never_interleave_frames(start_server, connect):
                 done.set()
 
     server = start_server(collect)
-    with connect(server) as ws:
+    with connect(server) as ws:  # (compressed: the default)
         def send_many(thread_id):
             for seq in range(1000):
                 body = f"{thread_id}:{seq}:" + "x" * (seq % 300)
-                ws.send(body + ":" + hashlib.md5(body.encode()).hexdigest())
+                message = body + ":" + hashlib.md5(body.encode()).hexdigest()
+                ws.send([message[:5], message[5:], ""] if mixed and thread_id % 2 else message)
 
         threads = [threading.Thread(target=send_many, args=(i,)) for i in range(8)]
         for t in threads:
@@ -154,6 +157,29 @@ def test_concurrent_senders_never_interleave_frames(start_server, connect):
         assert seq == last_seq.get(thread_id, -1) + 1
         last_seq[thread_id] = seq
     assert len(received) == 8000
+
+
+def test_a_one_frame_send_waits_for_a_fragmented_message_between_its_frames(connect, raw_server):
+    """send() of one frame takes only the writer lock: while another thread's fragmented
+    message is between two frames, it waits for the message's end (its frame between
+    them would be a protocol error); a ping still goes out between the fragments."""
+    ws, peer = raw_server.pair(connect)
+    late = []
+
+    def pieces():
+        yield "first "
+        late.append(threading.Thread(target=ws.send, args=("one frame",)))
+        late[0].start()
+        late[0].join(0.2)  # held: it may only follow the message
+        assert late[0].is_alive()
+        ws.ping(b"between")
+        yield "last"
+
+    ws.send(pieces())
+    late[0].join(TIMEOUT)
+    assert peer.next_event() == Ping(b"between")
+    assert peer.next_event() == Message("first last")
+    assert peer.next_event() == Message("one frame")
 
 
 def test_recv_timeout_leaves_the_connection_usable(connect, raw_server):
@@ -428,9 +454,9 @@ def test_a_writer_sends_the_close_echo_the_keepalive_thread_had_to_leave(start_s
         deadline = time.monotonic() + TIMEOUT
         while ws.protocol.close_rcvd is None and time.monotonic() < deadline:
             time.sleep(0.005)  # the keepalive thread reads it (nobody else reads)
-        left_for_the_writer.append(ws.protocol.has_replies)
+        left_for_the_writer.append(bool(ws.protocol.replies))
         ws._release_writer()
-        left_for_the_writer.append(ws.protocol.has_replies)
+        left_for_the_writer.append(bool(ws.protocol.replies))
         handler_done.set()
 
     server = start_server(handler)

@@ -152,7 +152,7 @@ def test_a_ping_a_reader_left_is_parsed_while_a_writer_is_blocked(raw_server, co
             assert ws.recv(timeout=TIMEOUT) == "m"  # the ping is in its buffer now
             sender.start()
             wait_for_data(peer.sock)  # the writer is sending, and will block
-        assert wait_for(lambda: ws.protocol.has_replies)  # parsed: its pong waits for the writer
+        assert wait_for(lambda: ws.protocol.replies)  # parsed: its pong waits for the writer
         assert peer.next_event() == Message(BIG)
         assert peer.next_event() == Pong(b"behind", (b"behind",))  # nobody called recv()
         sender.join(TIMEOUT)
