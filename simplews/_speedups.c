@@ -3,6 +3,8 @@
  * apply_mask(data, mask) -> bytes: XOR every byte of data with the 4-byte mask
  * repeated, eight bytes at a time. data is any contiguous buffer (bytes,
  * bytearray, memoryview).
+ * mask_frame(header, data, masks, refill) -> bytes: a client's frame, masked with a
+ * key from the pool (see below).
  * take_message(buf, client, max_size) -> bytes | str | None: a whole message at
  * the start of buf, taken out of it (see below).
  * mask_in_place(buffer, mask, phase): XOR a writable buffer in place, the mask
@@ -93,6 +95,51 @@ apply_mask(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     PyBuffer_Release(&mask);
     PyBuffer_Release(&data);
+    return result;
+}
+
+/* mask_frame(header, data, masks, refill): simplews.frames._mask_frame in C: header +
+ * a masking key + data masked with it (RFC 6455 section 5.3), one new bytes object.
+ * The key is masks.pop() (a list of 4-byte keys: atomic under the GIL, so no key goes
+ * out twice), or refill() when the list is empty. */
+static PyObject *
+mask_frame(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_buffer data;
+    PyObject *masks, *key, *result = NULL;
+    Py_ssize_t left, header_size;
+
+    if (nargs != 4 || !PyBytes_Check(args[0]) || !PyList_Check(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "mask_frame(bytes, data, list, refill)");
+        return NULL;
+    }
+    masks = args[2];
+    left = PyList_GET_SIZE(masks);
+    if (left > 0) {
+        key = PyList_GET_ITEM(masks, left - 1);
+        Py_INCREF(key);
+        if (PyList_SetSlice(masks, left - 1, left, NULL) < 0) {
+            Py_DECREF(key);
+            return NULL;
+        }
+    } else if ((key = PyObject_CallNoArgs(args[3])) == NULL) {
+        return NULL;
+    }
+    if (!PyBytes_Check(key) || PyBytes_GET_SIZE(key) != 4) {
+        PyErr_SetString(PyExc_ValueError, "a masking key must be 4 bytes");
+    } else if (PyObject_GetBuffer(args[1], &data, PyBUF_SIMPLE) == 0) {
+        header_size = PyBytes_GET_SIZE(args[0]);
+        result = PyBytes_FromStringAndSize(NULL, header_size + 4 + data.len);
+        if (result != NULL) {
+            unsigned char *out = (unsigned char *)PyBytes_AS_STRING(result);
+            memcpy(out, PyBytes_AS_STRING(args[0]), header_size);
+            memcpy(out + header_size, PyBytes_AS_STRING(key), 4);
+            xor_mask_nogil(data.buf, out + header_size + 4, data.len,
+                           (const unsigned char *)PyBytes_AS_STRING(key));
+        }
+        PyBuffer_Release(&data);
+    }
+    Py_DECREF(key);
     return result;
 }
 
@@ -368,6 +415,8 @@ static PyTypeObject PayloadBufferType = {
 static PyMethodDef speedups_methods[] = {
     {"apply_mask", (PyCFunction)(void (*)(void))apply_mask, METH_FASTCALL,
      "apply_mask(data, mask) -> bytes: data XOR the repeated 4-byte mask (RFC 6455 5.3)."},
+    {"mask_frame", (PyCFunction)(void (*)(void))mask_frame, METH_FASTCALL,
+     "mask_frame(header, data, masks, refill) -> bytes: header, masks.pop(), data masked."},
     {"take_message", (PyCFunction)(void (*)(void))take_message, METH_FASTCALL,
      "take_message(buf, client, max_size) -> bytes | str | None: a whole small message."},
     {"mask_in_place", (PyCFunction)(void (*)(void))mask_in_place, METH_FASTCALL,

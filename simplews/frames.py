@@ -28,6 +28,7 @@ __all__ = [
     "MASKS",
     "SHORT_HEADERS",
     "take_message",
+    "mask_frame",
     "mask_in_place",
     "PayloadBuffer",
     "LARGE_PAYLOAD",
@@ -190,18 +191,30 @@ def _take_message(buf: bytearray, client: bool, max_size: Optional[int]) -> Unio
     return data
 
 
+def _mask_frame(header: bytes, data: BytesLike, masks: List[bytes], refill: Callable[[], bytes]) -> bytes:
+    """A client's frame (§5.3): ``header``, a key (``masks.pop()``, or ``refill()`` when
+    empty) and ``data`` masked with it, as one bytes (see MASKS)."""
+    try:
+        mask = masks.pop()
+    except IndexError:
+        mask = refill()
+    return header + mask + apply_mask(data, mask)
+
+
 apply_mask: Callable[[BytesLike, MaskKey], bytes] = _xor_mask
+mask_frame: Callable[[bytes, BytesLike, List[bytes], Callable[[], bytes]], bytes] = _mask_frame
 take_message: Callable[[bytearray, bool, Optional[int]], Union[bytes, str, None]] = _take_message
 mask_in_place: Callable[[memoryview, MaskKey, int], None] = _mask_in_place
 PayloadBuffer: Callable[[int], Any] = _PayloadBuffer  # memoryview() writes into it; take(): bytes
 if not os.environ.get("SIMPLEWS_NO_EXTENSIONS"):
     try:  # the optional C accelerator built by setup.py when a compiler is present
         from ._speedups import (PayloadBuffer as _CPayloadBuffer, apply_mask as _c_apply_mask,
-                                mask_in_place as _c_mask_in_place, take_message as _c_take_message)
+                                mask_frame as _c_mask_frame, mask_in_place as _c_mask_in_place,
+                                take_message as _c_take_message)
     except ImportError:  # pragma: no cover - depends on the build
         pass
     else:
-        apply_mask, take_message = _c_apply_mask, _c_take_message
+        apply_mask, mask_frame, take_message = _c_apply_mask, _c_mask_frame, _c_take_message
         mask_in_place, PayloadBuffer = _c_mask_in_place, _CPayloadBuffer
 
 
@@ -315,6 +328,8 @@ def decode_utf8(data: Union[bytes, bytearray], decoder: Optional[codecs.Incremen
 #: is atomic: no key goes out twice); refill_masks() when empty.
 MASKS: List[bytes] = []
 MASK_POOL_SIZE = 256  # bytes of os.urandom() per refill: 64 masking keys
+if hasattr(os, "register_at_fork"):  # a forked child must not use its parent's next keys
+    os.register_at_fork(after_in_child=MASKS.clear)
 
 
 def refill_masks() -> bytes:

@@ -22,7 +22,7 @@ from .extensions import DeflateParams, Deflater, Inflater
 from .events import Close, DataEvent, Event, Fragment, Message, Ping, Pong, Side, State
 from .frames import (LARGE_PAYLOAD, MASK_PIECE, MASKS, SHORT_HEADERS, CloseCode, Opcode,
                      PayloadBuffer, apply_mask, check_control_payload, check_header, decode_utf8,
-                     frame_header, frame_size, mask_in_pieces, mask_in_place, next_mask,
+                     frame_header, frame_size, mask_frame, mask_in_pieces, mask_in_place, next_mask,
                      parse_close, phase_mask, refill_masks, serialize_close, take_message,
                      utf8_decoder)
 
@@ -431,11 +431,7 @@ class Protocol:
             # The fast path: a whole small message, its 2-byte header built here (§5.2).
             if not self._client:
                 return [SHORT_HEADERS[opcode][size] + data]
-            try:
-                mask = MASKS.pop()
-            except IndexError:
-                mask = refill_masks()
-            return [SHORT_HEADERS[opcode][size | 0x80] + mask + apply_mask(data, mask)]
+            return [mask_frame(SHORT_HEADERS[opcode][size | 0x80], data, MASKS, refill_masks)]
         rsv1 = False
         deflater = self._deflater
         if opcode != _CONT:

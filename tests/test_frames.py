@@ -72,16 +72,58 @@ def test_rsv_bits_serialized():
     assert serialize_frame(Frame(Opcode.TEXT, b"", rsv1=True, rsv2=True, rsv3=True))[0] == 0xF1
 
 
-def _mask_implementations():
-    """The pure-Python masking, and the C accelerator when it was built."""
-    implementations = [pytest.param(_xor_mask, id="python")]
+def _mask_implementations(c_name="apply_mask", python=_xor_mask):
+    """The pure-Python function, and the C accelerator's when it was built."""
     try:
-        from simplews._speedups import apply_mask as c_apply_mask
+        from simplews import _speedups as speedups
     except ImportError:
-        c_apply_mask = None
-    implementations.append(pytest.param(c_apply_mask, id="c", marks=pytest.mark.skipif(
-        c_apply_mask is None, reason="simplews._speedups was not built (no compiler)")))
-    return implementations
+        speedups = None
+    c_function = getattr(speedups, c_name, None)
+    return [pytest.param(python, id="python"), pytest.param(c_function, id="c", marks=pytest.mark.skipif(
+        c_function is None, reason="simplews._speedups was not built (no compiler)"))]
+
+
+@pytest.mark.parametrize("mask_frame", _mask_implementations("mask_frame", frames._mask_frame))
+def test_mask_frame_takes_a_key_from_the_pool_or_refills_it(mask_frame):
+    """A client's frame (RFC 6455 §5.3): the header, then a key popped from the pool (a
+    new one from refill() when it is empty), then the payload masked with it."""
+    pool, refills = [b"k111", b"k222"], []
+
+    def refill():
+        refills.append(1)
+        return b"k333"
+
+    pieces = (b"Hello", bytearray(b"Hello"), memoryview(b"xHello")[1:])
+    for data, key in zip(pieces, [b"k222", b"k111", b"k333"]):
+        assert mask_frame(b"\x81\x85", data, pool, refill) == b"\x81\x85" + key + _xor_mask(b"Hello", key)
+    assert pool == [] and refills == [1]
+    payload = random.Random(5).randbytes(70000)  # past the size masked without the GIL
+    frame = mask_frame(b"HDR", payload, [MASK], refill)
+    assert frame == b"HDR" + MASK + _xor_mask(payload, MASK) and type(frame) is bytes
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
+def test_a_forked_child_does_not_reuse_its_parents_masking_keys():
+    frames.refill_masks()
+    assert frames.MASKS
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only with an empty pool
+        os._exit(0 if not frames.MASKS else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert frames.MASKS  # the parent's pool is its own
+
+
+def test_mask_frame_in_c_checks_its_arguments():
+    speedups = pytest.importorskip("simplews._speedups")
+    with pytest.raises(ValueError, match="4 bytes"):
+        speedups.mask_frame(b"H", b"data", [], lambda: b"abc")
+    with pytest.raises(ZeroDivisionError):
+        speedups.mask_frame(b"H", b"data", [], lambda: 1 / 0)
+    with pytest.raises(TypeError):
+        speedups.mask_frame(bytearray(b"H"), b"data", [MASK], None)
+    with pytest.raises(TypeError):
+        speedups.mask_frame(b"H", 42, [MASK], None)
 
 
 @pytest.mark.parametrize("mask_fn", _mask_implementations())
