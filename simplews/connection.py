@@ -96,13 +96,19 @@ class Connection(Transport):
         after ``timeout`` seconds (the connection stays usable), ConnectionClosedOK or
         ConnectionClosedError once closed, ProtocolError (PayloadTooBig) when the peer's
         data fails the connection."""
-        if timeout is None and not self._queue:  # the common case, with one call less
+        event: Optional[Event]  # (None only from the pump in idle mode)
+        queue = self._queue  # the common cases first, with one call less:
+        if queue:  # read ahead (popped without the lock: list.pop is atomic)
+            event = queue.pop(0)
+            if self._handback:  # the queue has room again
+                self._hand_back()
+        elif timeout is None:
             self._read_lock.acquire()  # (not "with": that costs ~90 ns more)
             try:
-                event = self._queue.pop(0) if self._queue else self._pump(None)
+                event = queue.pop(0) if queue else self._pump(None)
             finally:
                 self._read_lock.release()
-            if self._handback:
+            if self._handback:  # the keepalive thread may watch the socket again
                 self._hand_back()
         else:
             event = self._next_data_event(timeout, streaming=False)
