@@ -8,10 +8,11 @@ import random
 import select
 import socket
 import struct
+import sys
 import threading
 import time
 import tracemalloc
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import pytest
 
@@ -438,6 +439,16 @@ def test_large_frames_split_anywhere_then_a_reset_in_one_harm_no_other(start_ser
     peer.close()
 
 
+def _recording(ended: Dict[str, BaseException], name: str, call: Callable[[], object]) -> threading.Thread:
+    """A thread that runs ``call``; what it raises goes to ``ended[name]``."""
+    def run() -> None:
+        try:
+            call()
+        except BaseException as exc:  # noqa: BLE001 (whatever it is, the test looks at it)
+            ended[name] = exc
+    return threading.Thread(target=run)
+
+
 def test_abort_ends_a_reader_inside_a_large_frame_and_a_blocked_sender(connect, raw_server):
     # Combined: one thread is blocked reading a large frame straight into its message's
     # buffer, another is blocked sending to a peer that does not read; a third aborts.
@@ -446,15 +457,7 @@ def test_abort_ends_a_reader_inside_a_large_frame_and_a_blocked_sender(connect, 
     frame = b"".join(bytes(b) for b in peer.protocol.send_data(Opcode.BINARY, bytes(3 << 20)))
     peer.send(frame[:1 << 20])
     ended: Dict[str, BaseException] = {}
-
-    def run(name: str, call) -> None:  # type: ignore[no-untyped-def]
-        try:
-            call()
-        except BaseException as exc:  # noqa: BLE001 (whatever it is, the test looks at it)
-            ended[name] = exc
-
-    threads = [threading.Thread(target=run, args=("reader", ws.recv)),
-               threading.Thread(target=run, args=("sender", lambda: ws.send(BIG)))]
+    threads = [_recording(ended, "reader", ws.recv), _recording(ended, "sender", lambda: ws.send(BIG))]
     for thread in threads:
         thread.start()
     assert wait_for(lambda: ws.protocol.direct is not None)  # the reader is in the frame
@@ -470,4 +473,38 @@ def test_abort_ends_a_reader_inside_a_large_frame_and_a_blocked_sender(connect, 
         assert type(exc) is simplews.ConnectionClosedError, (name, exc)
         assert (exc.code, exc.reason) == (1001, "going away"), (name, exc)
     assert ws.state is simplews.State.CLOSED and ws.close_code == 1001
+    peer.close()
+
+
+def _blocked_in(thread: threading.Thread, function: str) -> bool:
+    """Is ``thread``'s innermost Python frame ``function`` (blocked in a C call there)?"""
+    frame = sys._current_frames().get(thread.ident or -1)
+    return frame is not None and frame.f_code.co_name == function
+
+
+def test_abort_ends_a_blocked_fragmented_send_and_the_sends_queued_behind_it(connect, raw_server):
+    # Combined: a fragmented message is blocked in its first frame (the peer does not
+    # read); a one-frame send() waits behind it (for the writer lock, then for the message
+    # lock) and so does a second fragmented message. An abort from a fourth thread ends
+    # all three at once with its ConnectionClosedError.
+    ws, peer = raw_server.pair(connect, ping_interval=None, compression=None)
+    ended: Dict[str, BaseException] = {}
+    first = _recording(ended, "fragmented", lambda: ws.send([BIG, b"end"]))
+    first.start()
+    assert wait_for(lambda: not select.select([], [ws.socket], [], 0)[1])  # blocked in sendall
+    one_frame = _recording(ended, "one frame", lambda: ws.send("one"))
+    second = _recording(ended, "second", lambda: ws.send([b"a", b"b"]))
+    for thread in (one_frame, second):
+        thread.start()
+    assert wait_for(lambda: _blocked_in(one_frame, "send") and _blocked_in(second, "_send_fragments"))
+    started = time.monotonic()
+    ws.abort(1001, "going away")
+    for thread in (first, one_frame, second):
+        thread.join(TIMEOUT)
+        assert not thread.is_alive()
+    assert time.monotonic() - started < TIMEOUT
+    for name in ("fragmented", "one frame", "second"):
+        exc = ended[name]
+        assert type(exc) is simplews.ConnectionClosedError, (name, exc)
+        assert (exc.code, exc.reason) == (1001, "going away"), (name, exc)
     peer.close()
