@@ -109,15 +109,22 @@ def running_server(handler: Callable[[simplews.Connection], object],
         assert not thread.is_alive()
 
 
+def waiting_at(thread: threading.Thread, function: Callable[..., object], text: str) -> bool:
+    """Is ``thread``'s innermost Python frame ``function`` at its first line holding
+    ``text``: blocked in a C call there (a lock, say)? If that code is rewritten, the
+    test waiting for it fails (wait_for returns False), never passes by chance."""
+    source, first = inspect.getsourcelines(function)
+    line = first + next(i for i, source_line in enumerate(source) if text in source_line)
+    frame = sys._current_frames().get(thread.ident or -1)
+    return frame is not None and frame.f_code is getattr(function, "__code__", None) \
+        and frame.f_lineno == line
+
+
 def keepalive_thread_held_at_its_lock() -> bool:
     """Is the keepalive thread waiting for keepalive._lock (which the test holds)? Holding
     it there makes a race with a reader go one way every time."""
     from simplews import keepalive
-    source, first = inspect.getsourcelines(keepalive._run)
-    line = first + next(i for i, text in enumerate(source) if "with _lock:" in text)
-    frames = sys._current_frames()
-    return any(thread.ident in frames and frames[thread.ident].f_code is keepalive._run.__code__
-               and frames[thread.ident].f_lineno == line
+    return any(waiting_at(thread, keepalive._run, "with _lock:")
                for thread in threading.enumerate() if thread.name == "simplews-keepalive")
 
 

@@ -24,7 +24,7 @@ from simplews.http11 import parse_response
 from simplews.protocol import Close, Fragment, Message, Ping, Pong, Protocol, Side
 from simplews.uri import parse_uri
 
-from support import client_ssl_context, wait_for
+from support import client_ssl_context, wait_for, waiting_at
 from conftest import TIMEOUT, Servers, raw_client
 from pair import deflate_bomb
 
@@ -169,9 +169,8 @@ def test_a_one_frame_send_waits_for_a_fragmented_message_between_its_frames(conn
     def pieces():
         yield "first "
         late.append(threading.Thread(target=ws.send, args=("one frame",)))
-        late[0].start()
-        late[0].join(0.2)  # held: it may only follow the message
-        assert late[0].is_alive()
+        late[0].start()  # held: it may only follow the message
+        assert wait_for(lambda: waiting_at(late[0], simplews.Connection.send, "with self._message_lock:"))
         ws.ping(b"between")
         yield "last"
 

@@ -8,7 +8,6 @@ import random
 import select
 import socket
 import struct
-import sys
 import threading
 import time
 import tracemalloc
@@ -20,7 +19,7 @@ import simplews
 from simplews.frames import MASK_PIECE, Opcode
 from simplews.protocol import DIRECT_MIN, Close, Message, Pong
 
-from support import keepalive_thread_held_at_its_lock, scaled, wait_for
+from support import keepalive_thread_held_at_its_lock, scaled, wait_for, waiting_at
 from conftest import TIMEOUT, raw_client
 
 BIG = bytes(32 << 20)  # far more than loopback's socket buffers: a send() of it blocks
@@ -476,12 +475,6 @@ def test_abort_ends_a_reader_inside_a_large_frame_and_a_blocked_sender(connect, 
     peer.close()
 
 
-def _blocked_in(thread: threading.Thread, function: str) -> bool:
-    """Is ``thread``'s innermost Python frame ``function`` (blocked in a C call there)?"""
-    frame = sys._current_frames().get(thread.ident or -1)
-    return frame is not None and frame.f_code.co_name == function
-
-
 def test_abort_ends_a_blocked_fragmented_send_and_the_sends_queued_behind_it(connect, raw_server):
     # Combined: a fragmented message is blocked in its first frame (the peer does not
     # read); a one-frame send() waits behind it (for the writer lock, then for the message
@@ -496,7 +489,8 @@ def test_abort_ends_a_blocked_fragmented_send_and_the_sends_queued_behind_it(con
     second = _recording(ended, "second", lambda: ws.send([b"a", b"b"]))
     for thread in (one_frame, second):
         thread.start()
-    assert wait_for(lambda: _blocked_in(one_frame, "send") and _blocked_in(second, "_send_fragments"))
+    assert wait_for(lambda: waiting_at(one_frame, simplews.Connection.send, "self._write_lock.acquire()")
+                    and waiting_at(second, simplews.Connection._send_fragments, "with self._message_lock:"))
     started = time.monotonic()
     ws.abort(1001, "going away")
     for thread in (first, one_frame, second):
