@@ -35,7 +35,7 @@ class Transport:
         "socket", "protocol", "request", "response", "subprotocol", "close_timeout",
         "ping_interval", "ping_timeout", "max_queue", "logger", "local_address",
         "remote_address", "latency", "_debug", "_tls", "_read_lock", "_write_lock",
-        "_message_lock", "_state_lock", "_queue", "_read_buffer", "_read_view", "_pings",
+        "_message_lock", "_message_owner", "_state_lock", "_queue", "_read_buffer", "_read_view", "_pings",
         "_closed", "_tcp_closed", "_shut_wr", "_cut", "_close_exc", "_close_deadline",
         "_cause", "_failure_reported", "_handback", "_parse_asked", "_tls_partial", "__dict__",
         "__weakref__",
@@ -65,6 +65,7 @@ class Transport:
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
         self._message_lock = threading.Lock()
+        self._message_owner = 0  # the thread holding it (its send()'s iterable must not send)
         self._state_lock = threading.Lock()
         self._queue: List[Event] = []  # read ahead by the keepalive thread (at most max_queue)
         self._read_buffer: Any = bytearray(SMALL_READ_SIZE)  # large once a read fills it

@@ -43,6 +43,7 @@ on a TLS socket makes it non-blocking for that read, holding the writer lock too
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import struct
@@ -180,14 +181,28 @@ class Connection(Transport):
         self._write_lock.acquire()  # one frame: the writer lock is enough, unless
         if self._message_lock.locked():  # a fragmented message may be between frames
             self._write_lock.release()
-            with self._message_lock:
+            with self._message_turn():
                 self._write_lock.acquire()
                 self._send_frame(opcode, data, True)
         else:
             self._send_frame(opcode, data, True)
 
-    def _send_fragments(self, items: Iterator[Any]) -> None:
+    @contextlib.contextmanager
+    def _message_turn(self) -> Iterator[None]:
+        """Hold the message lock; ConcurrencyError for a send() from the iterable of this
+        thread's own fragmented send(), which would wait for itself forever."""
+        thread = threading.get_ident()
+        if self._message_owner == thread:
+            raise ConcurrencyError("send() called from the iterable of a fragmented send()")
         with self._message_lock:
+            self._message_owner = thread
+            try:
+                yield
+            finally:
+                self._message_owner = 0
+
+    def _send_fragments(self, items: Iterator[Any]) -> None:
+        with self._message_turn():
             previous = next(items, None)
             if previous is None:
                 return

@@ -159,6 +159,9 @@ def test_concurrent_senders_never_interleave_frames(start_server, connect, mixed
     assert len(received) == 8000
 
 
+MESSAGE_TURN = simplews.Connection._message_turn.__wrapped__  # where a sender waits for a message
+
+
 def test_a_one_frame_send_waits_for_a_fragmented_message_between_its_frames(connect, raw_server):
     """send() of one frame takes only the writer lock: while another thread's fragmented
     message is between two frames, it waits for the message's end (its frame between
@@ -170,7 +173,7 @@ def test_a_one_frame_send_waits_for_a_fragmented_message_between_its_frames(conn
         yield "first "
         late.append(threading.Thread(target=ws.send, args=("one frame",)))
         late[0].start()  # held: it may only follow the message
-        assert wait_for(lambda: waiting_at(late[0], simplews.Connection.send, "with self._message_lock:"))
+        assert wait_for(lambda: waiting_at(late[0], MESSAGE_TURN, "with self._message_lock:"))
         ws.ping(b"between")
         yield "last"
 
@@ -179,6 +182,29 @@ def test_a_one_frame_send_waits_for_a_fragmented_message_between_its_frames(conn
     assert peer.next_event() == Ping(b"between")
     assert peer.next_event() == Message("first last")
     assert peer.next_event() == Message("one frame")
+
+
+def test_a_send_from_the_iterable_of_a_fragmented_send_raises_concurrency_error(connect, raw_server):
+    """It would wait for its own message forever: ConcurrencyError instead, for a
+    one-frame and a fragmented send(); the message in progress still ends whole."""
+    ws, peer = raw_server.pair(connect)
+    raised = []
+
+    def pieces():
+        yield "first "
+        for inner in ("one frame", ["frag", "mented"]):
+            with pytest.raises(simplews.ConcurrencyError, match="iterable of a fragmented send"):
+                ws.send(inner)
+            raised.append(inner)
+        yield "last"
+
+    done = threading.Thread(target=ws.send, args=(pieces(),))
+    done.start()
+    done.join(TIMEOUT)
+    assert not done.is_alive() and len(raised) == 2
+    assert peer.next_event() == Message("first last")
+    ws.send("after")
+    assert peer.next_event() == Message("after")
 
 
 def test_recv_timeout_leaves_the_connection_usable(connect, raw_server):

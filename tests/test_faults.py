@@ -490,7 +490,8 @@ def test_abort_ends_a_blocked_fragmented_send_and_the_sends_queued_behind_it(con
     for thread in (one_frame, second):
         thread.start()
     assert wait_for(lambda: waiting_at(one_frame, simplews.Connection.send, "self._write_lock.acquire()")
-                    and waiting_at(second, simplews.Connection._send_fragments, "with self._message_lock:"))
+                    and waiting_at(second, simplews.Connection._message_turn.__wrapped__,
+                                   "with self._message_lock:"))
     started = time.monotonic()
     ws.abort(1001, "going away")
     for thread in (first, one_frame, second):
