@@ -63,6 +63,7 @@ Data = Union[str, bytes]
 _BINARY_TYPES = (bytes, bytearray, memoryview)
 _TEXT, _BINARY, _CONT = Opcode.TEXT.value, Opcode.BINARY.value, Opcode.CONT.value
 _ABNORMAL = CloseCode.ABNORMAL_CLOSURE
+_END = object()  # the end of a fragmented message's items
 _TIMEVAL = struct.Struct("@ll")  # struct timeval (a long and a long, or padded int)
 
 
@@ -209,14 +210,14 @@ class Connection(Transport):
             text = isinstance(previous, str)
             opcode = _TEXT if text else _BINARY
             try:
-                for item in items:
+                last = False
+                while not last:  # each item is sent once the next is known (or the end)
+                    item = next(items, _END)
+                    last = item is _END
                     frame_data = _fragment_bytes(previous, text)
                     self._write_lock.acquire()
-                    self._send_frame(opcode, frame_data, False)
+                    self._send_frame(opcode, frame_data, last)
                     opcode, previous = _CONT, item
-                frame_data = _fragment_bytes(previous, text)
-                self._write_lock.acquire()
-                self._send_frame(opcode, frame_data, True)
             except BaseException as exc:
                 if opcode == _CONT and not isinstance(exc, ConnectionClosed):
                     # A message cut in the middle cannot be finished: whatever stopped the
