@@ -251,11 +251,42 @@ def test_stall_next_times_out_the_client_handshake(fake, connect):
     assert fake.accept(timeout=T).request.path == "/"
 
 
-def test_a_request_that_is_not_a_websocket_handshake_is_answered_426(fake, scheme):
+def raw_client(fake, scheme) -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", fake.port), timeout=T)
     if scheme == "wss":
         sock = client_ssl_context().wrap_socket(sock, server_hostname="127.0.0.1")
-    with sock:
+    return sock
+
+
+HANDSHAKE = (b"GET /%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def test_refusals_go_to_requests_in_the_order_they_are_read(fake, scheme):
+    """Not the order of connection: the client that connected first but sent its request
+    last gets the 101; wait_requests() tells when a request is in."""
+    with raw_client(fake, scheme) as first, raw_client(fake, scheme) as second:
+        fake.refuse_next(503)
+        second.sendall(HANDSHAKE % b"second")
+        assert [r.path for r in fake.wait_requests(1, timeout=T)] == ["/second"]
+        first.sendall(HANDSHAKE % b"first")
+        assert [r.path for r in fake.wait_requests(2, timeout=T)] == ["/second", "/first"]
+        assert second.recv(100).startswith(b"HTTP/1.1 503 ")
+        assert first.recv(100).startswith(b"HTTP/1.1 101 ")
+        assert fake.accept(timeout=T).request.path == "/first"
+
+
+def test_wait_requests_times_out(fake, connect):
+    connect(fake.uri)
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match="1 of 2 handshake requests"):
+        fake.wait_requests(2, timeout=0.05)
+    assert time.monotonic() - started < T
+    assert len(fake.wait_requests(1, timeout=0)) == 1
+
+
+def test_a_request_that_is_not_a_websocket_handshake_is_answered_426(fake, scheme):
+    with raw_client(fake, scheme) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 426 ")
     with pytest.raises(TimeoutError):
@@ -345,17 +376,15 @@ def test_nothing_is_left_after_a_failed_test_with_clients_in_every_state(scheme)
         stalled = socket.create_connection(("127.0.0.1", fake.port))
         if client_context is not None:
             stalled = client_context.wrap_socket(stalled, server_hostname="127.0.0.1")
-        stalled.sendall(b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        stalled.sendall(HANDSHAKE % b"")
         held.append(stalled)
+        fake.wait_requests(2, timeout=T)  # the stall goes to this one, not to a client below
         for _ in range(3):
             held.append(simplews.connect(fake.uri, ssl=client_context, ping_interval=None,
                                          close_timeout=0.5))
         fake.accept(timeout=T).stop_reading()
         fake.accept(timeout=T).drop()
-        deadline = time.monotonic() + T
-        while len(fake.requests) < 5 and time.monotonic() < deadline:  # the stalled one is in
-            time.sleep(0.01)
+        fake.wait_requests(5, timeout=T)
         raise RuntimeError("the test failed midway")
     assert fake_server_threads() == []
     assert set(threading.enumerate()) - threads_before <= {t for t in threading.enumerate()

@@ -227,6 +227,20 @@ class FakeServer:
         with self._cond:
             self._actions.append("stall")
 
+    def wait_requests(self, count: int, timeout: Optional[float] = DEFAULT_TIMEOUT) -> List[Request]:
+        """Wait until ``count`` handshake requests have been read; return them all (TimeoutError
+        if they do not come in time). refuse_next() and stall_next() apply in the order
+        requests are read: with clients connecting at once, wait for one before the next."""
+        deadline = None if timeout is None else monotonic() + timeout
+        with self._cond:
+            while len(self.requests) < count:
+                remaining = None if deadline is None else deadline - monotonic()
+                if remaining is not None and remaining <= 0:
+                    raise TimeoutError(f"{len(self.requests)} of {count} handshake requests "
+                                       f"came to {self.uri} within {timeout} s")
+                self._cond.wait(remaining)
+            return list(self.requests)
+
     def close(self) -> None:
         """Stop accepting, close every connection (those still open get a close frame with
         1001 and ``close_timeout`` to answer it) and join every thread. Idempotent."""
@@ -259,6 +273,7 @@ class FakeServer:
         """Record a handshake request; what it gets instead of a 101, if anything."""
         with self._cond:
             self.requests.append(request)
+            self._cond.notify_all()
             return self._actions.popleft() if self._actions else None
 
     def ready(self, peer: Peer) -> None:
