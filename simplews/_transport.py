@@ -13,7 +13,7 @@ from time import monotonic
 from typing import Any, Dict, Iterable, List, Optional, Tuple, TypeVar, Union, cast
 
 from . import keepalive
-from ._io import (NOW, Deadline, Flag, data_ready, peer_address, recv_now, reset_by_peer,
+from ._io import (NOW, Deadline, Flag, data_ready, recv_now, reset_by_peer, socket_addresses,
                   wait_readable, wait_writable)
 from .exceptions import ConcurrencyError, ConnectionClosed, ProtocolError
 from .frames import CloseCode, next_mask
@@ -45,7 +45,8 @@ class Transport:
                  response: Response, subprotocol: Optional[str] = None,
                  close_timeout: Optional[float] = 10, ping_interval: Optional[float] = 20,
                  ping_timeout: Optional[float] = 20, max_queue: Optional[int] = 16,
-                 logger: Optional[logging.Logger] = None, leftover: bytes = b"") -> None:
+                 logger: Optional[logging.Logger] = None, leftover: bytes = b"",
+                 addresses: Optional[Tuple[Any, Any]] = None) -> None:
         self.socket = sock
         self.protocol = protocol
         self.request = request
@@ -59,8 +60,8 @@ class Transport:
             "simplews.client" if protocol.side is Side.CLIENT else "simplews.server")
         self._debug = self.logger.isEnabledFor(logging.DEBUG)
         self._tls = isinstance(sock, ssl.SSLSocket)
-        self.local_address: Any = sock.getsockname()
-        self.remote_address: Any = peer_address(sock)  # None: reset already
+        # the remote address None: reset already
+        self.local_address, self.remote_address = addresses or socket_addresses(sock)
         self.latency = 0.0  #: Seconds between the last ping and its pong.
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -71,7 +72,7 @@ class Transport:
         self._read_buffer: Any = bytearray(SMALL_READ_SIZE)  # large once a read fills it
         self._read_view: Optional[memoryview] = None  # the large buffer's (a view costs 300 B)
         self._pings: Dict[bytes, Tuple[Union[threading.Event, Flag], float]] = {}
-        self._closed = Flag()  # set once the connection is finished
+        self._closed = Flag.make()  # set once the connection is finished
         self._tcp_closed = False  # the same, as a plain attribute for the hot path
         self._shut_wr = False  # we shut our sending side down (a server's close, §7.1.1)
         self._cut = False  # TCP was cut (abort): finish as soon as the read lock is free

@@ -25,7 +25,7 @@ class Waiter(Protocol):
     """One thread's wait for work: ``(item, thread name)``, None after ``timeout``
     seconds without any, or STOP."""
 
-    def __call__(self, timeout: float) -> Task: ...
+    def wait(self, timeout: float) -> Task: ...
 
     def close(self) -> None: ...
 
@@ -108,7 +108,7 @@ class Workers:
                         with self._lock:
                             self._idle -= 1
                         return
-                task = waiter(self.idle_timeout)
+                task = waiter.wait(self.idle_timeout)
                 if task is STOP:
                     return
                 with self._lock:

@@ -102,9 +102,11 @@ class Endpoint:
             self._reserved -= 1
 
     def _upgrade(self, sock: socket.socket, request: Request, response: Response,
-                 accepted: Accepted, deadline: Optional[float], leftover: bytes = b"") -> Connection:
+                 accepted: Accepted, deadline: Optional[float], leftover: bytes = b"",
+                 addresses: Optional[Tuple[Any, Any]] = None) -> Connection:
         """On a slot from _accept(): write the 101 (RFC 6455 §4.2.2) before ``deadline``
-        and make the server-side Connection, now counted as open; on failure, close ``sock``."""
+        and make the server-side Connection, now counted as open; on failure, close ``sock``.
+        ``addresses``: the socket's (local, peer), if the caller has them (socket_addresses)."""
         try:
             send_head(sock, response.serialize(), deadline)
             if sock.gettimeout() is not None:
@@ -114,7 +116,8 @@ class Endpoint:
             connection = Connection(sock, protocol, request=request, response=response,
                                     subprotocol=accepted.subprotocol, close_timeout=self.close_timeout,
                                     ping_interval=self.ping_interval, ping_timeout=self.ping_timeout,
-                                    max_queue=self.max_queue, logger=self.logger, leftover=leftover)
+                                    max_queue=self.max_queue, logger=self.logger, leftover=leftover,
+                                    addresses=addresses)
         except BaseException:
             self._release_slot()
             sock.close()

@@ -36,8 +36,10 @@ class Headers:
     def __init__(self, items: "Optional[HeadersLike]" = None) -> None:
         self._items: List[Tuple[str, str]] = []  # no index: a connection keeps its headers
         if items is not None:
-            # collections.abc's Mapping: typing's costs a generic-alias check per call
-            pairs = items.items() if isinstance(items, (dict, Headers, abc.Mapping)) else items
+            # a list first: an ABC's isinstance() runs Python code (time, and C stack that
+            # stays resident in each connection's thread); abc's Mapping, not typing's
+            pairs = (items if isinstance(items, list)
+                     else items.items() if isinstance(items, (dict, Headers, abc.Mapping)) else items)
             for name, value in pairs:
                 self.add(name, value)
 

@@ -14,7 +14,7 @@ from time import monotonic
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 from ._io import (format_address, open_unix_socket, peer_address, read_head, send_head, set_nodelay,
-                  wait_readable)
+                  socket_addresses, wait_readable)
 from ._workers import STOP, Task, Workers
 from .connection import Connection
 from .endpoint import Endpoint, Handler, HandshakeInfo
@@ -121,6 +121,7 @@ class Server(Endpoint):
     def _handshake_socket(self, sock: socket.socket, deadline: float) -> Optional[Connection]:
         """The connection, or None once refused; the caller closes ``sock`` unless upgraded."""
         set_nodelay(sock)
+        addresses = socket_addresses(sock)  # here, not in Connection() (see socket_addresses)
         if self.ssl is not None:
             sock = self.ssl.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
             self._set_opening(sock)
@@ -140,7 +141,7 @@ class Server(Endpoint):
             self._refuse(sock, response, deadline)
             return None
         self._end_opening()  # the socket is the connection's now: shutdown() closes it with 1001
-        connection = self._upgrade(sock, request, response, accepted, deadline, leftover)
+        connection = self._upgrade(sock, request, response, accepted, deadline, leftover, addresses)
         if self._stopping.is_set():  # shutdown() raced with this handshake
             connection.close(CloseCode.GOING_AWAY, "server shutting down")
         return connection
@@ -246,7 +247,7 @@ class _Waiter:
             self._wait = selector.select
             self.close = selector.close
 
-    def __call__(self, timeout: float) -> Task:
+    def wait(self, timeout: float) -> Task:
         server = self._server
         deadline = monotonic() + timeout
         while not server._stopping.is_set():

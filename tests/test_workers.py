@@ -40,7 +40,7 @@ class Pool:
         pool.waiters_opened += 1
 
         class QueueWaiter:
-            def __call__(self, timeout):
+            def wait(self, timeout):
                 try:
                     item = pool.items.get(timeout=timeout)
                 except queue.Empty:
