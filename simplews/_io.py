@@ -8,6 +8,7 @@ import os
 import select
 import socket
 import ssl
+import sys
 import threading
 from time import monotonic
 from typing import Any, Callable, Optional, Tuple, TypeVar
@@ -220,8 +221,13 @@ def peer_address(sock: socket.socket) -> Any:
 def socket_addresses(sock: socket.socket) -> Tuple[Any, Any]:
     """(local, peer) addresses. CPython formats each with getnameinfo(), which takes a few
     KiB of C stack: a server calls this where its thread's stack is shallow (not in an
-    __init__), or the page it touches stays resident for the connection's life."""
-    return sock.getsockname(), peer_address(sock)
+    __init__), or the page it touches stays resident for the connection's life. The host
+    strings are shared (interned): a connection keeps them."""
+    return _shared_host(sock.getsockname()), _shared_host(peer_address(sock))
+
+
+def _shared_host(address: Any) -> Any:
+    return (sys.intern(address[0]), *address[1:]) if isinstance(address, tuple) else address
 
 
 _TCP_CLOSE = 7  # Linux's tcpi_state once an RST ended the connection (CLOSE_WAIT, 8, after a FIN)

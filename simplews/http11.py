@@ -28,6 +28,11 @@ def join_values(values: Optional[List[str]], default: Optional[str] = None) -> O
     return ", ".join(values) if values else default
 
 
+def _check_field(name: str, value: str) -> None:
+    if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+        raise ValueError("header names and values cannot contain CR or LF")
+
+
 class Headers:
     """An ordered multi-map of HTTP headers with case-insensitive names."""
 
@@ -40,13 +45,15 @@ class Headers:
             # stays resident in each connection's thread); abc's Mapping, not typing's
             pairs = (items if isinstance(items, list)
                      else items.items() if isinstance(items, (dict, Headers, abc.Mapping)) else items)
-            for name, value in pairs:
-                self.add(name, value)
+            append = self._items.append
+            for item in pairs:
+                name, value = item
+                _check_field(name, value)
+                append(item if type(item) is tuple else (name, value))  # the caller's, shared
 
     def add(self, name: str, value: str) -> None:
         """Append a header (a name may repeat); CR and LF are refused (ValueError)."""
-        if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
-            raise ValueError("header names and values cannot contain CR or LF")
+        _check_field(name, value)
         self._items.append((name, value))
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
@@ -109,6 +116,8 @@ HeadersLike = Union[Headers, Mapping[str, str], Iterable[Tuple[str, str]]]
 class Request:
     """An HTTP request: the client's opening handshake."""
 
+    __slots__ = ("method", "path", "version", "headers")
+
     def __init__(self, path: str, headers: Headers, method: str = "GET",
                  version: str = "HTTP/1.1") -> None:
         self.method = method
@@ -127,6 +136,8 @@ class Request:
 
 class Response:
     """An HTTP response: the server's answer to the opening handshake, or a refusal."""
+
+    __slots__ = ("status", "reason", "headers", "body")
 
     def __init__(self, status: int, reason: str = "", headers: Optional[HeadersLike] = None,
                  body: bytes = b"") -> None:
@@ -199,8 +210,8 @@ def parse_request(buffer: Union[bytes, bytearray]) -> Optional[Tuple[Request, in
     parts = start.decode("latin-1").split(" ")
     if len(parts) != 3 or not parts[2].startswith("HTTP/"):
         raise InvalidHandshake(f"invalid request line {start[:80]!r}")
-    method, path, version = parts
-    return Request(path, _parse_headers(block), method, version), size
+    method, path, version = parts  # "GET" and "HTTP/1.1" shared: a connection keeps its request
+    return Request(path, _parse_headers(block), sys.intern(method), sys.intern(version)), size
 
 
 def parse_response(buffer: Union[bytes, bytearray],

@@ -16,6 +16,24 @@ def test_headers_are_case_insensitive_multimap():
         headers.add("X-Evil", "a\r\nb")
 
 
+@pytest.mark.parametrize("items", [[("X-Evil", "a\r\nb")], {"X\nEvil": "a"}, (("X", "\r"),)])
+def test_headers_refuse_cr_and_lf_from_the_constructor_too(items):
+    with pytest.raises(ValueError, match="CR or LF"):
+        Headers(items)
+
+
+def test_headers_share_the_callers_tuples_and_requests_their_common_strings():
+    """A server keeps each connection's request and response: what every connection has
+    in common is one object, not one per connection."""
+    upgrade = ("Upgrade", "websocket")
+    assert Headers([upgrade]).items()[0] is upgrade
+    assert Headers([["Upgrade", "websocket"]]).items() == [upgrade]  # a list pair: a tuple made
+    data = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
+    first, second = parse_request(bytearray(data))[0], parse_request(bytearray(data))[0]
+    assert first.method is second.method and first.version is second.version
+    assert first.headers.items()[0][1] is second.headers.items()[0][1]
+
+
 def test_headers_by_name_lower_cases_names_and_keeps_every_value_in_order():
     headers = Headers([("Host", "a"), ("X-A", "1"), ("x-a", "2"), ("X-a", "")])
     assert headers.by_name() == {"host": ["a"], "x-a": ["1", "2", ""]}

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from simplews._io import open_tcp_socket, read_head, send_head, wait_readable, wait_writable
+from simplews._io import (open_tcp_socket, read_head, send_head, socket_addresses, wait_readable,
+                          wait_writable)
 from simplews.http11 import parse_request
 
 from conftest import TIMEOUT
@@ -152,3 +153,19 @@ def test_open_tcp_socket_refused_raises_and_closes_its_socket():
         with pytest.raises(ConnectionRefusedError):
             open_tcp_socket("127.0.0.1", port, TIMEOUT)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_socket_addresses_share_their_host_strings():
+    """(local, peer), the hosts one object across connections (a server keeps them all)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        clients = [socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) for _ in range(2)]
+        accepted = [listener.accept()[0] for _ in clients]
+        try:
+            (local1, peer1), (local2, peer2) = map(socket_addresses, accepted)
+            assert local1 == local2 == ("127.0.0.1", port)
+            assert peer1 == clients[0].getsockname() and peer2 == clients[1].getsockname()
+            assert local1[0] is local2[0] is peer1[0] is peer2[0]
+        finally:
+            for sock in clients + accepted:
+                sock.close()
