@@ -116,7 +116,9 @@ HeadersLike = Union[Headers, Mapping[str, str], Iterable[Tuple[str, str]]]
 class Request:
     """An HTTP request: the client's opening handshake."""
 
-    __slots__ = ("method", "path", "version", "headers")
+    __slots__ = {"method": "``GET`` for a WebSocket handshake.",
+                 "path": "The request target: path and query (``/chat?room=1``).",
+                 "version": "``HTTP/1.1``.", "headers": "The request's :class:`Headers`."}
 
     def __init__(self, path: str, headers: Headers, method: str = "GET",
                  version: str = "HTTP/1.1") -> None:
@@ -137,7 +139,9 @@ class Request:
 class Response:
     """An HTTP response: the server's answer to the opening handshake, or a refusal."""
 
-    __slots__ = ("status", "reason", "headers", "body")
+    __slots__ = {"status": "The status code: 101 when the connection is upgraded.",
+                 "reason": "The reason phrase (``Switching Protocols``).",
+                 "headers": "The response's :class:`Headers`.", "body": "The body (bytes)."}
 
     def __init__(self, status: int, reason: str = "", headers: Optional[HeadersLike] = None,
                  body: bytes = b"") -> None:
