@@ -36,10 +36,13 @@ def _check_field(name: str, value: str) -> None:
 class Headers:
     """An ordered multi-map of HTTP headers with case-insensitive names."""
 
-    __slots__ = ("_items",)
+    __slots__ = ("_items", "_lines")
 
     def __init__(self, items: "Optional[HeadersLike]" = None) -> None:
         self._items: List[Tuple[str, str]] = []  # no index: a connection keeps its headers
+        # A parsed block, split into _items at first use: a connection keeps its handshake's
+        # headers, one string (~200 B) where the split pairs cost ~650 (by_name() reads it).
+        self._lines: Optional[str] = None
         if items is not None:
             # a list first: an ABC's isinstance() runs Python code (time, and C stack that
             # stays resident in each connection's thread); abc's Mapping, not typing's
@@ -54,7 +57,12 @@ class Headers:
     def add(self, name: str, value: str) -> None:
         """Append a header (a name may repeat); CR and LF are refused (ValueError)."""
         _check_field(name, value)
-        self._items.append((name, value))
+        self._pairs().append((name, value))
+
+    def _pairs(self) -> List[Tuple[str, str]]:
+        if self._lines is not None:
+            self._items, self._lines = _split_lines(self._lines), None
+        return self._items
 
     def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The values of ``name`` as one (see join_values), or ``default``."""
@@ -63,12 +71,12 @@ class Headers:
     def get_all(self, name: str) -> List[str]:
         """Every value of ``name`` (any case), in order; [] if none."""
         name = name.lower()
-        return [value for key, value in self._items if key.lower() == name]
+        return [value for key, value in self._pairs() if key.lower() == name]
 
     def by_name(self) -> Dict[str, List[str]]:
         """Every value by lower-cased name, in order: one pass for many lookups."""
         index: Dict[str, List[str]] = {}
-        for key, value in self._items:
+        for key, value in self._items if self._lines is None else _split_lines(self._lines):
             index.setdefault(key.lower(), []).append(value)
         return index
 
@@ -84,30 +92,30 @@ class Headers:
 
     def __delitem__(self, name: str) -> None:
         lower = name.lower()
-        self._items = [(k, v) for k, v in self._items if k.lower() != lower]
+        self._items = [(k, v) for k, v in self._pairs() if k.lower() != lower]
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and bool(self.get_all(name))
 
     def __iter__(self) -> Iterator[str]:
-        return iter(name for name, _ in self._items)
+        return iter(name for name, _ in self._pairs())
 
     def __len__(self) -> int:
-        return len(self._items)
+        return len(self._pairs())
 
     def items(self) -> List[Tuple[str, str]]:
         """(name, value) pairs, in order, repeated names included."""
-        return list(self._items)
+        return list(self._pairs())
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Headers) and self._items == other._items
+        return isinstance(other, Headers) and self._pairs() == other._pairs()
 
     def __repr__(self) -> str:
-        return f"Headers({self._items!r})"
+        return f"Headers({self._pairs()!r})"
 
     def serialize(self) -> bytes:
         """The header lines as sent, each ending in CRLF."""
-        return b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in self._items)
+        return b"".join(f"{k}: {v}\r\n".encode("latin-1") for k, v in self._pairs())
 
 
 HeadersLike = Union[Headers, Mapping[str, str], Iterable[Tuple[str, str]]]
@@ -185,14 +193,17 @@ def _parse_headers(block: bytes) -> Headers:
         return headers
     if _HEADER_BLOCK.fullmatch(block) is None:
         raise _invalid_line(block)
-    items = headers._items  # the pattern admits no CR or LF: add()'s check is not needed
-    for line in block.decode("latin-1").split("\r\n"):
-        name, _, value = line.partition(":")
-        value = value.strip(" \t")
-        # Shared (interned) strings: a connection keeps its handshake's headers, most of
-        # them the same on every connection ("Upgrade: websocket"); a long value is not.
-        items.append((sys.intern(name), sys.intern(value) if len(value) <= 64 else value))
+    headers._lines = block.decode("latin-1")  # the pattern admits no CR or LF: no check needed
     return headers
+
+
+def _split_lines(lines: str) -> List[Tuple[str, str]]:
+    """(name, value) pairs of a header block that _HEADER_BLOCK matched."""
+    pairs = []
+    for line in lines.split("\r\n"):
+        name, _, value = line.partition(":")
+        pairs.append((name, value.strip(" \t")))
+    return pairs
 
 
 def _invalid_line(block: bytes) -> InvalidHandshake:

@@ -24,14 +24,38 @@ def test_headers_refuse_cr_and_lf_from_the_constructor_too(items):
 
 def test_headers_share_the_callers_tuples_and_requests_their_common_strings():
     """A server keeps each connection's request and response: what every connection has
-    in common is one object, not one per connection."""
+    in common is one object, not one per connection (a parsed header block is kept as
+    one string until its pairs are asked for)."""
     upgrade = ("Upgrade", "websocket")
     assert Headers([upgrade]).items()[0] is upgrade
     assert Headers([["Upgrade", "websocket"]]).items() == [upgrade]  # a list pair: a tuple made
     data = b"GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"
     first, second = parse_request(bytearray(data))[0], parse_request(bytearray(data))[0]
     assert first.method is second.method and first.version is second.version
-    assert first.headers.items()[0][1] is second.headers.items()[0][1]
+
+
+@pytest.mark.parametrize("first", ["by_name", "add", "del", "len", "iter", "eq", "serialize"])
+def test_parsed_headers_behave_as_their_pairs_whatever_is_asked_first(first):
+    data = b"GET / HTTP/1.1\r\nHost: a\r\nX-A: 1\r\nx-a:\t 2 \r\n\r\n"
+    headers = parse_request(data)[0].headers
+    pairs = [("Host", "a"), ("X-A", "1"), ("x-a", "2")]
+    if first == "by_name":
+        assert headers.by_name() == {"host": ["a"], "x-a": ["1", "2"]}
+    elif first == "add":
+        headers.add("Y", "3")
+        pairs.append(("Y", "3"))
+    elif first == "del":
+        del headers["X-A"]
+        pairs = [("Host", "a")]
+    elif first == "len":
+        assert len(headers) == 3
+    elif first == "iter":
+        assert list(headers) == ["Host", "X-A", "x-a"]
+    elif first == "eq":
+        assert headers == Headers(pairs)
+    else:
+        assert headers.serialize() == b"Host: a\r\nX-A: 1\r\nx-a: 2\r\n"
+    assert headers.items() == pairs and headers.by_name() == Headers(pairs).by_name()
 
 
 def test_headers_by_name_lower_cases_names_and_keeps_every_value_in_order():
