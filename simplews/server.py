@@ -267,7 +267,8 @@ class _Waiter:
                 continue
             if _ACCEPTED_INHERIT_NONBLOCKING:
                 sock.setblocking(True)
-            return sock, f"simplews-{address}"
+            # not f"{address}": a tuple's repr() gives the thread a dict of its own (~300 B)
+            return sock, f"simplews-{format_address(address)}"
         return STOP
 
 

@@ -29,6 +29,13 @@ def test_handler_that_returns_closes_1000(start_server, connect):
     assert ws.close_code == 1000
 
 
+def test_a_handlers_thread_is_named_after_its_peer(start_server, connect, scheme):
+    """host:port, formatted without a tuple's repr() (which would give the thread a dict)."""
+    server = start_server(lambda ws: ws.send(threading.current_thread().name))
+    ws = connect(server)
+    assert ws.recv(timeout=TIMEOUT) == f"simplews-127.0.0.1:{ws.local_address[1]}"
+
+
 def test_handler_that_raises_closes_1011_and_logs(start_server, connect, caplog):
     def broken(ws):
         raise RuntimeError("boom in handler")
@@ -417,7 +424,8 @@ def test_descriptors_stay_bounded_while_serving_and_are_all_released_at_shutdown
 # After the request's method and version, the address strings and the 101's header tuples
 # were shared, and Request and Response got __slots__ (2026-12-07): 3.11 7,866 -> 7,436,
 # 3.12 7,325, 3.13 7,318; then 3.11 7,206 once a parsed header block stayed one string
-# until its pairs are asked for.
+# until its pairs are asked for, 6,962 once a worker's name stopped formatting a tuple (its
+# repr() made the thread a dict of its own).
 def _threads_in(function: str) -> int:
     """How many threads are in ``function`` now (a handler blocked in recv() is in
     _read_once): the frames of a blocked thread are part of what it costs."""
