@@ -11,7 +11,7 @@ import ssl
 import sys
 import threading
 from time import monotonic
-from typing import Any, Callable, Optional, Tuple, TypeVar
+from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
 _HAS_POLL = hasattr(select, "poll")
@@ -221,9 +221,17 @@ def peer_address(sock: socket.socket) -> Any:
 def socket_addresses(sock: socket.socket) -> Tuple[Any, Any]:
     """(local, peer) addresses. CPython formats each with getnameinfo(), which takes a few
     KiB of C stack: a server calls this where its thread's stack is shallow (not in an
-    __init__), or the page it touches stays resident for the connection's life. The host
-    strings are shared (interned): a connection keeps them."""
-    return _shared_host(sock.getsockname()), _shared_host(peer_address(sock))
+    __init__), or the page it touches stays resident for the connection's life. What
+    connections have in common is shared (a connection keeps its addresses): the host
+    strings, and the local address equal to the last one (a server's, usually)."""
+    local = sock.getsockname()
+    last = _last_local[0]
+    if local != last:
+        _last_local[0] = last = _shared_host(local)
+    return last, _shared_host(peer_address(sock))
+
+
+_last_local: List[Any] = [None]
 
 
 def _shared_host(address: Any) -> Any:

@@ -156,7 +156,8 @@ def test_open_tcp_socket_refused_raises_and_closes_its_socket():
 
 
 def test_socket_addresses_share_their_host_strings():
-    """(local, peer), the hosts one object across connections (a server keeps them all)."""
+    """(local, peer), the hosts one object across connections, and a local address equal
+    to the last one that object (a server keeps them all)."""
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]
         clients = [socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT) for _ in range(2)]
@@ -166,6 +167,7 @@ def test_socket_addresses_share_their_host_strings():
             assert local1 == local2 == ("127.0.0.1", port)
             assert peer1 == clients[0].getsockname() and peer2 == clients[1].getsockname()
             assert local1[0] is local2[0] is peer1[0] is peer2[0]
+            assert local1 is local2  # the same local address: one tuple
         finally:
             for sock in clients + accepted:
                 sock.close()
