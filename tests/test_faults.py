@@ -366,12 +366,12 @@ def test_senders_racing_a_clean_close_see_connection_closed_ok(start_server, con
 
 def test_a_large_send_masked_in_pieces_ends_cleanly_when_the_server_fails_it(start_server, connect):
     # The server fails the message at its header (1009) and closes TCP while the client
-    # is still masking and sending 256 KiB pieces: the send (or the next recv) raises a
+    # is still masking and sending pieces (MASK_PIECE): the send (or the next recv) raises a
     # closed connection, nothing hangs, and the server serves the next client.
     server = start_server(max_size=2 * MASK_PIECE)
     ws = connect(server, max_size=None, compression=None)
     with pytest.raises(simplews.ConnectionClosedError) as info:
-        ws.send(bytes(64 * MASK_PIECE))  # 16 MiB: more than the sockets' buffers hold
+        ws.send(bytes(16 * 2**20))  # more than the sockets' buffers hold: many pieces
         ws.recv(timeout=TIMEOUT)
     assert info.value.code in (1006, 1009) and ws.close_code in (1006, 1009), info.value
     assert wait_for(lambda: ws.state is simplews.State.CLOSED)
