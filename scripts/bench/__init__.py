@@ -17,7 +17,7 @@ scale runs N = 100, 200 for 2 s, idle-cpu 500 connections for 5 s):
                 is rtt's
     pipeline    40,000 binary 64-byte messages sent by one thread while the
                 main thread receives the echoes
-    large       16 echoes of a 4 MiB binary message (MiB/s of payload echoed)
+    large       64 echoes of a 4 MiB binary message (MiB/s of payload echoed)
     deflate     2,000 echoes of a 17.5 KiB JSON-like text, permessage-deflate
                 on both sides (16 distinct texts of the same shape, cycled, so
                 context takeover cannot just point at the previous identical

@@ -11,7 +11,7 @@ CACHE = os.path.join(ROOT, ".cache")
 VENV = os.path.join(CACHE, "bench-venv")
 LOGS = os.path.join(CACHE, "bench-logs")
 
-FULL = {"rtt": 10000, "defaults": 10000, "pipeline": 40000, "large": 16, "deflate": 2000,
+FULL = {"rtt": 10000, "defaults": 10000, "pipeline": 40000, "large": 64, "deflate": 2000,
         "handshakes": 300, "idle": 200}
 QUICK = {"rtt": 2000, "defaults": 2000, "pipeline": 8000, "large": 4, "deflate": 250,
          "handshakes": 50, "idle": 50}
