@@ -6,7 +6,9 @@ import queue
 import threading
 import time
 
-from simplews._workers import STOP, Workers
+import pytest
+
+from simplews._workers import STOP, Workers, _let_go_of_start_event
 from conftest import TIMEOUT
 
 
@@ -87,6 +89,22 @@ class Pool:
         assert self.workers.threads() == []
 
 
+@pytest.fixture
+def make_pool():
+    """Pool(**options), stopped and joined at the end of the test even if it failed
+    (its runner thread is not a daemon: left running, it would hold pytest's exit)."""
+    pools = []
+
+    def make(**options) -> Pool:
+        pools.append(Pool(**options))
+        return pools[-1]
+
+    yield make
+    for pool in pools:
+        pool.release.set()
+        pool.stop_and_join()
+
+
 def wait_until(predicate) -> None:
     """Poll internal state (no event to wait on) within TIMEOUT."""
     deadline = time.monotonic() + TIMEOUT
@@ -100,8 +118,8 @@ def idle(workers: Workers) -> int:
         return workers._idle
 
 
-def test_the_thread_that_gets_an_item_serves_it_and_threads_are_reused():
-    pool = Pool(idle_timeout=TIMEOUT)
+def test_the_thread_that_gets_an_item_serves_it_and_threads_are_reused(make_pool):
+    pool = make_pool(idle_timeout=TIMEOUT)
     pool.release.clear()
     pool.feed("a")
     # while a is served, run() starts a thread to wait instead
@@ -122,8 +140,8 @@ def test_the_thread_that_gets_an_item_serves_it_and_threads_are_reused():
     assert pool.waiters_opened == pool.waiters_closed == 2
 
 
-def test_concurrent_items_each_get_their_own_thread():
-    pool = Pool(idle_timeout=TIMEOUT)
+def test_concurrent_items_each_get_their_own_thread(make_pool):
+    pool = make_pool(idle_timeout=TIMEOUT)
     pool.release.clear()
     pool.feed(*range(5))
     wait_until(lambda: len(pool.served) == 5)
@@ -135,16 +153,50 @@ def test_concurrent_items_each_get_their_own_thread():
     pool.stop_and_join()
 
 
-def test_at_most_max_idle_threads_stay():
-    pool = Pool(max_idle=2, idle_timeout=TIMEOUT)
+def test_worker_threads_share_one_start_event_and_still_behave_as_threads(make_pool):
+    # threading.Thread keeps the Event that start() waited on (a Condition, a lock and a
+    # deque, ~1.2 KiB) for the thread's life: one per idle connection of a server.
+    pool = make_pool(idle_timeout=TIMEOUT)
+    pool.release.clear()
+    pool.feed("a", "b")
+    wait_until(lambda: len(pool.served) == 2 and idle(pool.workers) == 1)
+    threads = pool.workers.threads()
+    assert len(threads) == 3 and len({id(thread._started) for thread in threads}) == 1
+    for thread in threads:  # what reads the start event works as before
+        assert thread.is_alive() and "started" in repr(thread)
+        with pytest.raises(RuntimeError):
+            thread.daemon = False  # "cannot set daemon status of active thread"
+    pool.release.set()
+    pool.wait_done(2)
+    pool.stop_and_join()  # join() each, and none is alive after
+    assert not any(thread.is_alive() for thread in threads)
+    assert "stopped" in repr(threads[0])
+
+
+def test_a_start_event_threading_did_not_make_an_event_is_left_alone():
+    thread = threading.Thread(target=lambda: None)
+    thread._started = marker = object()  # as a later Python might have it
+    _let_go_of_start_event(thread)
+    assert thread._started is marker
+    plain = threading.Thread(target=lambda: None)
+    plain.start()
+    own = plain._started
+    _let_go_of_start_event(plain)
+    assert plain._started is not own and plain._started.is_set()
+    plain.join(TIMEOUT)
+    assert not plain.is_alive()
+
+
+def test_at_most_max_idle_threads_stay(make_pool):
+    pool = make_pool(max_idle=2, idle_timeout=TIMEOUT)
     pool.serve_at_once(*range(5))
     wait_until(lambda: len(pool.workers.threads()) == 2)  # the four others exit at once
     assert idle(pool.workers) == 2
     pool.stop_and_join()
 
 
-def test_serving_threads_hold_no_waiter_and_at_most_max_idle_are_kept_spare():
-    pool = Pool(max_idle=2, idle_timeout=TIMEOUT)
+def test_serving_threads_hold_no_waiter_and_at_most_max_idle_are_kept_spare(make_pool):
+    pool = make_pool(max_idle=2, idle_timeout=TIMEOUT)
     pool.release.clear()
     pool.feed(*range(5))
     wait_until(lambda: len(pool.served) == 5 and idle(pool.workers) == 1)
@@ -162,8 +214,8 @@ def test_serving_threads_hold_no_waiter_and_at_most_max_idle_are_kept_spare():
     assert pool.waiters_opened == pool.waiters_closed
 
 
-def test_stop_closes_the_spare_waiter_of_a_thread_still_serving():
-    pool = Pool(idle_timeout=TIMEOUT)
+def test_stop_closes_the_spare_waiter_of_a_thread_still_serving(make_pool):
+    pool = make_pool(idle_timeout=TIMEOUT)
     pool.serve_at_once("first")
     wait_until(lambda: idle(pool.workers) == 2)  # two threads wait, each with its waiter
     pool.release.clear()
@@ -178,8 +230,8 @@ def test_stop_closes_the_spare_waiter_of_a_thread_still_serving():
     assert pool.waiters_opened == pool.waiters_closed
 
 
-def test_idle_threads_leave_after_idle_timeout_but_one_always_waits():
-    pool = Pool(idle_timeout=0.05)
+def test_idle_threads_leave_after_idle_timeout_but_one_always_waits(make_pool):
+    pool = make_pool(idle_timeout=0.05)
     pool.serve_at_once(1, 2, 3)
     wait_until(lambda: len(pool.workers.threads()) == 1)
     assert idle(pool.workers) == 1
@@ -189,8 +241,8 @@ def test_idle_threads_leave_after_idle_timeout_but_one_always_waits():
     pool.stop_and_join()
 
 
-def test_stop_ends_waiting_threads_at_once():
-    pool = Pool(idle_timeout=60)
+def test_stop_ends_waiting_threads_at_once(make_pool):
+    pool = make_pool(idle_timeout=60)
     pool.serve_at_once(1, 2, 3)
     wait_until(lambda: idle(pool.workers) >= 3)  # all waiting (a fourth, if run() was quick)
     started = time.monotonic()
@@ -198,15 +250,15 @@ def test_stop_ends_waiting_threads_at_once():
     assert time.monotonic() - started < TIMEOUT
 
 
-def test_a_stopped_pool_starts_nothing():
-    pool = Pool(idle_timeout=TIMEOUT)
+def test_a_stopped_pool_starts_nothing(make_pool):
+    pool = make_pool(idle_timeout=TIMEOUT)
     pool.stop_and_join()
     pool.workers.run()  # returns at once
     assert pool.workers.threads() == []
 
 
-def test_threads_are_started_by_the_thread_in_run():
-    pool = Pool(idle_timeout=TIMEOUT)
+def test_threads_are_started_by_the_thread_in_run(make_pool):
+    pool = make_pool(idle_timeout=TIMEOUT)
     pool.serve_at_once(1, 2, 3)
     wait_until(lambda: len(pool.spawned_from) == 4)  # three served, one more to wait
     assert set(pool.spawned_from) == {pool.runner.ident}
