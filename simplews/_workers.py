@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import enum
 import threading
-from typing import Any, Callable, List, Literal, Optional, Protocol, Set, Tuple, Union
+from types import FunctionType
+from typing import Any, Callable, Dict, List, Literal, Optional, Protocol, Set, Tuple, Union
 
 __all__ = ["Workers", "Waiter", "Task", "STOP"]
 
@@ -30,18 +31,22 @@ class Waiter(Protocol):
     def close(self) -> None: ...
 
 
-_STARTED = threading.Event()  # what a started thread's start event becomes: set, shared
+_STARTED = threading.Event()  # a started thread's start event: set for good
 _STARTED.set()
+_SHARED: Dict[str, Any] = {"_started": _STARTED}  # by attribute: what every thread shares
 
 
-def _let_go_of_start_event(thread: threading.Thread) -> None:
-    """A started thread keeps for life the Event that start() waited on: a Condition, a
-    lock and an empty deque, ~1.2 KiB of every idle connection's. Once start() returned it
-    is set for good and only read (is_alive(), join(), repr()), so one shared set Event
-    serves every thread. It is CPython's private attribute: left as it is unless it is
-    the Event this expects."""
-    if type(getattr(thread, "_started", None)) is threading.Event:
-        setattr(thread, "_started", _STARTED)  # noqa: B010 (not an attribute typeshed knows)
+def _share_thread_constants(thread: threading.Thread) -> None:
+    """A started threading.Thread keeps two things of its own for life that are the same
+    for every started thread: the Event start() waited on (a Condition, a lock and a
+    deque, ~1.2 KiB), set for good and only read after (is_alive(), join(), repr()), and
+    the function that calls threading.excepthook if run() raises (~430 B; it looks the
+    hook up when called). Every worker thread shares one of each. They are CPython's
+    private attributes: one is left as it is unless it has the type expected."""
+    for name, kind in (("_started", threading.Event), ("_invoke_excepthook", FunctionType)):
+        own = getattr(thread, name, None)
+        if type(own) is kind:
+            setattr(thread, name, _SHARED.setdefault(name, own))
 
 
 class Workers:
@@ -96,7 +101,7 @@ class Workers:
         self._threads.add(thread)
         self._idle += 1
         thread.start()
-        _let_go_of_start_event(thread)
+        _share_thread_constants(thread)
 
     def _take_waiter(self) -> Waiter:
         with self._lock:

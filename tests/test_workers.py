@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from simplews._workers import STOP, Workers, _let_go_of_start_event
+from simplews._workers import STOP, Workers, _share_thread_constants
 from conftest import TIMEOUT
 
 
@@ -155,13 +155,15 @@ def test_concurrent_items_each_get_their_own_thread(make_pool):
 
 def test_worker_threads_share_one_start_event_and_still_behave_as_threads(make_pool):
     # threading.Thread keeps the Event that start() waited on (a Condition, a lock and a
-    # deque, ~1.2 KiB) for the thread's life: one per idle connection of a server.
+    # deque, ~1.2 KiB) and an excepthook caller (~430 B) for the thread's life: one of
+    # each per idle connection of a server.
     pool = make_pool(idle_timeout=TIMEOUT)
     pool.release.clear()
     pool.feed("a", "b")
     wait_until(lambda: len(pool.served) == 2 and idle(pool.workers) == 1)
     threads = pool.workers.threads()
     assert len(threads) == 3 and len({id(thread._started) for thread in threads}) == 1
+    assert len({id(thread._invoke_excepthook) for thread in threads}) == 1
     for thread in threads:  # what reads the start event works as before
         assert thread.is_alive() and "started" in repr(thread)
         with pytest.raises(RuntimeError):
@@ -173,15 +175,38 @@ def test_worker_threads_share_one_start_event_and_still_behave_as_threads(make_p
     assert "stopped" in repr(threads[0])
 
 
-def test_a_start_event_threading_did_not_make_an_event_is_left_alone():
+def test_a_worker_thread_that_raises_reaches_threading_excepthook(make_pool, monkeypatch):
+    caught = queue.Queue()
+    monkeypatch.setattr(threading, "excepthook", lambda args: caught.put(args))
+    pool = make_pool(idle_timeout=TIMEOUT)
+    serve = pool.serve
+
+    def serve_or_raise(item):
+        serve(item)
+        if item == "boom":
+            raise KeyError(item)
+
+    pool.workers._serve = serve_or_raise
+    pool.release.clear()
+    pool.feed("a", "boom")  # two threads: the second shares the first's excepthook caller
+    wait_until(lambda: len(pool.served) == 2)
+    pool.release.set()
+    args = caught.get(timeout=TIMEOUT)
+    served_by = {item: ident for item, ident, _ in pool.served}
+    assert args.exc_type is KeyError and args.thread.ident == served_by["boom"]
+    assert args.thread.name == "simplews-boom"
+
+
+def test_what_threading_did_not_make_as_expected_is_left_alone():
     thread = threading.Thread(target=lambda: None)
     thread._started = marker = object()  # as a later Python might have it
-    _let_go_of_start_event(thread)
-    assert thread._started is marker
+    thread._invoke_excepthook = hook = print
+    _share_thread_constants(thread)
+    assert thread._started is marker and thread._invoke_excepthook is hook
     plain = threading.Thread(target=lambda: None)
     plain.start()
     own = plain._started
-    _let_go_of_start_event(plain)
+    _share_thread_constants(plain)
     assert plain._started is not own and plain._started.is_set()
     plain.join(TIMEOUT)
     assert not plain.is_alive()
