@@ -2,7 +2,10 @@
 item serves it itself; one thread per item at a time, threads reused."""
 from __future__ import annotations
 
+import os
 import queue
+import subprocess
+import sys
 import threading
 import time
 
@@ -195,6 +198,39 @@ def test_a_worker_thread_that_raises_reaches_threading_excepthook(make_pool, mon
     served_by = {item: ident for item, ident, _ in pool.served}
     assert args.exc_type is KeyError and args.thread.ident == served_by["boom"]
     assert args.thread.name == "simplews-boom"
+
+
+FORK_WHILE_SERVING = """
+import os, threading, simplews
+server = simplews.serve(lambda ws: [ws.send(m) for m in ws], "127.0.0.1", 0)
+threading.Thread(target=server.serve_forever, daemon=True).start()
+clients = [simplews.connect(f"ws://127.0.0.1:{server.port}/") for _ in range(3)]
+workers = [t for t in threading.enumerate() if t.name.startswith("simplews-1")]
+assert len(workers) == 3, workers
+pid = os.fork()
+if pid == 0:  # the child: threading's after-fork reset goes through the shared event
+    ok = not any(t.is_alive() for t in workers) and "stopped" in repr(workers[0])
+    fresh = threading.Thread(target=lambda: None)
+    fresh.start()
+    fresh.join(10)
+    os._exit(0 if ok and not fresh.is_alive() and fresh._started is not workers[0]._started else 1)
+_, status = os.waitpid(pid, 0)
+echoed = []
+for ws in clients:
+    ws.send("after fork")
+    echoed.append(ws.recv(timeout=10))
+    ws.close()
+server.shutdown()
+print(os.waitstatus_to_exitcode(status), echoed == ["after fork"] * 3)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork()")
+def test_a_process_forked_while_serving_resets_its_threads_and_serves_on():
+    # In a fresh interpreter (fork() in this one, with its threads, is unsafe).
+    result = subprocess.run([sys.executable, "-c", FORK_WHILE_SERVING], capture_output=True,
+                            text=True, timeout=60)
+    assert result.stdout.split() == ["0", "True"], result.stderr
 
 
 def test_what_threading_did_not_make_as_expected_is_left_alone():
