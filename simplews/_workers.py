@@ -97,7 +97,11 @@ class Workers:
 
     def _spawn(self) -> None:
         """A new thread, counted as idle from now on (``_lock`` held)."""
-        thread = threading.Thread(target=self._run, name="simplews-worker", daemon=True)
+        # The target a plain function, not the bound method self._run: Python 3.13 runs a
+        # bound method given to Thread in a nested C call (an extra 4 KiB page of stack
+        # resident per thread, for life), a function in the same one.
+        thread = threading.Thread(target=Workers._run, args=(self,), name="simplews-worker",
+                                  daemon=True)
         self._threads.add(thread)
         self._idle += 1
         thread.start()
