@@ -28,10 +28,13 @@ class HandshakeInfo:
     """What ``process_request`` and ``select_subprotocol`` get as their connection:
     the request and the addresses, before the upgrade."""
 
-    def __init__(self, server: Any, sock: socket.socket, request: Optional[Request] = None) -> None:
+    def __init__(self, server: Any, sock: socket.socket, request: Optional[Request] = None,
+                 addresses: Optional[Tuple[Any, Any]] = None) -> None:
         self.server = server
         self.request = request
         self._socket = sock
+        if addresses is not None:  # read already (socket_addresses): no system call again
+            self.local_address, self.remote_address = addresses
 
     @functools.cached_property  # looked up when first read: most servers never ask
     def local_address(self) -> Any:

@@ -13,7 +13,7 @@ import threading
 from time import monotonic
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from ._io import (format_address, open_unix_socket, peer_address, read_head, send_head, set_nodelay,
+from ._io import (format_address, open_unix_socket, read_head, send_head, set_nodelay,
                   socket_addresses, wait_readable)
 from ._workers import STOP, Task, Workers
 from .connection import Connection
@@ -132,13 +132,13 @@ class Server(Endpoint):
                 raise TimeoutError("timed out during the TLS handshake") from None
         try:
             request, leftover = read_head(sock, parse_request, deadline, sent=True)
-            response, accepted = self._answer(HandshakeInfo(self, sock, request), request)
+            response, accepted = self._answer(HandshakeInfo(self, sock, request, addresses), request)
         except InvalidHandshake as exc:  # past the header limits (DESIGN §5): 431
             accepted = None
             response = self._handshake.reject(431 if isinstance(exc, HeaderBlockTooLarge) else 400,
                                               str(exc))
         if accepted is None:
-            self._refuse(sock, response, deadline)
+            self._refuse(sock, response, deadline, addresses[1])
             return None
         self._end_opening()  # the socket is the connection's now: shutdown() closes it with 1001
         connection = self._upgrade(sock, request, response, accepted, deadline, leftover, addresses)
@@ -160,7 +160,8 @@ class Server(Endpoint):
             answer = self._handshake.reject(500, "internal server error")
         return answer, None
 
-    def _refuse(self, sock: socket.socket, response: Response, deadline: float) -> None:
+    def _refuse(self, sock: socket.socket, response: Response, deadline: float,
+                remote_address: Any) -> None:
         """Send ``response`` and end our side of the TCP connection."""
         try:
             data = response.serialize()
@@ -168,7 +169,7 @@ class Server(Endpoint):
             self.logger.exception("cannot send the answer of process_request: HTTP 500")
             response = self._handshake.reject(500, "internal server error")
             data = response.serialize()
-        self.logger.info("refused %s: %d %s", format_address(peer_address(sock)), response.status,
+        self.logger.info("refused %s: %d %s", format_address(remote_address), response.status,
                          response.reason)
         with contextlib.suppress(OSError):  # TimeoutError included
             send_head(sock, data, deadline)

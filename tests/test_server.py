@@ -2,6 +2,7 @@
 import gc
 import logging
 import os
+import queue
 import socket
 import struct
 import subprocess
@@ -75,12 +76,15 @@ class _LineSeen(logging.Handler):
 
 @pytest.mark.parametrize("scheme", ["ws"])  # a plain-TCP client
 def test_refusing_a_client_that_reset_is_logged_as_a_refusal(start_server):
-    # getpeername() fails once the peer reset TCP: the refusal's log line must not.
-    asked, reset = threading.Event(), threading.Event()
+    # getpeername() fails once the peer reset TCP: the refusal's log line must not, and
+    # names the peer all the same (its address was read as the connection came in, and
+    # process_request sees that one too).
+    asked, reset, seen = threading.Event(), threading.Event(), []
 
     def process_request(info, request):
         asked.set()
         assert reset.wait(TIMEOUT)
+        seen.append(info.remote_address)
         return simplews.Response(403)
 
     log, watcher = logging.getLogger("simplews.server"), _LineSeen("refused")
@@ -89,6 +93,7 @@ def test_refusing_a_client_that_reset_is_logged_as_a_refusal(start_server):
     try:
         server = start_server(process_request=process_request)
         client = _reset_client_request(server.port)
+        client_address = client.getsockname()
         assert asked.wait(TIMEOUT)
         client.close()  # RST (SO_LINGER 0), delivered before close() returns on loopback
         reset.set()
@@ -96,8 +101,26 @@ def test_refusing_a_client_that_reset_is_logged_as_a_refusal(start_server):
     finally:
         log.removeHandler(watcher)
         log.setLevel(level)
-    assert "refused a peer gone already: 403 Forbidden" in watcher.lines, watcher.lines
+    assert f"refused 127.0.0.1:{client_address[1]}: 403 Forbidden" in watcher.lines, watcher.lines
+    assert seen == [client_address]
     assert not [line for line in watcher.lines if "failed" in line or "unexpected" in line]
+
+
+def test_process_request_sees_the_addresses_the_connection_gets(start_server, connect):
+    infos, handled = [], queue.Queue()
+
+    def process_request(info, request):
+        infos.append(info)
+
+    server = start_server(lambda ws: handled.put(ws) or ws.recv(timeout=TIMEOUT),
+                          process_request=process_request)
+    with connect(server) as ws:
+        conn = handled.get(timeout=TIMEOUT)
+        (info,) = infos
+        assert info.remote_address == conn.remote_address == ws.local_address
+        assert info.local_address == conn.local_address == ws.remote_address
+        # read once, as the connection came in: the same objects, no second system call
+        assert info.remote_address is conn.remote_address and info.local_address is conn.local_address
 
 
 def test_process_request_answers_without_upgrading(start_server, connect, scheme):
