@@ -204,8 +204,8 @@ class Connection(Transport):
 
     def _send_fragments(self, items: Iterator[Any]) -> None:
         with self._message_turn():
-            previous = next(items, None)
-            if previous is None:
+            previous = next(items, _END)
+            if previous is _END:  # an empty iterable: no message
                 return
             text = isinstance(previous, str)
             opcode = _TEXT if text else _BINARY

@@ -21,7 +21,7 @@ from simplews.extensions import DeflateConfig
 from simplews.frames import Opcode
 from simplews.handshake import ClientHandshake
 from simplews.http11 import parse_response
-from simplews.protocol import Close, Fragment, Message, Ping, Pong, Protocol, Side
+from simplews.protocol import Close, Fragment, Message, Ping, Pong, Protocol, Side, State
 from simplews.uri import parse_uri
 
 from support import client_ssl_context, wait_for, waiting_at
@@ -74,6 +74,20 @@ def test_fragmented_send_and_recv_streaming(start_server, connect, raw_server):
     ws.send([b"1", b"2", b"3"])
     peer_events = [peer.next_event(streaming=True) for _ in range(3)]
     assert peer_events == [Fragment(b"1", False), Fragment(b"2", False), Fragment(b"3", True)]
+
+
+def test_a_fragmented_send_checks_its_first_item_and_sends_nothing_for_an_empty_one(
+        connect, raw_server):
+    """None first is a TypeError (it once ended the iterable: nothing sent, no error);
+    an empty iterable sends no message; neither spoils the connection."""
+    ws, peer = raw_server.pair(connect)
+    with pytest.raises(TypeError):
+        ws.send([None, b"x"])
+    ws.send([])
+    ws.send(iter(()))
+    ws.send(b"next")
+    assert peer.next_event() == Message(b"next")
+    assert ws.state is State.OPEN
 
 
 def test_pings_interleave_with_the_fragments_of_a_large_message(start_server, connect, raw_server):
