@@ -254,6 +254,14 @@ def reset_by_peer(sock: socket.socket) -> Optional[OSError]:
     return ConnectionResetError(errno.ECONNRESET, os.strerror(errno.ECONNRESET))
 
 
+def nothing_unread(sock: socket.socket) -> bool:
+    """Has the peer sent nothing that waits unread (or reset the connection)?"""
+    try:
+        return not socket.socket.recv(sock, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except OSError:  # BlockingIOError: nothing pending; else reset: nothing to wait for
+        return True
+
+
 def format_address(address: Any) -> str:
     """``host:port`` (``[host]:port`` for IPv6) for logs; a Unix socket's path (a client's
     is empty: "unix socket"); None: a peer gone already."""

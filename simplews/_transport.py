@@ -13,8 +13,8 @@ from time import monotonic
 from typing import Any, Dict, Iterable, List, Optional, Tuple, TypeVar, Union, cast
 
 from . import keepalive
-from ._io import (NOW, Deadline, Flag, data_ready, recv_now, reset_by_peer, socket_addresses,
-                  wait_readable, wait_writable)
+from ._io import (NOW, Deadline, Flag, data_ready, nothing_unread, recv_now, reset_by_peer,
+                  socket_addresses, wait_readable, wait_writable)
 from .exceptions import ConcurrencyError, ConnectionClosed, ProtocolError
 from .frames import CloseCode, next_mask
 from .http11 import Request, Response
@@ -168,9 +168,7 @@ class Transport:
             if deadline is None:
                 size: Optional[int] = sock.recv_into(buffer)
             elif not deadline.passed():
-                if not data_ready(sock, deadline):
-                    return False
-                size = sock.recv_into(buffer)
+                size = self._recv_by(buffer, deadline)
             else:  # no time to wait: whatever is there (None: nothing)
                 size = self._recv_now(buffer)
         except InterruptedError:
@@ -198,18 +196,30 @@ class Transport:
             self._read_view = memoryview(self._read_buffer)
         return True
 
-    def _recv_now(self, buffer: Any) -> Optional[int]:
+    def _recv_by(self, buffer: Any, deadline: Deadline) -> Optional[int]:
+        """Read once data is there, by ``deadline`` (None: nothing came). TLS: a record
+        begun but not whole is taken in (_recv_now), then the rest awaited: a peer sending
+        half a record cannot hold the reader past the deadline."""
+        while data_ready(self.socket, deadline):
+            if not self._tls:
+                return self.socket.recv_into(buffer)
+            size = self._recv_now(buffer, min(keepalive.TICK, deadline.remaining() or 0.0))
+            if size is not None or deadline.passed():  # (passed: one try, the last)
+                return size
+        return None
+
+    def _recv_now(self, buffer: Any, wait: float = 0.0) -> Optional[int]:
         """Read what is there without waiting (read lock held); None if nothing is. TLS: half
         a record is taken in with the socket non-blocking, under the writer lock too (None
-        while a writer holds it): the peer may not send the rest before its TCP window opens;
-        a peek means nothing until a read ends the record (_tls_partial)."""
+        if a writer holds it for ``wait`` s): the peer may not send the rest before its TCP
+        window opens; a peek means nothing until a read ends the record (_tls_partial)."""
         sock = self.socket
         if not self._tls:
             return recv_now(sock, buffer)
         if not self._tls_partial and data_ready(sock, NOW):
             size: Optional[int] = sock.recv_into(buffer)
         elif (not self._tls_partial and not wait_readable(sock, 0)) \
-                or not self._write_lock.acquire(blocking=False):
+                or not self._write_lock.acquire(timeout=wait):
             return None
         else:
             try:
@@ -238,33 +248,23 @@ class Transport:
         if not self._closed.is_set():
             self._start_closing()
             self._flush_replies(idle)  # a close echo left by the keepalive thread
-        sock, buffer = self.socket, self._read_buffer
-        deadline = self._close_deadline or NOW
+        buffer, deadline = self._read_buffer, self._close_deadline or NOW
         while not self._closed.is_set() and not self._server_may_close_now():
-            try:
-                size = self._recv_now(buffer)  # what is there: often the FIN already
-                if size is None and not idle and not deadline.passed():
-                    if not data_ready(sock, deadline):
-                        break
-                    size = sock.recv_into(buffer)
-                if size is None and idle and not deadline.passed():
-                    return
-                if not size:
-                    break  # nothing in time, or EOF
+            try:  # what is there (often the FIN already), and idle: no wait
+                size = self._recv_now(buffer) if idle else self._recv_by(buffer, deadline)
             except OSError:
                 break
+            if size is None and idle and not deadline.passed():
+                return
+            if not size:
+                break  # nothing in time, or EOF
         self._finish()
 
     def _server_may_close_now(self) -> bool:
         """RFC 6455 §7.1.1: "the server MUST close the underlying TCP connection
         immediately": once our side is shut down and nothing sent is left unread (that
         would reset the connection: a TLS alert after the close is read first)."""
-        if not self._shut_wr or not self.protocol.handshake_done:
-            return False
-        try:
-            return not socket.socket.recv(self.socket, 1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except OSError:  # BlockingIOError: nothing pending; else reset: nothing to wait for
-            return True
+        return self._shut_wr and self.protocol.handshake_done and nothing_unread(self.socket)
 
     def _write(self, buffers: Iterable[Any]) -> bool:
         """The one place that writes to the socket (writer lock held). A failed write

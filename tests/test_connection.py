@@ -24,7 +24,7 @@ from simplews.http11 import parse_response
 from simplews.protocol import Close, Fragment, Message, Ping, Pong, Protocol, Side, State
 from simplews.uri import parse_uri
 
-from support import client_ssl_context, wait_for, waiting_at
+from support import client_ssl_context, scaled, wait_for, waiting_at
 from conftest import TIMEOUT, Servers, raw_client
 from pair import deflate_bomb
 
@@ -341,6 +341,45 @@ def test_the_keepalive_thread_takes_in_half_a_tls_record():
         go.set()
     finally:
         go.set()
+        client.sock.close()
+        servers.stop()
+
+
+def test_recv_with_a_timeout_is_not_held_by_half_a_tls_record():
+    """A handler in recv(timeout) and half a TLS record arrives: the TimeoutError comes at
+    the deadline (a blocking read waited for the rest of the record, without a bound
+    while no ping was due), the connection stays usable, and the message arrives whole
+    once the rest of its record does."""
+    outcomes, timed_out = [], threading.Event()
+
+    def handler(ws):
+        try:
+            ws.recv(timeout=scaled(1.0))
+        except TimeoutError:
+            outcomes.append("timeout")
+        finally:
+            timed_out.set()
+        outcomes.append(ws.recv(timeout=TIMEOUT))
+
+    servers = Servers("wss")
+    server = servers(handler, compression=None, ping_interval=None)
+    client = MemoryTLSClient(server.port)
+    try:
+        handshake = ClientHandshake(parse_uri(server.uri))
+        client.tls.write(handshake.request.serialize())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += client.read()
+        handshake.check_response(parse_response(head)[0])
+        assert wait_for(lambda: server.connections)
+        ws = next(iter(server.connections))
+        assert wait_for(lambda: ws._read_lock.locked())  # the handler is in recv()
+        record = client.record(b"".join(Protocol(Side.CLIENT).send_data(Opcode.TEXT, b"whole")))
+        client.sock.sendall(record[:3])
+        assert timed_out.wait(TIMEOUT) and outcomes == ["timeout"]
+        client.sock.sendall(record[3:])
+        assert wait_for(lambda: len(outcomes) == 2) and outcomes[1] == "whole"
+    finally:
         client.sock.close()
         servers.stop()
 
