@@ -304,6 +304,14 @@ class MemoryTLSClient:
     def read(self) -> bytes:
         return self._retry(lambda: self.tls.read(65536))
 
+    def open_handshake(self, uri: str) -> None:
+        handshake = ClientHandshake(parse_uri(uri))
+        self.tls.write(handshake.request.serialize())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += self.read()
+        handshake.check_response(parse_response(head)[0])
+
 
 def test_the_keepalive_thread_takes_in_half_a_tls_record():
     """Nobody reads on the server and half a TLS record waits in its kernel: the
@@ -315,13 +323,7 @@ def test_the_keepalive_thread_takes_in_half_a_tls_record():
     server = servers(lambda ws: handlers.append(ws) or go.wait(TIMEOUT), compression=None)
     client = MemoryTLSClient(server.port)
     try:
-        handshake = ClientHandshake(parse_uri(server.uri))
-        client.tls.write(handshake.request.serialize())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += client.read()
-        response, used = parse_response(head)
-        handshake.check_response(response)
+        client.open_handshake(server.uri)
         assert wait_for(lambda: handlers)
         protocol = Protocol(Side.CLIENT)
         record = client.record(b"".join(protocol.send_data(Opcode.BINARY, b"m" * 4000)))
@@ -365,12 +367,7 @@ def test_recv_with_a_timeout_is_not_held_by_half_a_tls_record():
     server = servers(handler, compression=None, ping_interval=None)
     client = MemoryTLSClient(server.port)
     try:
-        handshake = ClientHandshake(parse_uri(server.uri))
-        client.tls.write(handshake.request.serialize())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += client.read()
-        handshake.check_response(parse_response(head)[0])
+        client.open_handshake(server.uri)
         assert wait_for(lambda: server.connections)
         ws = next(iter(server.connections))
         assert wait_for(lambda: ws._read_lock.locked())  # the handler is in recv()
