@@ -1,4 +1,5 @@
 """The threaded Connection over real loopback sockets, plain and TLS (issue 3)."""
+import array
 import errno
 import fcntl
 import gc
@@ -76,9 +77,9 @@ def test_fragmented_send_and_recv_streaming(start_server, connect, raw_server):
     assert peer_events == [Fragment(b"1", False), Fragment(b"2", False), Fragment(b"3", True)]
 
 
-def test_a_fragmented_send_checks_its_first_item_and_sends_nothing_for_an_empty_one(
+def test_send_refuses_none_sends_nothing_for_nothing_and_frames_wide_items_by_bytes(
         connect, raw_server):
-    """None first is a TypeError (it once ended the iterable: nothing sent, no error);
+    """None first in an iterable is a TypeError (it once ended it: nothing sent, no error);
     an empty iterable sends no message; neither spoils the connection."""
     ws, peer = raw_server.pair(connect)
     with pytest.raises(TypeError):
@@ -88,6 +89,10 @@ def test_a_fragmented_send_checks_its_first_item_and_sends_nothing_for_an_empty_
     ws.send(b"next")
     assert peer.next_event() == Message(b"next")
     assert ws.state is State.OPEN
+    wide = array.array("I", range(100))  # framed by its bytes, not its items
+    ws.send(memoryview(wide))
+    ws.send([memoryview(wide), b"!"])
+    assert [peer.next_event(), peer.next_event()] == [Message(wide.tobytes()), Message(wide.tobytes() + b"!")]
 
 
 def test_pings_interleave_with_the_fragments_of_a_large_message(start_server, connect, raw_server):

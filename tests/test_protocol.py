@@ -1,3 +1,4 @@
+import array
 import ast
 import pathlib
 import random
@@ -62,6 +63,21 @@ def test_text_and_binary_messages():
     assert feed(p, client_frame(TEXT, "héllo".encode())) == [Message("héllo")]
     assert feed(p, client_frame(BINARY, b"\x00\xff")) == [Message(b"\x00\xff")]
     assert feed(p, client_frame(BINARY, b"")) == [Message(b"")]
+
+
+@pytest.mark.parametrize("config", [None, DeflateConfig()], ids=["plain", "deflate"])
+@pytest.mark.parametrize("size", [4, 40, 40000])  # the small frame path, and the large one
+def test_a_memoryview_of_wide_items_is_framed_by_its_bytes(config, size):
+    """RFC 6455 §5.2: the payload length counts bytes; len() of a memoryview counts items
+    (a 4-byte header for 16 bytes split the stream into garbage frames)."""
+    client, server = make_pair(config)
+    items = array.array("I", range(size))
+    view = memoryview(items)
+    wire = frames_of(client, BINARY, view) + frames_of(client, BINARY, view[:1], fin=False) \
+        + frames_of(client, Opcode.CONT, memoryview(b"ab").cast("B", (1, 2)))
+    assert feed(server, wire) == [Message(items.tobytes()), Message(items[:1].tobytes() + b"ab")]
+    with pytest.raises(TypeError):  # not contiguous: no frame at all
+        client.send_data(BINARY, view[::2])
 
 
 def test_rfc_examples_parsed_by_client():
