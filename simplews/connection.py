@@ -108,6 +108,8 @@ class Connection(Transport):
             self._read_lock.acquire()  # (not "with": that costs ~90 ns more)
             try:
                 event = queue.pop(0) if queue else self._pump(None)
+                if type(event) is not Message:  # (put back before another reader can read)
+                    raise self._streamed(event)
             finally:
                 self._read_lock.release()
             if self._handback:  # the keepalive thread may watch the socket again
@@ -115,8 +117,14 @@ class Connection(Transport):
         else:
             event = self._next_data_event(timeout, streaming=False)
         if type(event) is not Message:
-            raise ConcurrencyError("recv() called while recv_streaming() is in a message")
+            raise self._streamed(event)
         return event.data
+
+    def _streamed(self, event: Optional[Event]) -> ConcurrencyError:
+        """recv() met a piece of a message that recv_streaming() is reading: put it back
+        for recv_streaming() (first in the queue, so nothing is lost or reordered)."""
+        self._queue.insert(0, cast(Event, event))
+        return ConcurrencyError("recv() called while recv_streaming() is in a message")
 
     def recv_streaming(self, timeout: Optional[float] = None) -> Iterator[Data]:
         """The pieces of the next message as they arrive (one per frame, or more when a
@@ -150,9 +158,10 @@ class Connection(Transport):
         if not self._read_lock.acquire(timeout=deadline.lock_timeout()):
             raise TimeoutError("timed out waiting for a message")
         try:
-            if queue:
-                return queue.pop(0)
-            return self._pump(deadline, streaming=streaming)  # type: ignore[return-value]
+            read = queue.pop(0) if queue else self._pump(deadline, streaming=streaming)
+            if not streaming and type(read) is not Message:
+                raise self._streamed(read)
+            return cast(Event, read)
         finally:
             self._read_lock.release()
             if self._handback:  # the keepalive thread may watch the socket again

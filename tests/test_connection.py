@@ -95,6 +95,24 @@ def test_send_refuses_none_sends_nothing_for_nothing_and_frames_wide_items_by_by
     assert [peer.next_event(), peer.next_event()] == [Message(wide.tobytes()), Message(wide.tobytes() + b"!")]
 
 
+@pytest.mark.parametrize("timeout", [None, TIMEOUT])
+def test_recv_in_a_streamed_message_raises_and_loses_nothing(connect, raw_server, timeout):
+    """recv() while recv_streaming() is in a message: ConcurrencyError, and the piece it
+    met stays for recv_streaming() (it was dropped: the message came out without it)."""
+    ws, peer = raw_server.pair(connect)
+    pieces = ws.recv_streaming(timeout=TIMEOUT)
+    peer.send_frame(Opcode.BINARY, b"A", fin=False)
+    assert next(pieces) == b"A"
+    for piece in (b"B", b"C"):
+        peer.send_frame(Opcode.CONT, piece, fin=False)
+        with pytest.raises(simplews.ConcurrencyError):
+            ws.recv(timeout=timeout)
+    peer.send_frame(Opcode.CONT, b"D")
+    assert b"".join(pieces) == b"BCD"
+    peer.send_frame(Opcode.TEXT, b"next")
+    assert ws.recv(timeout=TIMEOUT) == "next"
+
+
 def test_pings_interleave_with_the_fragments_of_a_large_message(start_server, connect, raw_server):
     """While one thread sends 64 MiB as 1024 fragments, another sends 100 pings: the
     peer sees them between the fragments, and the message arrives intact."""
