@@ -34,7 +34,8 @@ Data = Union[bytes, bytearray, memoryview]
 _U64 = struct.Struct("!Q")
 _OK_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
 DIRECT_MIN = 256 * 1024  # a plain frame with this much still to come is read straight in
-#: Each fragment counts at least this many bytes against max_size (bounds the frame count).
+#: Each fragment counts at least this many bytes against max_size (bounds the frame count);
+#: a compressed one this many more than it inflates to.
 MIN_FRAGMENT_COST = 16
 _CONT, _TEXT, _BINARY = Opcode.CONT.value, Opcode.TEXT.value, Opcode.BINARY.value  # plain ints
 _CLOSE, _PING, _PONG = Opcode.CLOSE.value, Opcode.PING.value, Opcode.PONG.value
@@ -307,8 +308,11 @@ class Protocol:
         max_size = self.max_size
         if max_size is None:
             return
-        if length < MIN_FRAGMENT_COST and (opcode == _CONT or not fin):  # bookkeeping costs too
-            self._msg_size += MIN_FRAGMENT_COST - length
+        if opcode == _CONT or not fin:  # bookkeeping costs too: the frame count is bounded
+            if self._msg_compressed:  # (it may inflate to nothing, whatever its length)
+                self._msg_size += MIN_FRAGMENT_COST
+            elif length < MIN_FRAGMENT_COST:
+                self._msg_size += MIN_FRAGMENT_COST - length
         if self._msg_size + (0 if self._msg_compressed else length) > max_size:
             raise PayloadTooBig(f"message over max_size ({max_size} bytes)")
 

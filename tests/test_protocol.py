@@ -310,6 +310,22 @@ def test_tiny_fragments_count_against_max_size(size):
     assert info.value.close_code == 1009
 
 
+def test_compressed_fragments_that_inflate_to_nothing_count_against_max_size():
+    """RFC 7692: four empty stored deflate blocks (20 bytes on the wire) inflate to
+    nothing; such fragments counted nothing, and one message took 100,000 of them."""
+    _, p = make_pair(DeflateConfig(), max_size=1024)
+    empty = b"\x00\x00\x00\xff\xff" * 4
+    data = client_frame(TEXT, empty, fin=False, rsv1=True)
+    data += b"".join(client_frame(CONT, empty, fin=False) for _ in range(1024 // 16))
+    with pytest.raises(PayloadTooBig) as info:
+        feed(p, data)
+    assert info.value.close_code == 1009
+    _, p = make_pair(DeflateConfig(), max_size=1024)  # as many as the bound allows: fine
+    frames = [client_frame(TEXT, empty, fin=False, rsv1=True)]
+    frames += [client_frame(CONT, empty, fin=False) for _ in range(1024 // 16 - 2)]
+    assert feed(p, b"".join(frames) + client_frame(CONT, b"\x03\x00")) == [Message("")]
+
+
 def test_message_of_16_byte_fragments_up_to_max_size_is_accepted():
     p = Protocol(Side.SERVER, max_size=1024)
     frames = [client_frame(TEXT if i == 0 else CONT, b"\xc3\xa9" * 8, fin=i == 63) for i in range(64)]
