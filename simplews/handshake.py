@@ -55,8 +55,11 @@ class ClientHandshake:
             headers.add("Authorization", "Basic " + base64.b64encode(credentials).decode("ascii"))
         if user_agent:
             headers.add("User-Agent", user_agent)
-        for name, value in Headers(additional_headers).items():
-            headers[name] = value  # the caller's headers win over the defaults
+        extra = Headers(additional_headers).items()
+        for name in {name.lower() for name, _ in extra}:
+            del headers[name]  # the caller's headers win over the defaults, all of them:
+        for name, value in extra:  # a name given twice is sent twice (Cookie, say)
+            headers.add(name, value)
         self.request = Request(uri.resource_name, headers)
 
     def check_response(self, response: Response) -> Accepted:

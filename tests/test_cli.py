@@ -215,6 +215,7 @@ def test_headers_subprotocol_and_origin_reach_the_server():
     with running_server(recorder, subprotocols=["chat.v2", "other"]) as server:
         result = run_cli(
             "-H", "X-Token: s3cret", "--header", "X-Other:  two words ",
+            "-H", "Cookie: a=1", "-H", "Cookie: b=2",
             "--subprotocol", "chat.v1", "--subprotocol", "chat.v2",
             "--origin", "https://example.test",
             url(server), input=b"x\n",
@@ -224,6 +225,7 @@ def test_headers_subprotocol_and_origin_reach_the_server():
         headers = ws.request.headers
         assert headers.get("x-token") == "s3cret"
         assert headers.get("X-Other") == "two words"
+        assert headers.get_all("cookie") == ["a=1", "b=2"]  # repeated: both sent
         assert headers.get("Origin") == "https://example.test"
         offered = [p.strip() for p in headers.get("Sec-WebSocket-Protocol").split(",")]
         assert offered == ["chat.v1", "chat.v2"]

@@ -31,6 +31,16 @@ def test_client_request():
     assert client().key != client().key
 
 
+def test_additional_headers_replace_defaults_and_keep_repeated_names():
+    """A name the caller gives replaces the default of that name; a name given twice is
+    sent twice (the second replaced the first: only ``Cookie: b=2`` went out)."""
+    hs = client(origin="http://example.com", additional_headers=[
+        ("Cookie", "a=1"), ("cookie", "b=2"), ("User-Agent", "mine"), ("Origin", "http://other")])
+    h = parse_request(hs.request.serialize())[0].headers
+    assert h.get_all("Cookie") == ["a=1", "b=2"]
+    assert h.get_all("User-Agent") == ["mine"] and h.get_all("Origin") == ["http://other"]
+
+
 def test_basic_auth_from_uri():
     hs = ClientHandshake(parse_uri("ws://al:pw@h/"))
     assert hs.request.headers["Authorization"] == "Basic " + base64.b64encode(b"al:pw").decode()
