@@ -68,10 +68,11 @@ class ClientHandshake:
         if response.status != 101:
             raise InvalidStatus(response)
         fields = response.headers.by_name()
-        for name, token in (("Upgrade", "websocket"), ("Connection", "upgrade")):
-            value = join_values(fields.get(name.lower()))
-            if token not in split_tokens(value):
-                raise InvalidHeader(f"invalid {name} header: {value!r}")
+        upgrade, connection = (join_values(fields.get(name)) for name in ("upgrade", "connection"))
+        if set(split_tokens(upgrade)) != {"websocket"}:  # "websocket" and nothing else
+            raise InvalidHeader(f"invalid Upgrade header: {upgrade!r}")
+        if "upgrade" not in split_tokens(connection):  # a token among others
+            raise InvalidHeader(f"invalid Connection header: {connection!r}")
         if fields.get("sec-websocket-accept") != [accept_key(self.key)]:
             raise InvalidHeader("invalid Sec-WebSocket-Accept header")
         subprotocol = join_values(fields.get("sec-websocket-protocol"))

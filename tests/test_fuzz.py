@@ -1367,7 +1367,8 @@ FAIL_FAMILIES: Dict[str, Dict[str, Callable[[Answer, random.Random], None]]] = {
     },
     "upgrade": {
         "Upgrade missing": lambda a, r: a.remove(b"Upgrade"),
-        "Upgrade: h2c": lambda a, r: a.set(b"Upgrade", r.choice((b"h2c", b"", b"websocket2", b"web socket"))),
+        "Upgrade: h2c": lambda a, r: a.set(b"Upgrade", r.choice((
+            b"h2c", b"", b"websocket2", b"web socket", b"h2c, websocket", b"websocket, TLS/1.2"))),
         "Connection missing": lambda a, r: a.remove(b"Connection"),
         "Connection: close":
             lambda a, r: a.set(b"Connection", r.choice((b"close", b"keep-alive", b"upgrades"))),

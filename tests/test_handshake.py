@@ -137,7 +137,9 @@ def test_client_checks_the_response():
     with pytest.raises(InvalidStatus) as info:
         hs.check_response(Response(403))
     assert info.value.status == 403
-    for name, value in [("Upgrade", "h2c"), ("Connection", "close"), ("Sec-WebSocket-Accept", "bad")]:
+    # RFC 6455 §4.1: Upgrade must match "websocket" (another protocol with it: fail)
+    for name, value in [("Upgrade", "h2c"), ("Upgrade", "h2c, websocket"), ("Upgrade", "websocket, x"),
+                        ("Connection", "close"), ("Sec-WebSocket-Accept", "bad")]:
         headers = Headers(good.items())
         headers[name] = value
         with pytest.raises(InvalidHeader):
