@@ -158,8 +158,8 @@ def _handshake(sock: socket.socket, wsuri: WebSocketURI, handshake: ClientHandsh
             raise
         try:
             response, leftover = read_head(sock, parse_response, deadline)
-        except EOFError:
-            raise InvalidHandshake("the server closed the connection during the handshake") from None
+        except EOFError as exc:  # (the cause: reconnect() retries a connection lost so)
+            raise InvalidHandshake("the server closed the connection during the handshake") from exc
         if response.status != 101:
             response.body = _read_body(sock, response.headers.get("Content-Length"), leftover, deadline)
             raise InvalidStatus(response)

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Optional
 
 from .client import connect
 from .connection import Connection
-from .exceptions import InvalidStatus, ProxyError
+from .exceptions import InvalidHandshake, InvalidStatus, ProxyError
 from .frames import CloseCode
 
 __all__ = ["reconnect"]
@@ -24,9 +24,10 @@ def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
               stable_after: float = 10.0, **connect_options: Any) -> Iterator[Connection]:
     """Yield a connection to ``uri``, and a new one each time the loop asks for the next
     after the previous one closed abnormally (any code but 1000 and 1005: 1001 "going away"
-    included) or could not be opened (OSError, TimeoutError, HTTP 500/502/503/504). The
-    waits between attempts start at ``initial_delay`` seconds and grow by ``factor`` after
-    each failure up to ``max_delay``, each drawn from ``[delay * (1 - jitter), delay]``.
+    included) or could not be opened (OSError, TimeoutError, the connection closed before
+    the answer, HTTP 500/502/503/504). The waits between attempts start at
+    ``initial_delay`` seconds and grow by ``factor`` after each failure up to
+    ``max_delay``, each drawn from ``[delay * (1 - jitter), delay]``.
     A connection that lasted ``stable_after`` seconds (from the handshake to the loop
     asking for the next) is a success: the next attempt is made at once and the waits
     start again; one that ended sooner counts as a failure, so that a server that accepts
@@ -55,8 +56,8 @@ def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
     while True:
         try:
             ws = connect(uri, **connect_options)
-        except (OSError, TimeoutError, InvalidStatus, ProxyError) as exc:
-            if isinstance(exc, InvalidStatus) and exc.status not in RETRY_STATUSES:
+        except (OSError, TimeoutError, InvalidHandshake) as exc:
+            if not _retryable(exc):
                 raise
             failures += 1
             if max_attempts is not None and failures >= max_attempts:
@@ -77,3 +78,13 @@ def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
             delay = initial_delay
         else:
             wait("connection to %s ended after %.2f s (code %s)", uri, lasted, ws.close_code)
+
+
+def _retryable(exc: Exception) -> bool:
+    """Could not open: the connection failed or was lost before the 101 (an EOF then:
+    a server restarting, a balancer without a backend), the proxy failed, or HTTP
+    500/502/503/504; other refusals are final."""
+    if isinstance(exc, InvalidStatus):
+        return exc.status in RETRY_STATUSES
+    return not isinstance(exc, InvalidHandshake) or isinstance(exc, ProxyError) \
+        or isinstance(exc.__cause__, EOFError)

@@ -3,6 +3,7 @@ same port; the loop reconnects with backoff, and stops on a normal close."""
 from __future__ import annotations
 
 import importlib
+import socket
 import subprocess
 import sys
 import threading
@@ -91,6 +92,36 @@ def test_gives_up_after_max_attempts():
         for _ in simplews.reconnect(f"ws://127.0.0.1:{port}/", initial_delay=0.01,
                                     max_attempts=3, open_timeout=TIMEOUT):
             pytest.fail("nothing listens there")
+
+
+def test_a_server_closing_during_the_handshake_is_retried():
+    """A server that reads the request and closes (a restart, a balancer without a
+    backend): retried like a refused connection (it was raised at the first attempt)."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(TIMEOUT)
+    accepted = []
+
+    def close_after_the_request() -> None:
+        for _ in range(3):
+            conn, _ = listener.accept()
+            with conn:
+                conn.settimeout(TIMEOUT)
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += conn.recv(4096)
+                accepted.append(head)
+
+    thread = threading.Thread(target=close_after_the_request)
+    thread.start()
+    try:
+        with pytest.raises(simplews.InvalidHandshake) as info:
+            for _ in simplews.reconnect(f"ws://127.0.0.1:{listener.getsockname()[1]}/", initial_delay=0.01,
+                                        max_attempts=3, open_timeout=TIMEOUT):
+                pytest.fail("the server closes during every handshake")
+        assert len(accepted) == 3 and isinstance(info.value.__cause__, EOFError)
+    finally:
+        thread.join(TIMEOUT)
+        listener.close()
 
 
 def tls_for(uri: str) -> dict:
