@@ -551,6 +551,17 @@ class _Message:
         self.bad = False  # invalid UTF-8 seen
 
 
+def decode_strictly(decoder: codecs.IncrementalDecoder, data: bytes, final: bool) -> None:
+    """decoder.decode(), failing as soon as the bytes it holds can no longer become a
+    character (a surrogate's second byte, ED A0, say), as the server does (RFC 6455 §8.1:
+    fail fast); Python's decoder waits for the rest of the sequence."""
+    decoder.decode(data, final)
+    pending = decoder.getstate()[0]
+    if len(pending) > 1:  # (one byte: its lead was checked already)
+        size = 3 if pending[0] < 0xF0 else 4
+        (pending + b"\x80" * (size - len(pending))).decode("utf-8")  # UnicodeDecodeError
+
+
 def inflate_frame_at_once(inflater, msg: _Message, data: bytes, tail: int, max_size: int):
     """The common case in one call: the frame inflates within the limits, its text is
     valid so far and no final block leaves bytes over. Returns the inflater to go on
@@ -563,7 +574,7 @@ def inflate_frame_at_once(inflater, msg: _Message, data: bytes, tail: int, max_s
         fine = (not inflater.unconsumed_tail and msg.size + len(out) + msg.overhead <= max_size
                 and (not inflater.eof or len(inflater.unused_data) <= tail))
         if fine and msg.decoder is not None:
-            msg.decoder.decode(out, False)
+            decode_strictly(msg.decoder, out, False)
     except (zlib.error, UnicodeDecodeError):
         fine = False
     if not fine:
@@ -711,7 +722,7 @@ def model(wire: bytes, deflate: bool, reset: bool, max_size: int) -> Expect:
                 msg.parts.append(out)
                 if msg.decoder is not None and not msg.bad:
                     try:
-                        msg.decoder.decode(out, False)
+                        decode_strictly(msg.decoder, out, False)
                     except UnicodeDecodeError:
                         msg.bad = True  # the server may see the overflow in the same read
                         errors.add(1007)
@@ -727,7 +738,7 @@ def model(wire: bytes, deflate: bool, reset: bool, max_size: int) -> Expect:
             msg.parts.append(payload)
             if msg.decoder is not None:
                 try:
-                    msg.decoder.decode(payload, last)
+                    decode_strictly(msg.decoder, payload, last)
                 except UnicodeDecodeError:
                     return expect.end("error", start, {1007})  # §8.1
         if not complete:
