@@ -44,6 +44,8 @@ class Server(Endpoint):
                  reuse_port: bool = False, sock: Optional[socket.socket] = None,
                  unix_socket: Optional[str] = None, switch_interval: Optional[float] = None,
                  **options: Any) -> None:
+        if switch_interval is not None and not 0 < switch_interval < float("inf"):  # (NaN too)
+            raise ValueError(f"switch_interval must be a positive number of seconds: {switch_interval!r}")
         super().__init__(handler, **options)
         self.ssl = ssl
         #: sys.setswitchinterval() while serve_forever() runs (None: left alone). Past
@@ -72,11 +74,11 @@ class Server(Endpoint):
         self._stopped.clear()
         self.logger.info("listening on %s", format_address(self.socket.getsockname()))
         previous = sys.getswitchinterval()
-        if self.switch_interval is not None:  # process-wide: only when asked, and restored
-            sys.setswitchinterval(self.switch_interval)
-            self.logger.info("thread switch interval set to %g s (was %g s) while serving",
-                             self.switch_interval, previous)
         try:
+            if self.switch_interval is not None:  # process-wide: only when asked, and restored
+                sys.setswitchinterval(self.switch_interval)
+                self.logger.info("thread switch interval set to %g s (was %g s) while serving",
+                                 self.switch_interval, previous)
             self._workers.run()  # until shutdown()
         finally:
             self._stop_accepting()

@@ -496,6 +496,17 @@ def test_client_unix_socket_nobody_listening(tmp_path):
     assert_one_line_error(result, 4, "cannot connect to ws://localhost/")
 
 
+@pytest.mark.parametrize("args", [("--port", "70000"), ("--port", "-1"), ("--switch-interval", "0"),
+                                  ("--switch-interval", "nan")])
+def test_serve_option_out_of_range_is_a_usage_error(args):
+    """--port 70000 ended in a traceback (exit 1); --switch-interval 0 said it was listening,
+    then its thread died and it exited 0 after 10 s."""
+    result = subprocess.run([sys.executable, "-m", "simplews", "serve", *args], capture_output=True,
+                            timeout=TIMEOUT, env=cli_env(), cwd=str(ROOT))
+    assert result.returncode == 2 and f"argument {args[0]}" in stderr_of(result)
+    assert "Traceback" not in stderr_of(result) and "listening" not in stderr_of(result)
+
+
 def test_serve_port_in_use():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

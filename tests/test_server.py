@@ -353,6 +353,27 @@ def test_switch_interval_is_set_while_serving_and_restored(caplog):
     assert any("switch interval set to 0.05 s" in r.getMessage() for r in caplog.records)
 
 
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf")])
+def test_a_switch_interval_python_refuses_is_refused_at_once_and_cannot_hang_shutdown(bad):
+    """serve(switch_interval=0) listened, then serve_forever() raised before it could
+    say it had stopped: shutdown() waited out close_timeout. Now serve() refuses it; and
+    serve_forever() failing there still leaves shutdown() nothing to wait for."""
+    import sys
+
+    with pytest.raises(ValueError, match="switch_interval"):
+        simplews.serve(lambda ws: None, switch_interval=bad)
+    if not bad <= 0:
+        return  # (Python takes NaN and infinity: no test sets them for the whole process)
+    before = sys.getswitchinterval()
+    server = simplews.serve(lambda ws: None, close_timeout=TIMEOUT)
+    server.switch_interval = bad  # set past the check: what Python refuses
+    with pytest.raises(ValueError):
+        server.serve_forever()
+    started = time.monotonic()
+    server.shutdown()
+    assert time.monotonic() - started < TIMEOUT / 2 and sys.getswitchinterval() == before
+
+
 def test_switch_interval_is_left_alone_by_default(start_server, connect):
     import sys
 

@@ -19,7 +19,7 @@ from ..connection import Connection
 from ..exceptions import ConnectionClosed
 from ..server import Server, serve
 from ..version import __version__
-from .errors import CONNECT, OK, USAGE, describe_close
+from .errors import CONNECT, ERROR, OK, USAGE, describe_close
 
 log = logging.getLogger("simplews.cli")
 
@@ -34,7 +34,7 @@ def parser() -> argparse.ArgumentParser:
                "4 cannot listen on HOST:PORT")
     add = p.add_argument
     add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    add("--port", type=int, default=8765, help="port (default: 8765; 0: any free port)")
+    add("--port", type=_port, default=8765, help="port (default: 8765; 0: any free port)")
     add("--unix-socket", metavar="PATH", help="listen on the Unix socket PATH instead of HOST:PORT")
     add("--tls-cert", metavar="FILE", help="serve wss://: certificate chain (PEM)")
     add("--tls-key", metavar="FILE", help="serve wss://: private key (PEM)")
@@ -43,12 +43,26 @@ def parser() -> argparse.ArgumentParser:
     add("--no-compression", action="store_true", help="refuse permessage-deflate")
     add("--broadcast", action="store_true", help="send each message to every client (the sender too)")
     add("--send-on-connect", metavar="TEXT", help="send TEXT to each client as it connects")
-    add("--switch-interval", type=float, default=0.1, metavar="SECONDS",
+    add("--switch-interval", type=_seconds, default=0.1, metavar="SECONDS",
         help="sys.setswitchinterval() while serving (default 0.1: no GIL thrash past ~1,000 busy "
              "connections; 0.005 is Python's own)")
     add("-v", "--verbose", action="store_true", help="log every frame")
     add("--version", action="version", version=f"simplews {__version__}")
     return p
+
+
+def _port(text: str) -> int:
+    with contextlib.suppress(ValueError):
+        if 0 <= int(text) <= 65535:
+            return int(text)
+    raise argparse.ArgumentTypeError(f"a port is 0 to 65535: {text!r}")
+
+
+def _seconds(text: str) -> float:
+    with contextlib.suppress(ValueError):
+        if 0 < float(text) < float("inf"):  # (NaN is not)
+            return float(text)
+    raise argparse.ArgumentTypeError(f"a positive number of seconds: {text!r}")
 
 
 def echo(args: argparse.Namespace, server: List[Server], ws: Connection) -> None:
@@ -102,11 +116,12 @@ def run(args: argparse.Namespace) -> int:
     log.info("listening on %s (Ctrl-C to stop)", where)
     while not stop and serving.is_alive():
         time.sleep(0.1)  # a signal handler only sets a flag: nothing is interrupted midway
+    failed = not stop  # the server's thread ended by itself (its error is logged)
     log.info("shutting down: closing connections with 1001 (going away)")
     server.shutdown()
     serving.join()
     log.info("stopped")
-    return OK
+    return ERROR if failed else OK
 
 
 def _catch_stop_signals() -> List[int]:
