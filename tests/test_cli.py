@@ -119,6 +119,29 @@ def test_pipe_binary():
         assert result.stdout == b"[binary, 3 bytes] YWJj\n"
 
 
+def test_every_message_sent_before_the_close_echo_is_printed():
+    """At the end of input the client closes once as many messages came as it sent; what
+    the server sends until it echoes the close is printed too (the closing handshake ran
+    in the stdin thread, which read and dropped such messages: 42 to 2,000 of 2,000)."""
+    sent = []
+
+    def burst(ws):
+        ws.recv()
+        with contextlib.suppress(simplews.ConnectionClosed):  # once it has our close
+            for i in range(2000):
+                ws.send(f"m{i}")
+                sent.append(i)
+        for _ in ws:
+            pass
+
+    with running_server(burst) as server:
+        for _ in range(3):
+            sent.clear()
+            result = run_cli(url(server), input=b"go\n")
+            assert result.returncode == 0, stderr_of(result)
+            assert result.stdout.decode().split() == [f"m{i}" for i in sent]
+
+
 def test_server_closes_normally_first():
     def greet_and_close(ws):
         ws.send("hello")

@@ -92,7 +92,8 @@ def parser() -> argparse.ArgumentParser:
     add("--max-size", type=_number(int, "bytes"), metavar="BYTES",
         help="largest message accepted (1 MiB; 0: no limit)")
     add("--wait", type=seconds, metavar="S", help="wait for replies at the end of input (1 second; "
-        "it ends when as many came as were sent); with --once, for the reply (no limit)")
+        "it ends when as many messages came as were sent, a greeting too; what comes until the "
+        "server answers the close is printed too); with --once, for the reply (no limit)")
     add("-k", "--keep-open", action="store_true", help="at the end of input, wait for the server to close")
     add("-1", "--once", action="store_true",
         help="send stdin as one message (without its final newline), print one reply, exit")

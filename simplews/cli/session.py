@@ -160,9 +160,12 @@ class Session:
             self.sent += 1
 
     def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send our close frame; the main thread goes on printing what comes before the
+        server's, and ends with it (ws.close() here would read, and drop, those messages)."""
         serialize_close(code, reason)  # ValueError: a reason over 123 bytes
         self.we_closed = code
-        self.ws.close(code, reason)
+        if not self.ws.send_close(code, reason, self.ws.close_timeout):
+            self.ws.abort(1006, "close timeout: the server takes no close frame")
 
     def replied(self) -> bool:
         """Wait for a reply to each message sent (--wait at most); True if the connection ended."""
