@@ -168,6 +168,20 @@ def test_server_close_ends_the_client_while_stdin_stays_open():
         assert "closed by the server: code 1001 (going away), reason 'restarting'" in err
 
 
+def test_sigterm_closes_cleanly_as_ctrl_c_does_and_exits_143():
+    """SIGTERM killed the client with no close frame (the server saw 1006) and, on a
+    terminal, left echo off; now it ends as Ctrl-C does, with 128 + 15."""
+    recorder = Recorder()
+    with running_server(recorder) as server, cli_process(url(server)) as proc:
+        proc.stdin.write(b"first\n")
+        proc.stdin.flush()
+        assert recorder.messages.get(timeout=TIMEOUT) == "first"
+        assert proc.stdout.readline() == b"first\n"  # the echo printed: past its start
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == 143
+        assert recorder.close_code() == 1000
+
+
 @contextlib.contextmanager
 def cli_process(*args):
     """``python -m simplews ARGS`` with pipes for its stdin, stdout and stderr; killed if

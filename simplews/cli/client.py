@@ -4,9 +4,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import signal
 import ssl
 import sys
-from typing import Any, Callable, Dict, Tuple
+from types import FrameType
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import certifi
 
@@ -16,7 +18,8 @@ from ..exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
 from ..reconnect import reconnect
 from ..uri import parse_uri
 from ..version import __version__
-from .errors import EXIT_CODES, INTERRUPTED, OK, TIMEOUT, USAGE, CliError, by_server, describe_close, fail
+from .errors import (EXIT_CODES, INTERRUPTED, OK, TERMINATED, TIMEOUT, USAGE, CliError, by_server,
+                     describe_close, fail)
 from .session import Console, Session, as_message
 
 DESCRIPTION = """Connect to a WebSocket server.
@@ -127,7 +130,22 @@ def _connect_kwargs(args: argparse.Namespace, secure: bool) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Connect, then run the session (or --once); the exit code."""
+    """Connect, then run the session (or --once); the exit code. SIGTERM ends it as Ctrl-C
+    does (a clean close, the terminal's settings given back), with its own exit code."""
+    terminated: List[int] = []
+
+    def terminate(signum: int, frame: Optional[FrameType]) -> None:
+        terminated.append(signum)
+        signal.signal(signum, signal.SIG_DFL)  # a second one ends the process
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # (only the main thread may set a handler)
+        signal.signal(signal.SIGTERM, terminate)
+    code = _run(args)
+    return TERMINATED if terminated and code == INTERRUPTED else code
+
+
+def _run(args: argparse.Namespace) -> int:
     interactive = not args.once and sys.stdin.isatty() and sys.stdout.isatty()
     console = Console(interactive, args)
     logger = logging.getLogger("simplews")

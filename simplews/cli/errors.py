@@ -13,7 +13,8 @@ from ..exceptions import (ConnectionClosed, ConnectionClosedError, InvalidHandsh
                           InvalidStatus, InvalidURI, PayloadTooBig, ProtocolError, ProxyError, WebSocketError)
 from ..frames import CloseCode
 
-OK, ERROR, USAGE, INVALID_URI, CONNECT, TIMEOUT, TLS, HANDSHAKE, CLOSED, INTERRUPTED = (*range(9), 130)
+OK, ERROR, USAGE, INVALID_URI, CONNECT, TIMEOUT, TLS, HANDSHAKE, CLOSED, INTERRUPTED, TERMINATED = (
+    *range(9), 130, 143)
 
 EXIT_CODES = [
     (OK, "success: clean close (1000 or 1001, from either side) or end of input"),
@@ -26,6 +27,7 @@ EXIT_CODES = [
     (HANDSHAKE, "WebSocket handshake refused (HTTP status shown) or invalid"),
     (CLOSED, "closed by the server with an error code (shown), or abnormally; protocol error"),
     (INTERRUPTED, "interrupted (Ctrl-C)"),
+    (TERMINATED, "terminated (SIGTERM), after closing as Ctrl-C does"),
 ]
 
 
