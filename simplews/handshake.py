@@ -9,7 +9,7 @@ from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 from .exceptions import InvalidHeader, InvalidStatus, NegotiationError
 from .extensions import DeflateConfig, DeflateParams, client_accept, client_offer, server_accept
-from .http11 import Headers, HeadersLike, Request, Response, join_values, split_tokens
+from .http11 import Headers, HeadersLike, Request, Response, is_token, join_values, split_tokens
 from .uri import WebSocketURI
 from .version import __version__
 
@@ -41,6 +41,9 @@ class ClientHandshake:
                  user_agent: Optional[str] = USER_AGENT) -> None:
         self.key = base64.b64encode(os.urandom(16)).decode("ascii")
         self.subprotocols = list(subprotocols or [])
+        for name in self.subprotocols:  # §4.1: each a token ("a,b" would offer two)
+            if not is_token(name):
+                raise ValueError(f"a subprotocol's name is a token (no spaces, commas...): {name!r}")
         self.compression = compression
         headers = Headers([("Host", uri.host_header), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
                            ("Sec-WebSocket-Key", self.key), ("Sec-WebSocket-Version", "13")])
@@ -94,6 +97,9 @@ class ServerHandshake:
                  compression: Optional[DeflateConfig] = None,
                  server_header: Optional[str] = USER_AGENT) -> None:
         self.subprotocols = list(subprotocols or [])
+        for name in self.subprotocols:  # §4.1: each a token ("a,b" would offer two)
+            if not is_token(name):
+                raise ValueError(f"a subprotocol's name is a token (no spaces, commas...): {name!r}")
         self.select_subprotocol = select_subprotocol
         self.origins = origins
         self.compression = compression

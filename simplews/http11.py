@@ -10,12 +10,12 @@ from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple, Uni
 from .exceptions import HeaderBlockTooLarge, InvalidHandshake
 
 __all__ = ["Headers", "HeadersLike", "Request", "Response", "MAX_HEADER_BYTES", "MAX_HEADERS",
-           "join_values", "parse_request", "parse_response", "split_tokens"]
+           "is_token", "join_values", "parse_request", "parse_response", "split_tokens"]
 
 MAX_HEADER_BYTES = 64 * 1024  # DESIGN §5: 64 KiB for the whole header block
 MAX_HEADERS = 256
 
-_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")  # RFC 7230 §3.2.6
 # RFC 7230 §3.2: header-field = field-name ":" OWS field-value OWS, one per line; the
 # whole block is checked in one match, then split (a bad line is looked for only then).
 _FIELD = rb"%s:[\x09\x20-\x7e\x80-\xff]*" % _TOKEN.pattern
@@ -242,6 +242,11 @@ def parse_response(buffer: Union[bytes, bytearray],
         raise InvalidHandshake(f"invalid status line {start[:80]!r}")
     reason = parts[2].decode("latin-1") if len(parts) == 3 else ""
     return Response(int(parts[1]), reason, _parse_headers(block)), size
+
+
+def is_token(text: str) -> bool:
+    """Is ``text`` an HTTP token (RFC 7230 §3.2.6): a subprotocol's name, say?"""
+    return _TOKEN.fullmatch(text.encode("latin-1", "replace")) is not None
 
 
 def split_tokens(value: Optional[str]) -> List[str]:

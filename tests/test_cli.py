@@ -269,10 +269,15 @@ def test_headers_subprotocol_and_origin_reach_the_server():
         assert ws.subprotocol == "chat.v2"
 
 
-def test_bad_header_is_a_usage_error():
-    result = run_cli("-H", "no colon here", "ws://127.0.0.1:9/")
+@pytest.mark.parametrize("option, value, says", [
+    ("-H", "no colon here", "expected 'Name: value'"),
+    ("--origin", "http://a\r\nX-Evil: 1", "cannot contain CR or LF"),  # was 'unexpected error'
+    ("--subprotocol", "a,b", "is a token"), ("--subprotocol", "a b", "is a token"),  # were sent
+    ("--subprotocol", "", "is a token")])
+def test_bad_header_is_a_usage_error(option, value, says):
+    result = run_cli(option, value, "ws://127.0.0.1:9/")
     assert result.returncode == 2
-    assert "expected 'Name: value'" in stderr_of(result)
+    assert says in stderr_of(result)
     assert "Traceback" not in stderr_of(result)
 
 

@@ -41,6 +41,13 @@ def test_additional_headers_replace_defaults_and_keep_repeated_names():
     assert h.get_all("User-Agent") == ["mine"] and h.get_all("Origin") == ["http://other"]
 
 
+@pytest.mark.parametrize("name", ["a,b", "a b", "", "caf\u00e9", "x\r\n"])
+def test_a_subprotocol_that_is_not_a_token_is_refused(name):
+    """RFC 6455 §4.1: each subprotocol is a token; "a,b" went out as two offers."""
+    with pytest.raises(ValueError, match="token"):
+        client(subprotocols=["chat", name])
+
+
 def test_basic_auth_from_uri():
     hs = ClientHandshake(parse_uri("ws://al:pw@h/"))
     assert hs.request.headers["Authorization"] == "Basic " + base64.b64encode(b"al:pw").decode()

@@ -15,6 +15,7 @@ import certifi
 from ..client import connect
 from ..connection import Connection
 from ..exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
+from ..http11 import is_token
 from ..reconnect import reconnect
 from ..uri import parse_uri
 from ..version import __version__
@@ -42,6 +43,18 @@ def _header(text: str) -> Tuple[str, str]:
     return name, value
 
 
+def _subprotocol(text: str) -> str:
+    if not is_token(text):
+        raise argparse.ArgumentTypeError(f"a subprotocol's name is a token (no spaces, commas...): {text!r}")
+    return text
+
+
+def _origin(text: str) -> str:
+    if "\r" in text or "\n" in text:
+        raise argparse.ArgumentTypeError(f"header values cannot contain CR or LF: {text!r}")
+    return text
+
+
 def _number(convert: Callable[[str], float], unit: str, positive: bool = False) -> Callable[[str], float]:
     """An argparse type: a number of ``unit``, >= 0 (> 0 if ``positive``)."""
     def parse(text: str) -> float:
@@ -66,9 +79,9 @@ def parser() -> argparse.ArgumentParser:
     add("url", metavar="URL", help="ws:// or wss:// URL")
     add("-H", "--header", action="append", type=_header, default=[], metavar="'NAME: VALUE'",
         help="extra handshake header (repeatable)")
-    add("--subprotocol", action="append", default=[], metavar="NAME",
+    add("--subprotocol", action="append", type=_subprotocol, default=[], metavar="NAME",
         help="offer a subprotocol (repeatable, preferred first)")
-    add("--origin", metavar="ORIGIN", help="Origin header")
+    add("--origin", type=_origin, metavar="ORIGIN", help="Origin header")
     add("--binary", action="store_true", help="send binary messages instead of text")
     add("--hex", action="store_true", help="each line is hex, sent as a binary message")
     add("--binary-output", choices=("hex", "base64", "raw"), default="hex", help="print received "
