@@ -5,6 +5,7 @@ import contextlib
 import os
 import queue
 import shutil
+import shlex
 import signal
 import socket
 import subprocess
@@ -166,6 +167,20 @@ def test_server_close_ends_the_client_while_stdin_stays_open():
         assert proc.stdout.read() == b"FIRST\n"
         err = proc.stderr.read().decode()
         assert "closed by the server: code 1001 (going away), reason 'restarting'" in err
+
+
+@pytest.mark.parametrize("closed", ["<&-", ">&-"])
+def test_a_closed_stdin_or_stdout_is_empty_input_or_discarded_output(closed):
+    """``simplews URL <&-`` gave a traceback ('NoneType' has no attribute 'isatty') and
+    ``... >&-`` an 'unexpected error': now no input, and output nowhere, as /dev/null."""
+    recorder = Recorder()
+    with running_server(recorder) as server:
+        command = f"{shlex.quote(sys.executable)} -m simplews {url(server)} {closed}"
+        result = subprocess.run(["sh", "-c", ("echo hi | " if closed == ">&-" else "") + command],
+                                capture_output=True, timeout=TIMEOUT, env=cli_env(), cwd=str(ROOT))
+        assert result.returncode == 0, stderr_of(result)
+        assert result.stderr == b"" and recorder.close_code() == 1000
+        assert recorder.received() == (["hi"] if closed == ">&-" else [])
 
 
 def test_sigterm_closes_cleanly_as_ctrl_c_does_and_exits_143():
