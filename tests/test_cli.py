@@ -19,7 +19,7 @@ import pytest
 import simplews
 
 from support import (CERTS, CLI_TIMEOUT, ROOT, assert_one_line_error, cli_env, client_ssl_context,  # noqa: F401
-                     run_cli, running_server, server_ssl_context, stderr_of)
+                     run_cli, running_server, server_ssl_context, stderr_of, wait_for)
 
 TIMEOUT = CLI_TIMEOUT  # every subprocess and every wait here
 
@@ -181,6 +181,27 @@ def test_a_closed_stdin_or_stdout_is_empty_input_or_discarded_output(closed):
         assert result.returncode == 0, stderr_of(result)
         assert result.stderr == b"" and recorder.close_code() == 1000
         assert recorder.received() == (["hi"] if closed == ">&-" else [])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="no /dev/full here")
+def test_an_output_that_cannot_be_written_is_said_so_and_closes_with_1001():
+    """stdout on a full disk was reported as 'cannot connect to URL' (exit 4), and the
+    server saw no close frame."""
+    codes = []
+
+    def greet(ws):
+        ws.send("hello")
+        for _ in ws:
+            pass
+        codes.append(ws.close_code)
+
+    with running_server(greet) as server, open("/dev/full", "wb") as full:
+        result = subprocess.run([sys.executable, "-m", "simplews", "-k", url(server)],
+                                stdin=subprocess.DEVNULL, stdout=full, stderr=subprocess.PIPE,
+                                timeout=TIMEOUT, env=cli_env(), cwd=str(ROOT))
+        assert wait_for(lambda: codes) and codes == [1001]
+    assert result.returncode == 1
+    assert stderr_of(result).strip() == "simplews: cannot write to stdout: No space left on device"
 
 
 def test_sigterm_closes_cleanly_as_ctrl_c_does_and_exits_143():

@@ -19,7 +19,7 @@ from ..connection import Connection
 from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, WebSocketError
 from ..frames import is_valid_close_code, serialize_close
 from ..protocol import Close, Ping, Pong
-from .errors import INTERRUPTED, OK, USAGE, CliError, by_server, describe_close, fail
+from .errors import ERROR, INTERRUPTED, OK, USAGE, CliError, by_server, describe_close, fail
 
 ESC = "\x1b"
 HELP = """/ping [TEXT]            send a ping, print the pong's round-trip time
@@ -241,7 +241,15 @@ class Session:
         try:
             try:
                 while True:
-                    self.console.message(ws.recv())
+                    message = ws.recv()
+                    try:
+                        self.console.message(message)
+                    except BrokenPipeError:
+                        raise
+                    except OSError as exc:  # not the connection's: stdout's (a full disk, say)
+                        with contextlib.suppress(ConnectionClosed, OSError):
+                            ws.close(1001, "cannot write the output")
+                        raise CliError(ERROR, f"cannot write to stdout: {exc.strerror or exc}") from None
                     with self.cond:
                         self.received += 1
                         self.cond.notify_all()
