@@ -34,6 +34,7 @@ Data = Union[bytes, bytearray, memoryview]
 _U64 = struct.Struct("!Q")
 _OK_CODES = (CloseCode.NORMAL_CLOSURE, CloseCode.GOING_AWAY, CloseCode.NO_STATUS_RCVD)
 DIRECT_MIN = 256 * 1024  # a plain frame with this much still to come is read straight in
+DIRECT_MAX_UNLIMITED = 64 << 20  # (into a buffer of its length: without max_size, up to this)
 #: Each fragment counts at least this many bytes against max_size (bounds the frame count);
 #: a compressed one this many more than it inflates to.
 MIN_FRAGMENT_COST = 16
@@ -238,8 +239,9 @@ class Protocol:
                 # buffer instead of one per read and a join (max_size was checked); when
                 # much is still to come, the reads go straight into its buffer.
                 self._frame = frame
-                if available and plain and remaining - available >= DIRECT_MIN:
-                    self._start_direct(remaining)
+                if available and plain and remaining - available >= DIRECT_MIN and (
+                        self.max_size is not None or remaining <= DIRECT_MAX_UNLIMITED):
+                    self._start_direct(remaining)  # (memory for what a header claims: bounded)
                 return None
             # One copy out of the buffer: masking reads straight from it.
             with memoryview(buf) as view, view[:take] as piece:

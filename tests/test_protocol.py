@@ -629,6 +629,25 @@ def test_frames_that_need_checking_as_they_arrive_are_not_read_straight_in():
     assert [type(e) for e in feed(p, frame[:5000])] == [Fragment] and p.direct is None
 
 
+def test_without_max_size_a_claimed_length_past_the_bound_is_not_allocated_at_once():
+    """max_size=None: a header claiming 2**45 bytes had its buffer allocated before any
+    of them came (MemoryError out of recv(); 2**33: 8 GiB of address space). Past
+    DIRECT_MAX_UNLIMITED, memory follows the bytes that arrive."""
+    from simplews.protocol import DIRECT_MAX_UNLIMITED
+    header = client_frame(BINARY, b"")[:1] + bytes([0xFF]) + (1 << 45).to_bytes(8, "big") + bytes(4)
+    p = Protocol(Side.SERVER, max_size=None)
+    tracemalloc.start()
+    try:
+        assert feed(p, header + bytes(300_000)) == [] and p.direct is None
+        assert tracemalloc.get_traced_memory()[1] < 2_000_000
+    finally:
+        tracemalloc.stop()
+    size = DIRECT_MAX_UNLIMITED  # up to the bound, read straight in as before
+    header = client_frame(BINARY, b"")[:1] + bytes([0xFF]) + size.to_bytes(8, "big") + bytes(4)
+    p = Protocol(Side.SERVER, max_size=None)
+    assert feed(p, header + bytes(300_000)) == [] and p.direct is not None
+
+
 def test_switching_to_streaming_during_a_direct_read_loses_nothing():
     payload = random.Random(2).randbytes(1 << 20)
     p = Protocol(Side.SERVER, max_size=None)
