@@ -152,9 +152,14 @@ def run(args: argparse.Namespace) -> int:
         signal.signal(signum, signal.SIG_DFL)  # a second one ends the process
         raise KeyboardInterrupt
 
+    previous: Any = None
     with contextlib.suppress(ValueError):  # (only the main thread may set a handler)
-        signal.signal(signal.SIGTERM, terminate)
-    code = _run(args)
+        previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        code = _run(args)
+    finally:
+        if previous is not None and not terminated:
+            signal.signal(signal.SIGTERM, previous)
     return TERMINATED if terminated and code == INTERRUPTED else code
 
 
