@@ -71,8 +71,10 @@ class Server(Endpoint):
         """Accept connections until shutdown() is called from another thread (or this one
         is interrupted, e.g. by KeyboardInterrupt). The idle worker threads accept (see
         _Waiter); this one starts them."""
-        self._stopped.clear()
+        if self._stopping.is_set():  # (its socket is closed: nothing to serve)
+            raise RuntimeError("serve_forever() after shutdown(): this server is closed")
         self.logger.info("listening on %s", format_address(self.socket.getsockname()))
+        self._stopped.clear()
         previous = sys.getswitchinterval()
         try:
             if self.switch_interval is not None:  # process-wide: only when asked, and restored
@@ -199,7 +201,8 @@ class Server(Endpoint):
             if not connection.send_close(CloseCode.GOING_AWAY, reason, max(0.0, grace - monotonic())):
                 connection.abort(CloseCode.ABNORMAL_CLOSURE, "server shutting down: the writer is blocked")
         for thread in self._workers.threads():
-            thread.join(max(0.0, deadline - monotonic()))
+            if thread is not threading.current_thread():  # (a handler may call shutdown())
+                thread.join(max(0.0, deadline - monotonic()))
         for connection in self.connections:
             connection.abort(CloseCode.GOING_AWAY, reason)
         self.close()

@@ -353,6 +353,42 @@ def test_switch_interval_is_set_while_serving_and_restored(caplog):
     assert any("switch interval set to 0.05 s" in r.getMessage() for r in caplog.records)
 
 
+def test_a_handler_may_shut_the_server_down():
+    """shutdown() from a handler (a "/quit" command) raised RuntimeError (it joined its
+    own thread) and left the listening socket open: new clients timed out."""
+    outcome = []
+
+    def quit_on_message(ws):
+        ws.recv()
+        try:
+            server.shutdown()
+            outcome.append("returned")
+        except BaseException as exc:
+            outcome.append(exc)
+            raise
+
+    server = simplews.serve(quit_on_message, close_timeout=TIMEOUT)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        with simplews.connect(f"ws://127.0.0.1:{server.port}/") as ws:
+            ws.send("quit")
+            with pytest.raises(simplews.ConnectionClosedOK):
+                ws.recv(timeout=TIMEOUT)
+        thread.join(TIMEOUT)
+        assert not thread.is_alive() and wait_for(lambda: outcome) and outcome == ["returned"]
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=TIMEOUT).close()
+        with pytest.raises(RuntimeError, match="after shutdown"):  # (it failed on EBADF, and
+            server.serve_forever()  # the next shutdown() waited out close_timeout)
+        started = time.monotonic()
+        server.shutdown()
+        assert time.monotonic() - started < TIMEOUT / 2
+    finally:
+        server.shutdown()
+        thread.join(TIMEOUT)
+
+
 @pytest.mark.parametrize("bad", [0, -1, float("nan"), float("inf")])
 def test_a_switch_interval_python_refuses_is_refused_at_once_and_cannot_hang_shutdown(bad):
     """serve(switch_interval=0) listened, then serve_forever() raised before it could
