@@ -113,7 +113,8 @@ class ServerHandshake:
         refused = Accepted(None, None)
         fields = request.headers.by_name()
         if request.method != "GET":
-            return self.reject(405, "the opening handshake must be a GET request"), refused
+            return self.reject(405, "the opening handshake must be a GET request",
+                               ("Allow", "GET")), refused  # RFC 7231 §6.5.5: Allow is a MUST
         if request.version != "HTTP/1.1":
             return self.reject(400, "the opening handshake needs HTTP/1.1"), refused
         if len(fields.get("host", ())) != 1:
@@ -127,8 +128,9 @@ class ServerHandshake:
         if len(keys) != 1 or not _is_valid_key(keys[0]):
             return self.reject(400, "missing or invalid Sec-WebSocket-Key"), refused
         if fields.get("sec-websocket-version") != ["13"]:  # §4.2.2: 426 with the versions we support
-            return self.reject(426, "unsupported WebSocket version: 13 expected",
-                               ("Sec-WebSocket-Version", "13")), refused
+            return self.reject(426, "unsupported WebSocket version: 13 expected",  # §4.4; RFC 7231
+                               ("Sec-WebSocket-Version", "13"),  # §6.5.15: a 426 names the
+                               ("Upgrade", "websocket"), ("Connection", "Upgrade")), refused  # upgrade
         if self.origins is not None and join_values(fields.get("origin")) not in self.origins:
             return self.reject(403, "origin not allowed"), refused  # §4.2.2 / §10.2
         response = Response(101, "Switching Protocols", [("Upgrade", "websocket"), ("Connection", "Upgrade"),

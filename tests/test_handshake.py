@@ -94,6 +94,8 @@ def test_server_refusals(changes, status):
     assert response.status == status and accepted == (None, None)
     if "Sec_WebSocket_Version" in changes:
         assert response.headers["Sec-WebSocket-Version"] == "13"
+    if status == 426:  # RFC 7231 §6.5.15: a 426 MUST name the upgrade
+        assert response.headers["Upgrade"] == "websocket" and response.headers["Connection"] == "Upgrade"
 
 
 def test_upgrade_and_connection_are_case_insensitive_token_lists():
@@ -122,7 +124,8 @@ def test_header_names_in_any_case_and_repeated_fields():
 def test_non_get_and_old_http_refused():
     request = request_with()
     request.method = "POST"
-    assert ServerHandshake().accept(request)[0].status == 405
+    response = ServerHandshake().accept(request)[0]
+    assert response.status == 405 and response.headers["Allow"] == "GET"  # RFC 7231 §6.5.5
     request = request_with()
     request.version = "HTTP/1.0"
     assert ServerHandshake().accept(request)[0].status == 400
