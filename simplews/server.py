@@ -56,6 +56,8 @@ class Server(Endpoint):
         if sock is None:
             sock = (_listen_unix(unix_socket, backlog) if unix_socket is not None
                     else _listen(host, port, backlog, reuse_port))
+        elif not _listening(sock):
+            raise ValueError("sock must be listening already (its listen() called)")
         self.socket = sock
         sock.setblocking(False)  # several idle threads may try to accept one connection
         self.unix_socket = unix_socket
@@ -218,7 +220,7 @@ class Server(Endpoint):
         """Close the listening socket (shutdown() does it too); remove the Unix socket's file."""
         for sock in (self.socket, self._wakeup_r, self._wakeup_w):
             sock.close()
-        if self.unix_socket is not None:
+        if self.unix_socket is not None and not self.unix_socket.startswith("\0"):
             with contextlib.suppress(OSError):
                 os.unlink(self.unix_socket)
             self.unix_socket = None
@@ -289,10 +291,15 @@ def _listen(host: Optional[str], port: int, backlog: int, reuse_port: bool) -> s
     return socket.create_server((host, port), family=family, backlog=backlog, reuse_port=reuse_port)
 
 
+def _listening(sock: socket.socket) -> bool:
+    option = getattr(socket, "SO_ACCEPTCONN", None)  # (where there is none: assume so)
+    return option is None or bool(sock.getsockopt(socket.SOL_SOCKET, option))
+
+
 def _listen_unix(path: str, backlog: int) -> socket.socket:
     """A listening Unix socket at ``path``; a stale socket file (nobody listening) is replaced."""
     with contextlib.suppress(FileNotFoundError):
-        if stat.S_ISSOCK(os.stat(path).st_mode):
+        if not path.startswith("\0") and stat.S_ISSOCK(os.stat(path).st_mode):  # ("\0": abstract)
             try:
                 open_unix_socket(path, timeout=1).close()  # someone listens: bind() below fails
             except ConnectionRefusedError:

@@ -6,6 +6,7 @@ import shutil
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 
 import pytest
@@ -320,6 +321,31 @@ def test_unix_socket_stale_file_is_replaced_but_a_live_one_is_not(tmp_path):
     finally:
         server.close()
     assert not os.path.exists(path)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="abstract sockets are Linux's")
+def test_unix_socket_in_the_abstract_namespace():
+    """A name starting with NUL has no file: serve() failed on os.stat() (embedded null
+    byte)."""
+    name = f"\0simplews-test-{os.getpid()}"
+    server = simplews.serve(lambda ws: ws.send("hi"), unix_socket=name)
+    thread = threading.Thread(target=server.serve_forever)
+    thread.start()
+    try:
+        with simplews.connect("ws://localhost/", unix_socket=name, open_timeout=TIMEOUT) as ws:
+            assert ws.recv(timeout=TIMEOUT) == "hi"
+    finally:
+        server.shutdown()
+        thread.join(TIMEOUT)
+
+
+def test_a_socket_given_to_serve_must_be_listening():
+    """Bound but not listening: it logged 'listening on', then 'accept failed' ten times a
+    second until shutdown."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        with pytest.raises(ValueError, match="listening"):
+            simplews.serve(lambda ws: None, sock=sock)
 
 
 # -- broken answers (issue 12, item 1): always an InvalidHandshake ------------------------
