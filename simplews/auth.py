@@ -38,7 +38,10 @@ def basic_auth(credentials: Union[Mapping[str, str], Iterable[Tuple[str, str]], 
     if (credentials is None) == (check_credentials is None):
         raise ValueError("give either credentials or check_credentials")
     known = dict(credentials.items() if isinstance(credentials, Mapping) else credentials or ())
-    challenge = f'Basic realm="{realm}", charset="UTF-8"'
+    if "\r" in realm or "\n" in realm:
+        raise ValueError("a realm cannot contain CR or LF")
+    quoted = realm.replace("\\", "\\\\").replace('"', '\\"')  # RFC 7230 §3.2.6 quoted-string
+    challenge = f'Basic realm="{quoted}", charset="UTF-8"'
 
     def check(username: str, password: str) -> bool:
         if check_credentials is not None:

@@ -29,6 +29,16 @@ def test_basic_auth_needs_one_source_of_truth():
         simplews.basic_auth({"a": "b"}, check_credentials=lambda u, p: True)
 
 
+def test_the_realm_is_a_quoted_string():
+    """RFC 7617 §2: realm is a quoted-string; a quote in it made the header malformed, and
+    CR or LF gave every handshake a 500 instead of an error at once."""
+    refuse = simplews.basic_auth({"a": "b"}, realm='my "realm" \\')
+    response = refuse(None, simplews.Request("/", simplews.Headers()))
+    assert response.headers["WWW-Authenticate"] == 'Basic realm="my \\"realm\\" \\\\", charset="UTF-8"'
+    with pytest.raises(ValueError):
+        simplews.basic_auth({"a": "b"}, realm="x\r\nSet-Cookie: y")
+
+
 def whoami(ws):
     user, _ = simplews.parse_basic_auth(ws.request.headers.get("Authorization"))
     ws.send(user)
