@@ -6,7 +6,8 @@ simplews makes these fixtures available to every test suite.
         peer = ws_fake_server.accept()
         ...
 
-Nothing is imported from simplews until a test asks for one of the fixtures.
+Importing the plugin imports simplews (once per pytest run, some 80 ms); nothing starts
+until a test asks for one of the fixtures.
 """
 from __future__ import annotations
 
