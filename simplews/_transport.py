@@ -197,9 +197,7 @@ class Transport:
         return True
 
     def _recv_by(self, buffer: Any, deadline: Deadline) -> Optional[int]:
-        """Read once data is there, by ``deadline`` (None: nothing came). TLS: a record
-        begun but not whole is taken in (_recv_now), then the rest awaited: a peer sending
-        half a record cannot hold the reader past the deadline."""
+        """Read once data is there, by ``deadline`` (None: nothing came)."""
         while data_ready(self.socket, deadline):
             if not self._tls:
                 return self.socket.recv_into(buffer)
@@ -209,25 +207,27 @@ class Transport:
         return None
 
     def _recv_now(self, buffer: Any, wait: float = 0.0) -> Optional[int]:
-        """Read what is there without waiting (read lock held); None if nothing is. TLS: half
-        a record is taken in with the socket non-blocking, under the writer lock too (None
-        if a writer holds it for ``wait`` s): the peer may not send the rest before its TCP
-        window opens; a peek means nothing until a read ends the record (_tls_partial)."""
+        """Read what is there without waiting (read lock held); None if nothing is. TLS: the
+        socket non-blocking for the read, under the writer lock (if free within ``wait``
+        s): a readable socket may hold half a record (the rest may wait for our reads) or a
+        record without data (a TLS 1.3 KeyUpdate). A writer busy: a whole record, peeked
+        at (valid at a record boundary: _tls_partial), is read blocking (a KeyUpdate then
+        waits for the next record: left as it is)."""
         sock = self.socket
         if not self._tls:
             return recv_now(sock, buffer)
-        if not self._tls_partial and data_ready(sock, NOW):
-            size: Optional[int] = sock.recv_into(buffer)
-        elif (not self._tls_partial and not wait_readable(sock, 0)) \
-                or not self._write_lock.acquire(timeout=wait):
+        if cast(ssl.SSLSocket, sock).pending():  # decrypted already: a blocking read returns
+            return sock.recv_into(buffer)
+        if not wait_readable(sock, 0):
             return None
-        else:
+        if self._write_lock.acquire(timeout=wait):
             try:
                 size = recv_now(sock, buffer)
             finally:
                 self._release_writer(replies=False)
             self._tls_partial = size is None
-        return size
+            return size
+        return sock.recv_into(buffer) if not self._tls_partial and data_ready(sock, NOW) else None
 
     def _handle_control(self, event: Event, idle: bool) -> None:  # (Close: see _pump)
         if self._debug:

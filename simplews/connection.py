@@ -37,9 +37,10 @@ close_timeout bounds the rest: the server closes TCP when the Protocol says so (
 RFC 6455 §7.1.1), the client waits for it, past the deadline TCP is cut. A sender finding
 the connection closing waits for the end (bounded alike) and raises what the closing
 decided. Sockets stay blocking (another thread may be in sendall): timeouts are polls.
-The one exception: a read that must not wait (the keepalive thread's, a deadline passed)
-on a TLS socket makes it non-blocking for that read, holding the writer lock too
-(_recv_now): a half TLS record must be taken in, not peeked at and waited for.
+The one exception: a read that must not wait (the keepalive thread's, a deadline) on a
+TLS socket makes it non-blocking for that read, holding the writer lock too (_recv_now):
+half a TLS record, or a record without data (a KeyUpdate), must be taken in, not waited
+on; while a writer holds the lock, only a whole record, peeked at, is read.
 """
 from __future__ import annotations
 

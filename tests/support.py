@@ -136,3 +136,25 @@ def fuzz_seed(default: Optional[int] = None) -> Optional[int]:
     if value.lower() == "random":
         return random.SystemRandom().randrange(1 << 32)
     return int(value, 0)
+
+
+def send_tls_key_update(sock: ssl.SSLSocket) -> bool:
+    """Send a TLS 1.3 KeyUpdate (RFC 8446 §4.6.3) on ``sock``: a record that carries no
+    application data. The ssl module has no API for it: OpenSSL's SSL_key_update() is
+    called on the SSL* of CPython's _ssl._SSLSocket (its third field, after the object
+    header and the socket's weak reference). False where that cannot be done."""
+    import ctypes
+    import sysconfig
+    import _ssl
+
+    if sys.implementation.name != "cpython" or sysconfig.get_config_var("Py_GIL_DISABLED") \
+            or sock.version() != "TLSv1.3" or not getattr(_ssl, "__file__", None):
+        return False
+    try:
+        lib = ctypes.CDLL(_ssl.__file__)
+        key_update, do_handshake = lib.SSL_key_update, lib.SSL_do_handshake
+    except (OSError, AttributeError):
+        return False
+    key_update.argtypes, do_handshake.argtypes = [ctypes.c_void_p, ctypes.c_int], [ctypes.c_void_p]
+    pointer = ctypes.c_void_p.from_address(id(sock._sslobj) + 3 * ctypes.sizeof(ctypes.c_void_p)).value
+    return key_update(pointer, 0) == 1 and do_handshake(pointer) == 1  # (do_handshake: sent now)

@@ -1,7 +1,10 @@
 """The process-wide keepalive thread (DESIGN §2; issue 3, items 4 and 5)."""
+import fcntl
 import random
 import select
 import selectors
+import struct
+import termios
 import threading
 import time
 
@@ -12,8 +15,8 @@ from simplews.extensions import DeflateConfig
 from simplews.frames import Opcode
 from simplews.protocol import Message, Pong
 
-from support import fuzz_seed, keepalive_thread_held_at_its_lock, scaled, wait_for
-from conftest import TIMEOUT, raw_client
+from support import fuzz_seed, keepalive_thread_held_at_its_lock, scaled, send_tls_key_update, wait_for
+from conftest import TIMEOUT, Servers, raw_client
 
 
 def pong_delays(peer, count=5):
@@ -45,6 +48,47 @@ def test_server_answers_pings_while_the_handler_sleeps(start_server, scheme):
     finally:
         release.set()
         peer.close()
+
+
+@pytest.mark.parametrize("reading", ["nobody", "recv(timeout)"])
+def test_a_tls_record_without_data_blocks_neither_the_keepalive_thread_nor_a_timeout(reading):
+    """A TLS 1.3 KeyUpdate is a whole record with no data: a blocking read of it went on
+    to wait for the next record. The keepalive thread (nobody reading) stalled there,
+    and every connection's pongs with it; recv(timeout=1) stayed blocked."""
+    outcomes, release = [], threading.Event()
+
+    def handler(ws):
+        if reading == "recv(timeout)":
+            try:
+                ws.recv(timeout=scaled(1.0))
+            except TimeoutError:
+                outcomes.append("timeout")
+        release.wait(TIMEOUT)
+
+    servers = [Servers("wss"), Servers("ws")]
+    secure = servers[0](handler, ping_interval=None)
+    plain = servers[1](lambda ws: release.wait(TIMEOUT), ping_interval=None)
+    silent, healthy = raw_client(secure.uri), raw_client(plain.uri)
+    try:
+        assert wait_for(lambda: secure.connections)
+        if not send_tls_key_update(silent.sock):
+            pytest.skip("no TLS 1.3 KeyUpdate from this Python (ctypes, OpenSSL)")
+        if reading == "nobody":  # the keepalive thread takes the record in, then answers
+            server_socket = next(iter(secure.connections)).socket  # other pings at once
+            assert wait_for(lambda: not unread_bytes(server_socket))
+            assert max(pong_delays(healthy, 3)) < scaled(0.5)
+        else:
+            assert wait_for(lambda: outcomes, scaled(3.0)) and outcomes == ["timeout"]
+    finally:
+        release.set()
+        silent.close()
+        healthy.close()
+        for each in servers:
+            each.stop()
+
+
+def unread_bytes(sock) -> int:
+    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
 
 
 def test_data_read_by_the_keepalive_thread_reaches_recv(connect, raw_server):
