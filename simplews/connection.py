@@ -50,8 +50,10 @@ import os
 import struct
 import threading
 from socket import SO_SNDTIMEO, SOL_SOCKET
+from time import monotonic
 from typing import Any, Iterable, Iterator, List, Optional, Union, cast
 
+from . import keepalive
 from ._io import Deadline, wait_writable
 from ._transport import Transport
 from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, ProtocolError
@@ -73,6 +75,7 @@ class Connection(Transport):
     a server's handler receives. send() and ping() are safe from several threads."""
 
     __slots__ = ()
+    _write_by = 0.0  # a broadcast's TLS write must end by then (monotonic; 0: none; see _send_now)
 
     # ----------------------------------------------------------------- state
 
@@ -256,7 +259,8 @@ class Connection(Transport):
         message or writer is busy (``wait``: seconds to wait for them), the socket has no
         room or the connection is closing. ``frame``: the message framed for a server
         without compression (RFC 6455 §5.3: only a client masks). A write that stalls
-        ``timeout`` s (SO_SNDTIMEO) cuts TCP."""
+        ``timeout`` s cuts TCP: SO_SNDTIMEO, or over TLS (whose writes retry what would
+        block) the keepalive thread at the deadline."""
         if not self._message_lock.acquire(timeout=wait):
             return False
         try:
@@ -268,11 +272,19 @@ class Connection(Transport):
                     return False
                 if protocol.side is Side.CLIENT or protocol.deflate is not None:
                     frame = protocol.send_data(opcode, data)
-                sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, _TIMEVAL.pack(int(timeout), int(timeout % 1 * 1e6)))
+                if self._tls:
+                    self._write_by = monotonic() + timeout
+                    keepalive.wake(self, self._write_by)
+                else:
+                    limit = _TIMEVAL.pack(int(timeout), int(timeout % 1 * 1e6))
+                    sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, limit)
                 try:
                     return self._write(frame)
                 finally:
-                    sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, _TIMEVAL.pack(0, 0))  # no limit
+                    if self._tls:
+                        self._write_by = 0.0
+                    else:
+                        sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, _TIMEVAL.pack(0, 0))  # no limit
             finally:
                 self._release_writer()
         finally:
@@ -344,6 +356,11 @@ class Connection(Transport):
             self._release_writer()
         self._flush_replies(True)  # a server answering a close shuts TCP down now
         return True
+
+    def keepalive_tick(self, now: float) -> Optional[float]:
+        if self._write_by and now >= self._write_by:  # a broadcast's TLS write stalled
+            self._cut_tcp(_ABNORMAL, "broadcast: the write stalled")
+        return super().keepalive_tick(now)
 
     def __repr__(self) -> str:
         return f"<Connection {self.protocol.side.value} {self.remote_address} {self.state.name}>"

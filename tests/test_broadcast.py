@@ -61,7 +61,7 @@ class Handlers:
             assert self.condition.wait_for(lambda: self.opened >= count, TIMEOUT), self.opened
 
 
-def raw_client(port: int, rcvbuf: int = 0) -> socket.socket:
+def raw_client(port: int, rcvbuf: int = 0, tls: bool = False) -> socket.socket:
     """A client that completes the opening handshake by hand (no extension offered)
     and then reads the server's frames as bytes; ``rcvbuf``: a small receive buffer."""
     sock = socket.socket()
@@ -69,6 +69,8 @@ def raw_client(port: int, rcvbuf: int = 0) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
     sock.settimeout(TIMEOUT)
     sock.connect(("127.0.0.1", port))
+    if tls:
+        sock = client_ssl_context().wrap_socket(sock, server_hostname="127.0.0.1")
     key = base64.b64encode(os.urandom(16))
     sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
                  b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
@@ -239,6 +241,29 @@ def test_a_write_that_stalls_closes_the_connection(one_client) -> None:  # type:
     assert time.monotonic() - started < scaled(3)
     assert connection._closed.wait(TIMEOUT)
     assert connection.close_code == simplews.CloseCode.ABNORMAL_CLOSURE
+
+
+def test_a_tls_write_that_stalls_closes_the_connection_too() -> None:
+    """SO_SNDTIMEO does not end a TLS write (CPython's TLS write loop retries what would
+    block): broadcast() stayed in it for as long as the client did not read."""
+    handlers, outcome = Handlers(), []
+    with running_server(handlers, ping_interval=None, compression=None, ssl=server_ssl_context()) as server:
+        assert server.port is not None
+        client = raw_client(server.port, rcvbuf=4096, tls=True)
+        try:
+            handlers.wait_for(1)
+            connection = server_side(server, client)
+            started = time.monotonic()
+            sending = threading.Thread(target=lambda: outcome.append(
+                simplews.broadcast([connection], b"x" * (8 << 20), write_timeout=0.2)))
+            sending.start()
+            sending.join(TIMEOUT)
+            assert outcome == [[connection]] and time.monotonic() - started < scaled(3)
+            assert connection._closed.wait(TIMEOUT)
+            assert connection.close_code == simplews.CloseCode.ABNORMAL_CLOSURE
+        finally:
+            client.close()  # (before the fix: what ends the write)
+            sending.join(TIMEOUT)
 
 
 def test_closed_connections_are_skipped_and_others_served() -> None:
