@@ -105,12 +105,15 @@ class Connection(Transport):
         event: Optional[Event]  # (None only from the pump in idle mode)
         queue = self._queue  # the common cases first, with one call less:
         if queue:  # read ahead (popped without the lock: list.pop is atomic)
+            if type(queue[0]) is not Message:  # recv_streaming()'s: left in place
+                raise ConcurrencyError(_STREAMING)
             event = queue.pop(0)
             if self._handback:  # the queue has room again
                 self._hand_back()
         elif timeout is None:
             self._read_lock.acquire()  # (not "with": that costs ~90 ns more)
             try:
+                _leave_pieces(queue)
                 event = queue.pop(0) if queue else self._pump(None)
                 if type(event) is not Message:  # (put back before another reader can read)
                     raise self._streamed(event)
@@ -125,10 +128,10 @@ class Connection(Transport):
         return event.data
 
     def _streamed(self, event: Optional[Event]) -> ConcurrencyError:
-        """recv() met a piece of a message that recv_streaming() is reading: put it back
-        for recv_streaming() (first in the queue, so nothing is lost or reordered)."""
+        """recv() took a piece of a message that recv_streaming() is reading (the pump's,
+        or one another thread let through): put it back first, for recv_streaming()."""
         self._queue.insert(0, cast(Event, event))
-        return ConcurrencyError("recv() called while recv_streaming() is in a message")
+        return ConcurrencyError(_STREAMING)
 
     def recv_streaming(self, timeout: Optional[float] = None) -> Iterator[Data]:
         """The pieces of the next message as they arrive (one per frame, or more when a
@@ -154,6 +157,8 @@ class Connection(Transport):
     def _next_data_event(self, timeout: Optional[float], streaming: bool) -> Event:
         queue = self._queue
         if queue:
+            if not streaming:
+                _leave_pieces(queue)
             event = queue.pop(0)
             if self._handback:  # the queue has room again
                 self._hand_back()
@@ -162,6 +167,8 @@ class Connection(Transport):
         if not self._read_lock.acquire(timeout=deadline.lock_timeout()):
             raise TimeoutError("timed out waiting for a message")
         try:
+            if not streaming:
+                _leave_pieces(queue)
             read = queue.pop(0) if queue else self._pump(deadline, streaming=streaming)
             if not streaming and type(read) is not Message:
                 raise self._streamed(read)
@@ -364,6 +371,15 @@ class Connection(Transport):
 
     def __repr__(self) -> str:
         return f"<Connection {self.protocol.side.value} {self.remote_address} {self.state.name}>"
+
+
+_STREAMING = "recv() called while recv_streaming() is in a message"
+
+
+def _leave_pieces(queue: List[Event]) -> None:
+    """recv() takes no piece of a message that recv_streaming() reads: it stays first."""
+    if queue and type(queue[0]) is not Message:
+        raise ConcurrencyError(_STREAMING)
 
 
 def _fragment_bytes(item: Any, text: bool) -> Union[bytes, bytearray, memoryview]:

@@ -9,6 +9,7 @@ import select
 import socket
 import ssl
 import struct
+import sys
 import termios
 import threading
 import time
@@ -111,6 +112,46 @@ def test_recv_in_a_streamed_message_raises_and_loses_nothing(connect, raw_server
     assert b"".join(pieces) == b"BCD"
     peer.send_frame(Opcode.TEXT, b"next")
     assert ws.recv(timeout=TIMEOUT) == "next"
+
+
+def test_recv_in_another_thread_during_a_streamed_message_reorders_nothing(connect, raw_server):
+    """While one thread streams a message whose pieces the keepalive thread queued, another
+    calls recv() over and over: it gets ConcurrencyError and the stream comes out in order.
+    (recv() popped a piece without the lock and put it back: the streaming thread could
+    take the next one in between: pieces reordered, or one moved into the next message.)"""
+    ws, peer = raw_server.pair(connect, ping_interval=None)
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # thread switches everywhere
+    try:
+        for round_ in range(10):
+            pieces = [b"%d:%d," % (round_, k) for k in range(8)]
+            stream = ws.recv_streaming(timeout=TIMEOUT)
+            peer.send_frame(Opcode.BINARY, pieces[0], fin=False)
+            got = [next(stream)]
+            for k in range(1, 8):
+                peer.send_frame(Opcode.CONT, pieces[k], fin=k == 7)
+            assert wait_for(lambda: len(ws._queue) == 7)  # (queued by the keepalive thread)
+            done, refused = threading.Event(), []
+
+            def meddle(done: threading.Event = done, refused: list = refused) -> None:
+                while not done.is_set():
+                    try:
+                        ws.recv(timeout=0)
+                    except simplews.ConcurrencyError:
+                        refused.append(1)
+                    except TimeoutError:
+                        pass
+
+            thread = threading.Thread(target=meddle)
+            thread.start()
+            try:
+                got += list(stream)
+            finally:
+                done.set()
+                thread.join(TIMEOUT)
+            assert b"".join(got) == b"".join(pieces) and refused
+    finally:
+        sys.setswitchinterval(previous)
 
 
 def test_pings_interleave_with_the_fragments_of_a_large_message(start_server, connect, raw_server):
