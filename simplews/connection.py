@@ -105,9 +105,12 @@ class Connection(Transport):
         event: Optional[Event]  # (None only from the pump in idle mode)
         queue = self._queue  # the common cases first, with one call less:
         if queue:  # read ahead (popped without the lock: list.pop is atomic)
-            if type(queue[0]) is not Message:  # recv_streaming()'s: left in place
-                raise ConcurrencyError(_STREAMING)
-            event = queue.pop(0)
+            try:
+                if type(queue[0]) is not Message:  # recv_streaming()'s: left in place
+                    raise ConcurrencyError(_STREAMING)
+                event = queue.pop(0)
+            except IndexError:  # a thread in recv_streaming() took the last one meanwhile
+                raise ConcurrencyError(_STREAMING) from None
             if self._handback:  # the queue has room again
                 self._hand_back()
         elif timeout is None:
@@ -378,7 +381,8 @@ _STREAMING = "recv() called while recv_streaming() is in a message"
 
 def _leave_pieces(queue: List[Event]) -> None:
     """recv() takes no piece of a message that recv_streaming() reads: it stays first."""
-    if queue and type(queue[0]) is not Message:
+    first = next(iter(queue), None)  # (not queue[0]: another thread may pop meanwhile)
+    if first is not None and type(first) is not Message:
         raise ConcurrencyError(_STREAMING)
 
 
