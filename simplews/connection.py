@@ -116,7 +116,8 @@ class Connection(Transport):
         elif timeout is None:
             self._read_lock.acquire()  # (not "with": that costs ~90 ns more)
             try:
-                _leave_pieces(queue)
+                if queue:  # (read ahead meanwhile: rare)
+                    _leave_pieces(queue)
                 event = queue.pop(0) if queue else self._pump(None)
                 if type(event) is not Message:  # (put back before another reader can read)
                     raise self._streamed(event)
@@ -170,7 +171,7 @@ class Connection(Transport):
         if not self._read_lock.acquire(timeout=deadline.lock_timeout()):
             raise TimeoutError("timed out waiting for a message")
         try:
-            if not streaming:
+            if queue and not streaming:
                 _leave_pieces(queue)
             read = queue.pop(0) if queue else self._pump(deadline, streaming=streaming)
             if not streaming and type(read) is not Message:
