@@ -31,6 +31,14 @@ class Accepted(NamedTuple):
     deflate: Optional[DeflateParams]
 
 
+def _subprotocols(names: Optional[Sequence[str]]) -> List[str]:
+    """§4.1, §11.3.4: each subprotocol's name is a token ("a,b" would be two)."""
+    for name in names or ():
+        if not is_token(name):
+            raise ValueError(f"a subprotocol's name is a token (no spaces, commas...): {name!r}")
+    return list(names or [])
+
+
 class ClientHandshake:
     """The client's request (§4.1) and its check of the server's response."""
 
@@ -40,10 +48,7 @@ class ClientHandshake:
                  additional_headers: Optional[HeadersLike] = None,
                  user_agent: Optional[str] = USER_AGENT) -> None:
         self.key = base64.b64encode(os.urandom(16)).decode("ascii")
-        self.subprotocols = list(subprotocols or [])
-        for name in self.subprotocols:  # §4.1: each a token ("a,b" would offer two)
-            if not is_token(name):
-                raise ValueError(f"a subprotocol's name is a token (no spaces, commas...): {name!r}")
+        self.subprotocols = _subprotocols(subprotocols)
         self.compression = compression
         headers = Headers([("Host", uri.host_header), ("Upgrade", "websocket"), ("Connection", "Upgrade"),
                            ("Sec-WebSocket-Key", self.key), ("Sec-WebSocket-Version", "13")])
@@ -96,10 +101,7 @@ class ServerHandshake:
                  origins: Optional[Sequence[Optional[str]]] = None,
                  compression: Optional[DeflateConfig] = None,
                  server_header: Optional[str] = USER_AGENT) -> None:
-        self.subprotocols = list(subprotocols or [])
-        for name in self.subprotocols:  # §4.1: each a token ("a,b" would offer two)
-            if not is_token(name):
-                raise ValueError(f"a subprotocol's name is a token (no spaces, commas...): {name!r}")
+        self.subprotocols = _subprotocols(subprotocols)
         self.select_subprotocol = select_subprotocol
         self.origins = origins
         self.compression = compression

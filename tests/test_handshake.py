@@ -46,6 +46,8 @@ def test_a_subprotocol_that_is_not_a_token_is_refused(name):
     """RFC 6455 §4.1: each subprotocol is a token; "a,b" went out as two offers."""
     with pytest.raises(ValueError, match="token"):
         client(subprotocols=["chat", name])
+    with pytest.raises(ValueError, match="token"):  # a server's, at once (serve())
+        ServerHandshake(subprotocols=[name])
 
 
 def test_basic_auth_from_uri():
