@@ -131,15 +131,15 @@ def test_recv_in_another_thread_during_a_streamed_message_reorders_nothing(conne
             for k in range(1, 8):
                 peer.send_frame(Opcode.CONT, pieces[k], fin=k == 7)
             assert wait_for(lambda: len(ws._queue) == 7)  # (queued by the keepalive thread)
-            done, refused, unexpected = threading.Event(), [], []
+            done, refused, unexpected = threading.Event(), threading.Event(), []
 
-            def meddle(done: threading.Event = done, refused: list = refused,
+            def meddle(done: threading.Event = done, refused: threading.Event = refused,
                        unexpected: list = unexpected) -> None:
                 while not done.is_set():
                     try:
                         ws.recv(timeout=0)
                     except simplews.ConcurrencyError:
-                        refused.append(1)
+                        refused.set()
                     except TimeoutError:
                         pass
                     except Exception as exc:  # noqa: BLE001 (an IndexError of a race, say)
@@ -148,11 +148,12 @@ def test_recv_in_another_thread_during_a_streamed_message_reorders_nothing(conne
             thread = threading.Thread(target=meddle)
             thread.start()
             try:
+                assert refused.wait(TIMEOUT)  # (the pieces wait: its first recv() is refused)
                 got += list(stream)
             finally:
                 done.set()
                 thread.join(TIMEOUT)
-            assert b"".join(got) == b"".join(pieces) and refused and not unexpected
+            assert b"".join(got) == b"".join(pieces) and not unexpected
     finally:
         sys.setswitchinterval(previous)
 
