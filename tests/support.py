@@ -138,6 +138,15 @@ def fuzz_seed(default: Optional[int] = None) -> Optional[int]:
     return int(value, 0)
 
 
+def unread_bytes(sock: socket.socket) -> int:
+    """How many received bytes wait in ``sock``'s kernel buffer (FIONREAD)."""
+    import fcntl
+    import struct
+    import termios
+
+    return int(struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0])
+
+
 def send_tls_key_update(sock: ssl.SSLSocket) -> bool:
     """Send a TLS 1.3 KeyUpdate (RFC 8446 §4.6.3) on ``sock``: a record that carries no
     application data. The ssl module has no API for it: OpenSSL's SSL_key_update() is

@@ -1,7 +1,6 @@
 """The threaded Connection over real loopback sockets, plain and TLS (issue 3)."""
 import array
 import errno
-import fcntl
 import gc
 import hashlib
 import random
@@ -10,7 +9,6 @@ import socket
 import ssl
 import struct
 import sys
-import termios
 import threading
 import time
 import tracemalloc
@@ -26,7 +24,7 @@ from simplews.http11 import parse_response
 from simplews.protocol import Close, Fragment, Message, Ping, Pong, Protocol, Side, State
 from simplews.uri import parse_uri
 
-from support import client_ssl_context, scaled, wait_for, waiting_at
+from support import client_ssl_context, scaled, unread_bytes, wait_for, waiting_at
 from conftest import TIMEOUT, Servers, raw_client
 from pair import deflate_bomb
 
@@ -396,11 +394,8 @@ def test_the_keepalive_thread_takes_in_half_a_tls_record():
         protocol = Protocol(Side.CLIENT)
         record = client.record(b"".join(protocol.send_data(Opcode.BINARY, b"m" * 4000)))
         client.sock.sendall(record[:2000])
-
-        def unread() -> int:
-            return struct.unpack("i", fcntl.ioctl(handlers[0].socket.fileno(), termios.FIONREAD,
-                                                  b"\0" * 4))[0]
-        assert wait_for(lambda: unread() == 0), f"{unread()} bytes left in the kernel"
+        unread = handlers[0].socket
+        assert wait_for(lambda: unread_bytes(unread) == 0), f"{unread_bytes(unread)} bytes left in the kernel"
         client.sock.sendall(record[2000:] + client.record(protocol.send_ping(b"behind")))
         while True:
             protocol.receive_data(client.read())

@@ -1,10 +1,7 @@
 """The process-wide keepalive thread (DESIGN §2; issue 3, items 4 and 5)."""
-import fcntl
 import random
 import select
 import selectors
-import struct
-import termios
 import threading
 import time
 
@@ -15,7 +12,8 @@ from simplews.extensions import DeflateConfig
 from simplews.frames import Opcode
 from simplews.protocol import Message, Pong
 
-from support import fuzz_seed, keepalive_thread_held_at_its_lock, scaled, send_tls_key_update, wait_for
+from support import (fuzz_seed, keepalive_thread_held_at_its_lock, scaled, send_tls_key_update,
+                     unread_bytes, wait_for)
 from conftest import TIMEOUT, Servers, raw_client
 
 
@@ -85,10 +83,6 @@ def test_a_tls_record_without_data_blocks_neither_the_keepalive_thread_nor_a_tim
         healthy.close()
         for each in servers:
             each.stop()
-
-
-def unread_bytes(sock) -> int:
-    return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
 
 
 def test_data_read_by_the_keepalive_thread_reaches_recv(connect, raw_server):

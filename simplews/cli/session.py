@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 from ..connection import Connection
 from ..exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, WebSocketError
-from ..frames import is_valid_close_code, serialize_close
+from ..frames import CloseCode, is_valid_close_code, serialize_close
 from ..protocol import Close, Ping, Pong
 from .errors import ERROR, INTERRUPTED, OK, USAGE, CliError, by_server, describe_close, fail
 
@@ -165,7 +165,7 @@ class Session:
         serialize_close(code, reason)  # ValueError: a reason over 123 bytes
         self.we_closed = code
         if not self.ws.send_close(code, reason, self.ws.close_timeout):
-            self.ws.abort(1006, "close timeout: the server takes no close frame")
+            self.ws.abort(CloseCode.ABNORMAL_CLOSURE, "close timeout: the server takes no close frame")
 
     def replied(self) -> bool:
         """Wait for a reply to each message sent (--wait at most); True if the connection ended."""
