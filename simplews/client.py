@@ -13,7 +13,7 @@ from typing import Optional, Sequence, Tuple, Union
 import certifi
 
 from ._io import open_tcp_socket, open_unix_socket, read_head, send_head, set_nodelay
-from .connection import Connection
+from .connection import Connection, check_options
 from .exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from .extensions import DeflateConfig, codec_settings, compression_config
 from .handshake import USER_AGENT, Accepted, ClientHandshake
@@ -80,6 +80,8 @@ def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
     ProxyError / InvalidProxyStatus when the proxy fails.
     """
     wsuri = parse_uri(uri)
+    check_options(open_timeout=open_timeout, close_timeout=close_timeout, ping_interval=ping_interval,
+                  ping_timeout=ping_timeout, max_size=max_size, max_queue=max_queue)
     if ssl is not None and not wsuri.secure:
         raise ValueError("ssl= was given for a ws:// URI: use wss://")
     if max_redirects < 0:

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import numbers
 import os
 import struct
 import threading
@@ -60,7 +61,7 @@ from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, 
 from .frames import CloseCode, Opcode, frame_header
 from .protocol import Event, Fragment, Message, Side, State
 
-__all__ = ["Connection", "broadcast"]
+__all__ = ["Connection", "broadcast", "check_options"]
 
 Data = Union[str, bytes]
 _BINARY_TYPES = (bytes, bytearray, memoryview)
@@ -68,6 +69,28 @@ _TEXT, _BINARY, _CONT = Opcode.TEXT.value, Opcode.BINARY.value, Opcode.CONT.valu
 _ABNORMAL = CloseCode.ABNORMAL_CLOSURE
 _END = object()  # the end of a fragmented message's items
 _TIMEVAL = struct.Struct("@ll")  # struct timeval (a long and a long, or padded int)
+
+
+def check_options(*, open_timeout: Optional[float], close_timeout: Optional[float],
+                  ping_interval: Optional[float], ping_timeout: Optional[float],
+                  max_size: Optional[int], max_queue: Optional[int], **more: Optional[int]) -> None:
+    """Refuse, at connect() or serve(), the limits no connection could keep: TypeError
+    for a non-number, ValueError for a negative (or NaN) one. Timeouts and
+    ``ping_interval`` (0: no pings) are seconds >= 0; ``max_size`` is an int >= 0;
+    ``max_queue`` (and ``more``: max_connections) an int >= 1; None: no limit."""
+    seconds = {"open_timeout": open_timeout, "close_timeout": close_timeout,
+               "ping_interval": ping_interval, "ping_timeout": ping_timeout}
+    counts = {"max_size": (max_size, 0), "max_queue": (max_queue, 1), **{k: (v, 1) for k, v in more.items()}}
+    for name, value in seconds.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
+            raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
+        if value is not None and not value >= 0:
+            raise ValueError(f"{name} must be 0 or more seconds: {value!r}")
+    for name, (count, least) in counts.items():
+        if count is not None and (isinstance(count, bool) or not isinstance(count, numbers.Integral)):
+            raise TypeError(f"{name} must be an int or None, not {type(count).__name__}")
+        if count is not None and count < least:
+            raise ValueError(f"{name} must be {least} or more: {count!r}")
 
 
 class Connection(Transport):

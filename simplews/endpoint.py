@@ -9,7 +9,7 @@ import threading
 from typing import Any, Callable, Optional, Sequence, Set, Tuple, Union
 
 from ._io import format_address, peer_address, send_head
-from .connection import Connection
+from .connection import Connection, check_options
 from .exceptions import ConnectionClosed, ProtocolError
 from .extensions import DeflateConfig, codec_settings, compression_config
 from .frames import CloseCode
@@ -61,6 +61,9 @@ class Endpoint:
                  max_connections: Optional[int] = None,
                  server_header: Optional[str] = USER_AGENT,
                  logger: logging.Logger = logger) -> None:
+        check_options(open_timeout=open_timeout, close_timeout=close_timeout, ping_interval=ping_interval,
+                      ping_timeout=ping_timeout, max_size=max_size, max_queue=max_queue,
+                      max_connections=max_connections)
         self.handler = handler
         self.open_timeout = open_timeout
         self.close_timeout = close_timeout

@@ -807,3 +807,42 @@ def test_oversized_pings_and_unsendable_close_codes_raise_value_error(start_serv
     assert ws.recv(timeout=TIMEOUT) == "still open"
     ws.close(4000, "done")
     assert ws.close_code == 4000
+
+
+BAD_OPTIONS = [
+    ({"max_size": 1e6}, TypeError),  # was: every message a TypeError (the C reader's int)
+    ({"max_size": -1}, ValueError),
+    ({"max_queue": 0}, ValueError),  # was: nothing read while idle (pongs neither)
+    ({"max_queue": 2.5}, TypeError),
+    ({"ping_interval": -1}, ValueError),  # was: a ping storm from the keepalive thread
+    ({"ping_interval": "5"}, TypeError),
+    ({"ping_timeout": float("nan")}, ValueError),
+    ({"close_timeout": -1}, ValueError),  # was: every close abnormal (1006)
+    ({"open_timeout": True}, TypeError),
+]
+
+
+@pytest.mark.parametrize(("options", "error"), BAD_OPTIONS)
+def test_a_limit_no_connection_could_keep_is_refused_by_connect_and_serve(options, error):
+    name = next(iter(options))
+    with socket.socket() as unused:  # bound, not listening: the check comes first
+        unused.bind(("127.0.0.1", 0))
+        with pytest.raises(error, match=name):
+            simplews.connect(f"ws://127.0.0.1:{unused.getsockname()[1]}/", **options)
+    with pytest.raises(error, match=name):
+        simplews.serve(lambda ws: None, **options)
+    with pytest.raises(ValueError, match="max_connections"):
+        simplews.serve(lambda ws: None, max_connections=0)
+
+
+def test_the_edges_of_the_limits_are_taken(start_server, connect):
+    """0 s timeouts and ping_interval=0 (no pings) are limits too; max_size=0: only
+    empty messages."""
+    server = start_server(lambda ws: [ws.send(m) for m in ws], max_size=0, ping_interval=0)
+    with connect(server, ping_interval=0, ping_timeout=0, max_queue=1) as ws:
+        ws.send(b"")
+        assert ws.recv(timeout=TIMEOUT) == b""
+        ws.send(b"x")
+        with pytest.raises(simplews.ConnectionClosedError) as info:
+            ws.recv(timeout=TIMEOUT)
+        assert info.value.code == 1009
