@@ -26,7 +26,9 @@ _TAIL = b"\x00\x00\xff\xff"  # RFC 7692 §7.2.1: the end of a sync flush, stripp
 
 _TOKEN = r"[-!#$%&'*+.^_`|~0-9a-zA-Z]+"
 _QUOTED = r'"(?:[^"\\]|\\.)*"'
-_PARAM = re.compile(rf"\s*({_TOKEN})\s*(?:=\s*({_TOKEN}|{_QUOTED}))?\s*")
+# Matched against a stripped piece: no two \s* side by side, whose split of a run of
+# spaces a failing match would try every way of (quadratic: 60,000 spaces took 15 s).
+_PARAM = re.compile(rf"({_TOKEN})(?:\s*=\s*({_TOKEN}|{_QUOTED}))?")
 _WINDOW_BITS = re.compile(r"[1-9][0-9]?")  # §7.1.2: decimal, no leading zeros
 
 ExtensionParams = List[Tuple[str, Optional[str]]]
@@ -74,20 +76,25 @@ def parse_extensions(header: str) -> List[Tuple[str, ExtensionParams]]:
         pieces = _split_outside_quotes(item, ";")
         name = pieces[0].strip()
         if not re.fullmatch(_TOKEN, name):
-            raise NegotiationError(f"invalid extension name {name!r}")
+            raise NegotiationError(f"invalid extension name {_shown(name)}")
         params: ExtensionParams = []
         for piece in pieces[1:]:
-            match = _PARAM.fullmatch(piece)
+            match = _PARAM.fullmatch(piece.strip())
             if not match:
-                raise NegotiationError(f"invalid extension parameter {piece!r}")
+                raise NegotiationError(f"invalid extension parameter {_shown(piece.strip())}")
             value = match.group(2)
             if value is not None and value.startswith('"'):
                 value = re.sub(r"\\(.)", r"\1", value[1:-1])
                 if not re.fullmatch(_TOKEN, value):
-                    raise NegotiationError(f"invalid quoted parameter value {value!r}")
+                    raise NegotiationError(f"invalid quoted parameter value {_shown(value)}")
             params.append((match.group(1).lower(), value))
         result.append((name.lower(), params))
     return result
+
+
+def _shown(text: str) -> str:
+    """``text`` in an error message (an HTTP 400's body): its repr, cut at 40 characters."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + "..."
 
 
 def _split_outside_quotes(text: str, sep: str) -> List[str]:
@@ -209,7 +216,7 @@ def client_accept(header: Optional[str], config: Optional[DeflateConfig]) -> Opt
         return None
     extensions = parse_extensions(header)
     if config is None or len(extensions) != 1 or extensions[0][0] != EXTENSION_NAME:
-        raise NegotiationError(f"server accepted extensions we did not offer: {header}")
+        raise NegotiationError(f"server accepted extensions we did not offer: {_shown(header)}")
     answer = _params_dict(extensions[0][1], need_value=("server_max_window_bits", "client_max_window_bits"))
     if config.server_no_context_takeover and "server_no_context_takeover" not in answer:
         raise NegotiationError("server ignored server_no_context_takeover")
@@ -281,40 +288,49 @@ class Inflater:
         self._reset = params.remote_no_context_takeover
 
     def decompress(self, data: bytes, last: bool, limit: Optional[int]) -> bytes:
-        """Inflate one frame's data (the tail is appended after the last one). Raises
+        """Inflate one frame's data (the tail is fed after the last one). Raises
         PayloadTooBig as soon as the output would pass ``limit``, having produced at
-        most ``limit + 1`` bytes; zlib errors surface as zlib.error."""
+        most ``limit + 1`` bytes; invalid data (cut short, or more after a final block)
+        raises zlib.error, however the message is split into frames and reads."""
         decompressor = self._decompressor
         if decompressor is None:
             # A 15-bit window inflates whatever window the peer compressed with.
             decompressor = self._decompressor = zlib.decompressobj(-15)
-        elif decompressor.eof:
-            # RFC 7692 §7.2.3.4: a final block (BFINAL) ended this message's stream in an
-            # earlier fragment; the message may only end now. (The tail is not appended:
-            # it would start a new stream.)
-            if data:
-                raise zlib.error("compressed data after the final deflate block")
-            if last:
-                self._decompressor = None
-            return b""
-        if last:
-            data = bytes(data) + _TAIL
-        if limit is None:
-            out = decompressor.decompress(data)
-        else:
-            out = decompressor.decompress(data, limit + 1)
-            if len(out) > limit:
-                self._decompressor = None
-                raise PayloadTooBig("message over max_size once decompressed")
-        if last and (self._reset or decompressor.eof):
-            # A final deflate block (BFINAL) ends the stream: the next message needs a new one.
+        out = decompressor.decompress(data) if limit is None else decompressor.decompress(data, limit + 1)
+        if limit is not None and len(out) > limit:
             self._decompressor = None
+            raise PayloadTooBig("message over max_size once decompressed")
+        # RFC 7692 §7.2.3.4: a final block (BFINAL) may end the stream, then one 0x00 octet
+        # (with the tail, an empty stored block); zlib keeps what follows the end in
+        # unused_data, across calls.
+        if decompressor.eof and decompressor.unused_data not in (b"", b"\x00"):
+            raise zlib.error("compressed data after the final deflate block")
+        if last:
+            # §7.2.2: the tail ends an empty stored block, which inflates to nothing;
+            # anything else means the data stopped inside a block.
+            if not decompressor.eof and decompressor.decompress(_TAIL):
+                raise zlib.error("the compressed data ends inside a deflate block")
+            if self._reset or decompressor.eof:  # (a final block: the next message needs a new stream)
+                self._decompressor = None
         return out
 
 
 def compression_config(compression: Union[str, DeflateConfig, None]) -> Optional[DeflateConfig]:
-    """``"deflate"`` (the defaults), a DeflateConfig, or None for no compression."""
-    if compression is None or isinstance(compression, DeflateConfig):
+    """``"deflate"`` (the defaults), a DeflateConfig, or None for no compression. A
+    DeflateConfig no peer or zlib could take is a ValueError: window bits are 8 to 15
+    (RFC 7692 §7.1.2.1-2), compress_level -1 to 9, mem_level 1 to 9, threshold >= 0."""
+    if compression is None:
+        return None
+    if isinstance(compression, DeflateConfig):
+        checks = {"server_max_window_bits": (8, 15), "client_max_window_bits": (8, 15),
+                  "compress_level": (-1, 9), "mem_level": (1, 9), "threshold": (0, None)}
+        for name, (low, high) in checks.items():
+            value = getattr(compression, name)
+            if value is None and name.endswith("bits") or value is True and name.startswith("client"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low or high and value > high:
+                bounds = f"from {low} to {high}" if high else f"of {low} or more"
+                raise ValueError(f"DeflateConfig: {name} must be an int {bounds}, not {value!r}")
         return compression
     if compression == "deflate":
         return DeflateConfig()

@@ -1,4 +1,5 @@
 import threading
+import time
 import zlib
 
 import pytest
@@ -7,11 +8,12 @@ import simplews
 
 from simplews.exceptions import NegotiationError, PayloadTooBig, ProtocolError
 from simplews.extensions import (DeflateConfig, DeflateParams, Deflater, Inflater, client_accept,
-                                 client_offer, parse_extensions, server_accept)
+                                 client_offer, compression_config, parse_extensions, server_accept)
 from simplews.frames import Opcode
 from simplews.protocol import Message, Protocol, Side
 from simplews.testing import FakeServer, RawClient
 
+from support import scaled
 from pair import deflate_bomb, feed, frames_of, make_pair
 
 
@@ -27,6 +29,19 @@ def test_parse_extensions_with_quoted_values():
 def test_malformed_extension_headers(header):
     with pytest.raises(NegotiationError):
         parse_extensions(header)
+
+
+def test_a_padded_parameter_is_refused_in_linear_time():
+    """Two \\s* side by side in the parameter pattern: a failing match tried every split
+    of a run of spaces (60,000 spaces: 15 s holding the GIL, the server's other
+    connections stalled; a 64 KiB header block allows it, before any authentication)."""
+    for header in ("permessage-deflate; a" + " " * 60_000 + "x",
+                   "permessage-deflate; a =" + " " * 60_000 + '"x'):
+        started = time.monotonic()
+        with pytest.raises(NegotiationError) as info:
+            parse_extensions(header)
+        assert time.monotonic() - started < scaled(1)  # (linear: ~10 ms)
+        assert len(str(info.value)) < 100  # (the HTTP 400's body quotes a little of it)
 
 
 def test_default_client_offer():
@@ -182,6 +197,35 @@ def test_decompression_bomb_refused_with_bounded_memory():
     assert info.value.close_code == 1009
 
 
+BFINAL_HELLO = bytes([0xF3, 0x48, 0xCD, 0xC9, 0xC9, 0x07, 0x00, 0x00])  # RFC 7692 §7.2.3.4
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+def test_a_final_block_decodes_however_the_message_is_split(chunk):
+    """The §7.2.3.4 example was refused (1007) when its last octet came in a read of
+    its own, or a fragment of its own: only one read of the whole frame decoded it."""
+    whole = bytes([0xC1, 0x08]) + BFINAL_HELLO
+    fragments = bytes([0x41, 0x07]) + BFINAL_HELLO[:7] + bytes([0x80, 0x01]) + BFINAL_HELLO[7:]
+    for wire in (whole, fragments):
+        client = Protocol(Side.CLIENT, deflate=DeflateParams())
+        assert feed(client, wire * 2, chunk) == [Message("Hello")] * 2
+
+
+@pytest.mark.parametrize("chunk", [None, 1])
+@pytest.mark.parametrize("payload", [
+    BFINAL_HELLO[:7] + b"JUNK",  # after a final block: was dropped in one read (delivered "Hello")
+    bytes([0x00, 0x64, 0x00, 0x9B, 0xFF]) + b"abc",  # a stored block of 100 bytes, 3 of them
+    bytes.fromhex("f248cdc9c957f04022cbf3"),  # fixed Huffman codes, cut short
+], ids=["more after a final block", "a stored block cut short", "Huffman codes cut short"])
+def test_compressed_data_cut_short_or_followed_by_more_fails_1007(payload, chunk):
+    """Was: the stored block delivered as b"abc" and the tail we append (00 00 ff ff),
+    the cut Huffman data as whatever its codes gave (b"Hello Hel")."""
+    client = Protocol(Side.CLIENT, deflate=DeflateParams())
+    with pytest.raises(ProtocolError) as info:
+        feed(client, bytes([0xC2, len(payload)]) + payload, chunk)
+    assert info.value.close_code == 1007
+
+
 def test_inflater_after_a_final_block_in_an_earlier_fragment():
     # RFC 7692 §7.2.3.4: a stream may end with a BFINAL block; an empty last fragment
     # may follow it. The next message starts a new stream (found by tests/test_fuzz.py).
@@ -251,3 +295,27 @@ def test_connect_and_serve_send_small_messages_uncompressed_by_default():
     finally:
         server.shutdown()
         thread.join(5)
+
+
+@pytest.mark.parametrize("config", [
+    DeflateConfig(server_max_window_bits=16),  # was: offered / answered on the wire, then 1011
+    DeflateConfig(server_max_window_bits=7),
+    DeflateConfig(client_max_window_bits=3),
+    DeflateConfig(compress_level=12),  # was: 1011 at the first compressed send
+    DeflateConfig(mem_level=0),
+    DeflateConfig(threshold=-1),
+    DeflateConfig(client_max_window_bits=10.0),
+])
+def test_a_deflate_config_no_peer_could_take_is_refused_at_once(config):
+    with pytest.raises(ValueError, match="DeflateConfig"):
+        simplews.serve(lambda ws: None, compression=config)
+    with pytest.raises(ValueError, match="DeflateConfig"):
+        simplews.connect("ws://127.0.0.1:9/", compression=config)  # (before any connection)
+
+
+def test_the_edges_of_a_deflate_config_are_taken():
+    for config in (DeflateConfig(server_max_window_bits=8, client_max_window_bits=8, compress_level=-1,
+                                 mem_level=9, threshold=0),
+                   DeflateConfig(server_max_window_bits=15, client_max_window_bits=None, compress_level=9,
+                                 mem_level=1)):
+        assert compression_config(config) is config
