@@ -48,9 +48,7 @@ import contextlib
 import logging
 import numbers
 import os
-import struct
 import threading
-from socket import SO_SNDTIMEO, SOL_SOCKET
 from time import monotonic
 from typing import Any, Iterable, Iterator, List, Optional, Union, cast
 
@@ -68,7 +66,6 @@ _BINARY_TYPES = (bytes, bytearray, memoryview)
 _TEXT, _BINARY, _CONT = Opcode.TEXT.value, Opcode.BINARY.value, Opcode.CONT.value
 _ABNORMAL = CloseCode.ABNORMAL_CLOSURE
 _END = object()  # the end of a fragmented message's items
-_TIMEVAL = struct.Struct("@ll")  # struct timeval (a long and a long, or padded int)
 
 
 def check_options(*, open_timeout: Optional[float], close_timeout: Optional[float],
@@ -98,7 +95,7 @@ class Connection(Transport):
     a server's handler receives. send() and ping() are safe from several threads."""
 
     __slots__ = ()
-    _write_by = 0.0  # a broadcast's TLS write must end by then (monotonic; 0: none; see _send_now)
+    _write_by = 0.0  # a broadcast's write must end by then (monotonic; 0: none; see _send_now)
 
     # ----------------------------------------------------------------- state
 
@@ -292,33 +289,26 @@ class Connection(Transport):
         """broadcast()'s send: the whole message now, or nothing and False while another
         message or writer is busy (``wait``: seconds to wait for them), the socket has no
         room or the connection is closing. ``frame``: the message framed for a server
-        without compression (RFC 6455 §5.3: only a client masks). A write that stalls
-        ``timeout`` s cuts TCP: SO_SNDTIMEO, or over TLS (whose writes retry what would
-        block) the keepalive thread at the deadline."""
+        without compression (RFC 6455 §5.3: only a client masks). A write still going on
+        ``timeout`` s later is cut by the keepalive thread (SO_SNDTIMEO would bound each
+        send() call, not the write: a slow reader's progress restarts it)."""
         if not self._message_lock.acquire(timeout=wait):
             return False
         try:
             if not self._write_lock.acquire(timeout=wait):
                 return False
             try:
-                protocol, sock = self.protocol, self.socket
-                if protocol.closing or self._tcp_closed or not wait_writable(sock, 0):
+                protocol = self.protocol
+                if protocol.closing or self._tcp_closed or not wait_writable(self.socket, 0):
                     return False
                 if protocol.side is Side.CLIENT or protocol.deflate is not None:
                     frame = protocol.send_data(opcode, data)
-                if self._tls:
-                    self._write_by = monotonic() + timeout
-                    keepalive.wake(self, self._write_by)
-                else:
-                    limit = _TIMEVAL.pack(int(timeout), int(timeout % 1 * 1e6))
-                    sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, limit)
+                self._write_by = monotonic() + timeout
+                keepalive.wake(self, self._write_by)
                 try:
                     return self._write(frame)
                 finally:
-                    if self._tls:
-                        self._write_by = 0.0
-                    else:
-                        sock.setsockopt(SOL_SOCKET, SO_SNDTIMEO, _TIMEVAL.pack(0, 0))  # no limit
+                    self._write_by = 0.0
             finally:
                 self._release_writer()
         finally:
@@ -392,7 +382,7 @@ class Connection(Transport):
         return True
 
     def keepalive_tick(self, now: float) -> Optional[float]:
-        if self._write_by and now >= self._write_by:  # a broadcast's TLS write stalled
+        if self._write_by and now >= self._write_by:  # a broadcast's write stalled
             self._cut_tcp(_ABNORMAL, "broadcast: the write stalled")
         return super().keepalive_tick(now)
 
@@ -435,8 +425,8 @@ def broadcast(connections: Iterable[Connection], message: Union[str, bytes, byte
     sending on it, its socket's send buffer is full (a client that reads slowly or not
     at all), or it is closing or closed. Those are tried once more at the end, waiting
     10 ms in all for a sender to let go (one whose write is over may not have run yet).
-    A message that has started to go out cannot be withdrawn: if its write stalls for
-    ``write_timeout`` seconds, the connection is closed (1006). Skipped and closed
+    A message that has started to go out cannot be withdrawn: if it is not all out
+    within ``write_timeout`` seconds, the connection is closed (1006). Skipped and closed
     connections are returned and logged (INFO, logger "simplews.broadcast"); the caller
     may close the ones that keep lagging.
 

@@ -3,6 +3,7 @@ connection that cannot take a message now is skipped and never stalls the others
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import queue
 import resource
@@ -241,6 +242,31 @@ def test_a_write_that_stalls_closes_the_connection(one_client) -> None:  # type:
     assert time.monotonic() - started < scaled(3)
     assert connection._closed.wait(TIMEOUT)
     assert connection.close_code == simplews.CloseCode.ABNORMAL_CLOSURE
+
+
+def test_a_slow_reader_cannot_stretch_the_write_past_write_timeout(one_client) -> None:  # type: ignore[no-untyped-def]
+    """SO_SNDTIMEO bounded each send() of sendall's loop: a client reading 4 KiB every
+    20 ms restarted it at every read, and an 8 MiB broadcast went on for minutes."""
+    server, connection, client = one_client
+    done = threading.Event()
+
+    def read_slowly() -> None:
+        client.settimeout(TIMEOUT)
+        with contextlib.suppress(OSError):
+            while not done.wait(0.02) and client.recv(4096):
+                pass
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    try:
+        started = time.monotonic()
+        assert simplews.broadcast([connection], b"x" * (8 << 20), write_timeout=0.2) == [connection]
+        assert time.monotonic() - started < scaled(3)
+        assert connection._closed.wait(TIMEOUT)
+        assert connection.close_code == simplews.CloseCode.ABNORMAL_CLOSURE
+    finally:
+        done.set()
+        reader.join(TIMEOUT)
 
 
 def test_a_tls_write_that_stalls_closes_the_connection_too() -> None:
