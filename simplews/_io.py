@@ -15,6 +15,7 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 T = TypeVar("T")
 _HAS_POLL = hasattr(select, "poll")
+_TCP_INFO = getattr(socket, "TCP_INFO", 0) if sys.platform.startswith("linux") else 0  # (its layout: Linux's)
 
 
 def read_head(sock: socket.socket, parse: Callable[[bytearray], Optional[Tuple[T, int]]],
@@ -208,6 +209,16 @@ def wait_writable(sock: socket.socket, timeout: float) -> bool:
         poller.register(fd, select.POLLOUT)
         return bool(poller.poll(max(0.0, timeout) * 1000))
     return bool(select.select([], [sock], [], max(0.0, timeout))[1])  # pragma: no cover
+
+
+def bytes_acked(sock: socket.socket) -> Optional[int]:
+    """How many bytes the peer's TCP has acknowledged (Linux: tcp_info's tcpi_bytes_acked,
+    since 4.1); None where that is not known (a Unix socket, another system)."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, _TCP_INFO, 128) if _TCP_INFO else b""
+    except OSError:
+        return None
+    return int.from_bytes(info[120:128], sys.byteorder) if len(info) == 128 else None
 
 
 def peer_address(sock: socket.socket) -> Any:

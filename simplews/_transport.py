@@ -10,13 +10,13 @@ import socket
 import ssl
 import threading
 from time import monotonic
-from typing import Any, Dict, Iterable, List, Optional, Tuple, TypeVar, Union, cast
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, TypeVar, Union, cast
 
 from . import keepalive
 from ._io import (NOW, Deadline, Flag, data_ready, nothing_unread, recv_now, reset_by_peer,
                   socket_addresses, wait_readable, wait_writable)
 from .exceptions import ConcurrencyError, ConnectionClosed, ProtocolError
-from .frames import CloseCode, next_mask
+from .frames import CloseCode
 from .http11 import Request, Response
 from .protocol import Event, Fragment, Message, Ping, Pong, Protocol, Side
 
@@ -26,6 +26,7 @@ _ABNORMAL = CloseCode.ABNORMAL_CLOSURE
 W = TypeVar("W", threading.Event, Flag)  # what a ping's pong sets
 READ_SIZE = 256 * 1024
 SMALL_READ_SIZE = 256  # an idle connection's (pongs, small messages): pymalloc's, 1/4 page
+IDLE_CONTROLS = 64  # control frames the keepalive thread handles a turn, for one connection
 
 
 class Transport:
@@ -115,7 +116,7 @@ class Transport:
             partial = protocol.take_partial()
             if partial:  # else the message's bytes are still in the buffer: parsed below
                 return Fragment(partial, False)
-        reads, ahead = 0, None if idle or self._debug else self._queue  # read ahead: recv() pops it
+        reads, controls, ahead = 0, 0, None if idle or self._debug else self._queue  # recv() pops it
         room = (self.max_queue or 16) - len(self._queue)
         while True:
             if protocol.discarding or self._tcp_closed:  # only the TCP close is left
@@ -133,10 +134,9 @@ class Transport:
             except ProtocolError as exc:  # the failing close goes out in _await_tcp_close
                 self.logger.info("failing connection with %d: %s", exc.close_code, exc)
                 continue
-            if event is None:
-                if idle and reads:
-                    return None
-                if not self._read_once(NOW if idle else deadline):
+            if event is None:  # read once more, unless the deadline passed since a read (idle: NOW)
+                over = reads and deadline is not None and deadline.passed()  # (a ping flood, say)
+                if over or not self._read_once(NOW if idle else deadline):
                     if idle:
                         return None
                     raise TimeoutError("timed out waiting for a message")
@@ -158,6 +158,9 @@ class Transport:
                     return None  # back-pressure: recv() reads the rest
                 continue
             self._handle_control(event, idle)
+            controls += 1
+            if idle and controls == IDLE_CONTROLS:  # bounded work a turn: the rest next turn
+                return None
 
     def _read_once(self, deadline: Optional[Deadline]) -> bool:
         """Wait until ``deadline`` and read once into the Protocol; False if nothing came
@@ -232,8 +235,8 @@ class Transport:
     def _handle_control(self, event: Event, idle: bool) -> None:  # (Close: see _pump)
         if self._debug:
             self.logger.debug("< %r", event)
-        if type(event) is Ping:
-            self._flush_replies(idle)  # the pong (§5.5.2)
+        if type(event) is Ping and not idle:  # the pong (§5.5.2; idle: once read_idle parsed)
+            self._send_replies()
         elif type(event) is Pong:
             now = monotonic()
             for payload in event.acknowledged:
@@ -241,6 +244,11 @@ class Transport:
                 if waiter is not None:
                     self.latency = now - waiter[1]
                     waiter[0].set()
+
+    def _send_replies(self) -> None:  # what goes out now; the rest: the writer's release, a tick
+        self._flush_replies(True)
+        if self.protocol.replies:
+            keepalive.wake(self, monotonic() + keepalive.TICK)
 
     def _await_tcp_close(self, idle: bool) -> None:
         """Closed or failed: drop what comes until the peer closes TCP, the server may
@@ -291,9 +299,7 @@ class Transport:
 
     def _release_writer(self, idle: bool = False, replies: bool = True) -> None:
         """Release the writer lock; then close the socket if the connection was finished
-        while the lock was taken (_finish leaves that to the lock's holder), else send
-        the ``replies`` queued meanwhile (a pong, a close echo the keepalive thread
-        could not send)."""
+        meanwhile (_finish leaves that to the holder), else send the ``replies`` queued."""
         self._write_lock.release()
         if self._tcp_closed:
             if self._write_lock.acquire(blocking=False):
@@ -419,9 +425,9 @@ class Transport:
             self.logger.debug("connection closed: %s", self._close_exc)
 
     # ---------------------------------------- the keepalive thread's side (keepalive.Keepable)
-
-    def keepalive_fileno(self) -> int:
-        return self.socket.fileno()
+    keepalive_fileno: Callable[[], int]  # (these three: Connection's)
+    keepalive_ping: Callable[[], Optional[Flag]]
+    keepalive_timeout: Callable[[], None]
 
     def keepalive_tick(self, now: float) -> Optional[float]:
         """Pending replies, the end of cut or closing connections: None while open
@@ -433,22 +439,11 @@ class Transport:
             if not self._finish_if_unread() and not self._cut:  # a reader is stuck (in a sendall)
                 self._cut_tcp(_ABNORMAL, "close timeout")
             return now + keepalive.TICK
-        if self.protocol.replies:
-            self._flush_replies(True)
-            if self.protocol.replies:  # the socket is full: again next tick
-                return now + keepalive.TICK
+        if self.protocol.replies:  # (while the rest waits a tick, the pings go on: a stuck peer fails)
+            self._send_replies()
         if self.protocol.closing:
             return deadline.at or 0.0 if deadline is not None else now + keepalive.TICK
         return None
-
-    def keepalive_ping(self) -> Optional[Flag]:
-        try:  # (a Flag costs a tenth of a threading.Event)
-            return self._ping(next_mask(), Flag(), idle=True)  # 4 random bytes, no syscall
-        except (ConnectionClosed, ConcurrencyError):
-            return None
-
-    def keepalive_timeout(self) -> None:
-        self.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     def wants_idle_reads(self) -> bool:
         """Should the keepalive thread watch the socket? Not once closed, nor while
@@ -490,6 +485,8 @@ class Transport:
                 self._finish()
                 return False
             self._pump(NOW, idle=True)  # what a reader left is parsed even then
+            if self.protocol.replies:  # one pong for the pings of a turn (§5.5.3)
+                self._send_replies()
             if stalled:  # the socket stays readable meanwhile: again in a tick
                 keepalive.wake(self, monotonic() + keepalive.TICK)
                 return False

@@ -12,7 +12,10 @@ Threads. The application's threads call recv() / send() / close(); there is no r
 thread. The keepalive thread (keepalive.py) sends the pings, finishes what its close
 deadline ends, and reads sockets nobody reads (a reader it finds holding the read lock
 hands the connection back as it lets go: _handback). It never blocks: it try-acquires
-locks, writes only what the socket takes, reads only what is there.
+locks, writes only what the socket takes, reads only what is there, and handles at most
+IDLE_CONTROLS control frames of one connection a turn. A reader never waits for a writer
+either: a pong goes out if the writer lock is free and the socket has room, else as the
+writer lets go or within a keepalive tick.
 
 Locks, and what each guards:
 
@@ -50,13 +53,13 @@ import numbers
 import os
 import threading
 from time import monotonic
-from typing import Any, Iterable, Iterator, List, Optional, Union, cast
+from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union, cast
 
 from . import keepalive
-from ._io import Deadline, wait_writable
+from ._io import Deadline, Flag, bytes_acked, wait_writable
 from ._transport import Transport
 from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, ProtocolError
-from .frames import CloseCode, Opcode, frame_header
+from .frames import CloseCode, Opcode, frame_header, next_mask
 from .protocol import Event, Fragment, Message, Side, State
 
 __all__ = ["Connection", "broadcast", "check_options"]
@@ -96,6 +99,7 @@ class Connection(Transport):
 
     __slots__ = ()
     _write_by = 0.0  # a broadcast's write must end by then (monotonic; 0: none; see _send_now)
+    _ping_wait: Tuple[Optional[int], float] = (None, 0.0)  # bytes TCP acked, since when (keepalive_ping)
 
     # ----------------------------------------------------------------- state
 
@@ -380,6 +384,30 @@ class Connection(Transport):
             self._release_writer()
         self._flush_replies(True)  # a server answering a close shuts TCP down now
         return True
+
+    def keepalive_fileno(self) -> int:
+        return self.socket.fileno()
+
+    def keepalive_ping(self) -> Optional[Flag]:
+        """The keepalive thread's ping, or None if it cannot go out now (again next tick).
+        One that waits for room while TCP sees the peer take no byte for ping_timeout s
+        fails the connection as a late pong would (1011, RFC 6455 §5.5.2)."""
+        try:  # (a Flag costs a tenth of a threading.Event; next_mask: no syscall)
+            waiter = self._ping(next_mask(), Flag(), idle=True)
+        except (ConnectionClosed, ConcurrencyError):
+            return None
+        if waiter is None and self.ping_timeout is not None:
+            acked, (before, since), now = bytes_acked(self.socket), self._ping_wait, monotonic()
+            if acked is None or acked != before:
+                self._ping_wait = (acked, now)
+            elif now - since >= self.ping_timeout:
+                self.keepalive_timeout()
+        elif self._ping_wait[1]:
+            self._ping_wait = (None, 0.0)
+        return waiter
+
+    def keepalive_timeout(self) -> None:
+        self.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")
 
     def keepalive_tick(self, now: float) -> Optional[float]:
         if self._write_by and now >= self._write_by:  # a broadcast's write stalled

@@ -171,8 +171,8 @@ def _run() -> None:
             del due  # (no reference to a connection outlives the turn)
             for _ in range(len(_to_watch)):
                 _watch(selector, watched, _to_watch.popleft(), read=True)
-            if watched:
-                _read_ready(selector, watched, wait)
+            if watched:  # (no wait while a connection has input left from its last turn)
+                _read_ready(selector, watched, 0.0 if _to_watch else wait)
             else:
                 time.sleep(wait)
     finally:

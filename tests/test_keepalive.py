@@ -1,7 +1,10 @@
 """The process-wide keepalive thread (DESIGN §2; issue 3, items 4 and 5)."""
+import contextlib
 import random
 import select
 import selectors
+import socket
+import sys
 import threading
 import time
 
@@ -393,3 +396,113 @@ def test_fuzz_pings_among_messages_are_answered_while_nobody_reads(connect, raw_
     with pytest.raises(TimeoutError):
         ws.recv(timeout=0.05)  # (what is left to parse: pings)
     await_pongs({payload for payload, _ in pings})
+
+
+def _flood(peer, frame: bytes, stop: threading.Event) -> threading.Thread:
+    """Send ``frame`` over and over until ``stop`` (or the connection ends), reading nothing."""
+    def run() -> None:
+        with contextlib.suppress(OSError):
+            while not stop.is_set():
+                peer.sock.sendall(frame * 64)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def _small_buffers(ws, peer) -> None:
+    ws.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    peer.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+
+
+def test_a_ping_flood_costs_the_keepalive_thread_one_pong_a_turn(connect, raw_server):
+    """Each ping was answered as it was parsed (a poll and a sendall each), and a turn
+    parsed all one read held: a flood from one peer held the process's keepalive thread
+    ~400 ms a turn. Now a turn handles IDLE_CONTROLS frames at most, with one pong for
+    them (RFC 6455 §5.5.3: the latest ping's)."""
+    ws, peer = raw_server.pair(connect, ping_interval=None)  # nobody reads: the keepalive thread does
+    count = 5000
+    peer.send(peer.protocol.send_ping(b"") * count + peer.protocol.send_ping(b"end"))
+    answered = 0
+    while True:
+        event = peer.next_event()
+        assert isinstance(event, Pong)
+        if event.data == b"end":
+            break
+        answered += 1
+    assert answered <= count // 16, answered  # was: one pong each (5000)
+    ws.send("still open")
+    assert peer.next_event() == Message("still open")
+    peer.close()
+
+
+def test_recv_timeout_holds_while_pongs_cannot_be_written(connect, raw_server):
+    """A peer that floods pings and reads nothing: recv(timeout) waited for ever in the
+    pong's sendall (and, with room, a flood kept it reading past its deadline)."""
+    ws, peer = raw_server.pair(connect, ping_interval=None)
+    _small_buffers(ws, peer)
+    stop, outcomes = threading.Event(), []
+
+    def receive() -> None:
+        for _ in range(3):
+            started = time.monotonic()
+            try:
+                ws.recv(timeout=0.2)
+            except TimeoutError:
+                outcomes.append(time.monotonic() - started)
+
+    flood = _flood(peer, peer.protocol.send_ping(b"x" * 125), stop)
+    receiver = threading.Thread(target=receive)
+    receiver.start()
+    try:
+        receiver.join(TIMEOUT)
+        assert len(outcomes) == 3 and max(outcomes) < scaled(2), outcomes
+    finally:
+        stop.set()
+        peer.sock.shutdown(socket.SHUT_RDWR)  # (before the fix: what ended the sendall)
+        peer.close()
+        receiver.join(TIMEOUT)
+        flood.join(TIMEOUT)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs TCP_INFO's bytes_acked")
+def test_a_ping_that_finds_no_room_for_ping_timeout_fails_the_connection_1011(connect, raw_server):
+    """Our pongs fill the socket of a peer that reads nothing, then it falls silent: the
+    keepalive ping never went out, so ping_timeout never struck, and the connection stayed
+    open for ever."""
+    ws, peer = raw_server.pair(connect, ping_interval=0.2, ping_timeout=0.5)
+    _small_buffers(ws, peer)
+    peer.send(peer.protocol.send_ping(b"x" * 125) * 20_000)
+    assert ws._closed.wait(scaled(5))
+    assert ws.close_code == 1011
+    peer.close()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs TCP_INFO's bytes_acked")
+def test_a_sender_blocked_on_a_silent_peer_ends_with_1011_though_a_pong_waits(connect, raw_server):
+    """A pong that could not go out made every keepalive turn end at the replies, before
+    the ping schedule: with our writer stuck on a peer that reads nothing and one ping
+    from it, the connection stayed open (and the sender blocked) for ever."""
+    ws, peer = raw_server.pair(connect, ping_interval=0.2, ping_timeout=0.5)
+    _small_buffers(ws, peer)
+    ended = []
+
+    def send() -> None:
+        with contextlib.suppress(simplews.ConnectionClosed):
+            while True:
+                ws.send(b"x" * 65536)
+        ended.append(True)
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    try:
+        assert wait_for(lambda: not select.select([], [ws.socket], [], 0)[1])  # the socket is full
+        peer.send(peer.protocol.send_ping(b"p"))
+        assert ws._closed.wait(scaled(5))
+        assert ws.close_code == 1011
+        sender.join(TIMEOUT)
+        assert ended == [True]
+    finally:
+        peer.sock.shutdown(socket.SHUT_RDWR)
+        peer.close()
+        sender.join(TIMEOUT)
