@@ -73,10 +73,11 @@ class Server(Endpoint):
         """Accept connections until shutdown() is called from another thread (or this one
         is interrupted, e.g. by KeyboardInterrupt). The idle worker threads accept (see
         _Waiter); this one starts them."""
-        if self._stopping.is_set():  # (its socket is closed: nothing to serve)
-            raise RuntimeError("serve_forever() after shutdown(): this server is closed")
+        with self._lock:  # shutdown() stops under it too: it comes before (its socket closed), or waits
+            if self._stopping.is_set():
+                raise RuntimeError("serve_forever() after shutdown(): this server is closed")
+            self._stopped.clear()
         self.logger.info("listening on %s", format_address(self.socket.getsockname()))
-        self._stopped.clear()
         previous = sys.getswitchinterval()
         try:
             if self.switch_interval is not None:  # process-wide: only when asked, and restored
@@ -211,7 +212,8 @@ class Server(Endpoint):
 
     def _stop_accepting(self) -> None:
         """No more connections: wake the idle workers (their waiters return STOP)."""
-        self._stopping.set()
+        with self._lock:
+            self._stopping.set()
         self._workers.stop()
         with contextlib.suppress(OSError):
             self._wakeup_w.send(b"x")

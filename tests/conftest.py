@@ -20,7 +20,7 @@ from simplews.http11 import parse_request, parse_response  # noqa: E402
 from simplews.protocol import Event, Protocol, Side  # noqa: E402
 from simplews.uri import parse_uri  # noqa: E402
 
-from support import CERTS, TIMEOUT, client_ssl_context, server_ssl_context  # noqa: E402,F401
+from support import CERTS, TIMEOUT, client_ssl_context, serve_in_thread, server_ssl_context  # noqa: E402,F401
 
 
 def echo(ws: simplews.Connection) -> None:
@@ -43,8 +43,7 @@ class Servers:
             kwargs.setdefault("ssl", server_ssl_context())
         kwargs.setdefault("close_timeout", 2)
         server = simplews.serve(handler, host, 0, **kwargs)
-        thread = threading.Thread(target=server.serve_forever, name="test-serve-forever")
-        thread.start()
+        thread = serve_in_thread(server)
         authority = f"[{host}]" if ":" in host else host
         server.uri = f"{self.scheme}://{authority}:{server.port}/"  # type: ignore[attr-defined]
         self.running.append((server, thread))

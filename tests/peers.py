@@ -35,7 +35,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pytest
 
-from support import client_ssl_context, free_port, server_ssl_context  # noqa: F401
+from support import client_ssl_context, free_port, serve_in_thread, server_ssl_context  # noqa: F401
 
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -290,8 +290,7 @@ class RecordingServer:
         kwargs.setdefault("close_timeout", 5)
         self.server = simplews.serve(self.handler, "127.0.0.1", 0, **kwargs)
         self.url = f"{scheme}://{url_host}:{self.server.port}{path}"
-        self.thread = threading.Thread(target=self.server.serve_forever, name="test-serve-forever")
-        self.thread.start()
+        self.thread = serve_in_thread(self.server)
 
     def handler(self, ws: Any) -> None:
         headers = ws.request.headers

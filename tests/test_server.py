@@ -632,3 +632,33 @@ def test_an_idle_connections_thread_keeps_no_more_stack_than_a_thread_blocked_in
                 a.close()
                 b.close()
     assert sum(kib > max(plain_kib) for kib in handler_kib) <= 1, (handler_kib, plain_kib)
+
+
+def test_shutdown_racing_a_serve_forever_that_is_starting_ends_one_way_or_the_other():
+    """serve_forever() looked at the stop flag, then shutdown() stopped and closed the
+    socket, then serve_forever() read its address: OSError (EBADF), 4 runs in 1,000 with
+    threads switching every microsecond. Now one of the two comes first: shutdown() waits
+    for serve_forever(), or serve_forever() raises the RuntimeError it documents."""
+    import sys
+
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        for _ in range(1000):
+            server = simplews.serve(lambda ws: None, close_timeout=TIMEOUT)
+            errors = []
+
+            def serve() -> None:
+                try:
+                    server.serve_forever()
+                except Exception as exc:  # noqa: BLE001 - the test records what came out
+                    errors.append(exc)
+
+            thread = threading.Thread(target=serve)
+            thread.start()
+            server.shutdown()
+            thread.join(TIMEOUT)
+            assert not thread.is_alive()
+            assert all(isinstance(e, RuntimeError) and "after shutdown()" in str(e) for e in errors), errors
+    finally:
+        sys.setswitchinterval(before)
