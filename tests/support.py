@@ -94,7 +94,6 @@ def assert_one_line_error(result: subprocess.CompletedProcess, code: int, *fragm
     return lines[0]
 
 
-@contextlib.contextmanager
 def serve_in_thread(server: simplews.Server, name: str = "test-serve-forever",
                     daemon: bool = False) -> threading.Thread:
     """A started thread running ``server.serve_forever()``. A shutdown() that comes
@@ -112,6 +111,7 @@ def serve_in_thread(server: simplews.Server, name: str = "test-serve-forever",
     return thread
 
 
+@contextlib.contextmanager
 def running_server(handler: Callable[[simplews.Connection], object],
                    **kwargs: object) -> Iterator[simplews.Server]:
     """A simplews server on 127.0.0.1 (any port) serving in a thread, shut down at the end."""
