@@ -648,7 +648,7 @@ def test_shutdown_racing_a_serve_forever_that_is_starting_ends_one_way_or_the_ot
             server = simplews.serve(lambda ws: None, close_timeout=TIMEOUT)
             errors = []
 
-            def serve() -> None:
+            def serve(server: simplews.Server = server, errors: list = errors) -> None:
                 try:
                     server.serve_forever()
                 except Exception as exc:  # noqa: BLE001 - the test records what came out
