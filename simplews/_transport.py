@@ -158,8 +158,7 @@ class Transport:
                     return None  # back-pressure: recv() reads the rest
                 continue
             self._handle_control(event, idle)
-            controls += 1
-            if idle and controls == IDLE_CONTROLS:  # bounded work a turn: the rest next turn
+            if idle and (controls := controls + 1) == IDLE_CONTROLS:  # bounded work a turn: the rest next
                 return None
 
     def _read_once(self, deadline: Optional[Deadline]) -> bool:
@@ -359,17 +358,6 @@ class Transport:
             return None
         raise self._closed_exception()
 
-    def abort(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
-        """Give up without waiting: the Protocol fails the connection with ``code`` (RFC
-        6455 §7.1.7), its close frame goes out if the writer and the socket have room
-        (none for 1006), TCP is cut; blocked senders and readers fail at once."""
-        if self._closed.is_set() or self._cut:
-            return
-        self.protocol.fail(code, reason)  # queues the close frame that the flush sends
-        self._flush_replies(True)
-        self._cut_tcp(code, reason)
-        self._finish_if_unread()
-
     def _finish_if_unread(self) -> bool:
         """Finish now unless someone reads (the reader finishes then)."""
         if not self._read_lock.acquire(blocking=False):
@@ -465,6 +453,18 @@ class Transport:
         self._handback = False
         keepalive.watch(self)
 
+    def _read_aside(self) -> None:
+        """read_idle()'s blocking read of a whole TLS record while a writer is busy, in a thread
+        of its own: a record without data (a KeyUpdate) waits for the next, or the end."""
+        try:
+            with self._read_lock:
+                if not self._closed.is_set():
+                    self._pump(NOW, idle=True)
+                    self._send_replies()
+        except Exception:
+            self.logger.exception("reading aside failed on %r", self)
+        self._hand_back()
+
     def read_idle(self) -> bool:
         """The socket is readable: read what is there, answer control frames, queue
         data (never blocks). False: stop watching (see wants_idle_reads)."""
@@ -476,17 +476,20 @@ class Transport:
             self._parse_asked = False
             if self._closed.is_set():
                 return False
-            try:  # half a TLS record while a writer is busy: read once the writer lets go
-                stalled = self._tls and self._write_lock.locked() and (self._tls_partial or not
-                          data_ready(self.socket, NOW)) and wait_readable(self.socket, 0)
+            try:  # a writer busy: half a TLS record is read once it lets go; a whole one aside
+                busy = self._tls and self._write_lock.locked()
+                whole = busy and not self._tls_partial and data_ready(self.socket, NOW)
+                stalled = busy and not whole and wait_readable(self.socket, 0)
             except OSError as exc:  # reset by the peer, say: the peek consumed the error
                 self._set_cause(exc)
                 self.protocol.receive_eof()
                 self._finish()
                 return False
+            if whole:
+                threading.Thread(target=self._read_aside, name="simplews-tls-read", daemon=True).start()
+                return False
             self._pump(NOW, idle=True)  # what a reader left is parsed even then
-            if self.protocol.replies:  # one pong for the pings of a turn (§5.5.3)
-                self._send_replies()
+            self._send_replies()  # one pong for the pings of a turn (§5.5.3)
             if stalled:  # the socket stays readable meanwhile: again in a tick
                 keepalive.wake(self, monotonic() + keepalive.TICK)
                 return False

@@ -43,7 +43,8 @@ decided. Sockets stay blocking (another thread may be in sendall): timeouts are 
 The one exception: a read that must not wait (the keepalive thread's, a deadline) on a
 TLS socket makes it non-blocking for that read, holding the writer lock too (_recv_now):
 half a TLS record, or a record without data (a KeyUpdate), must be taken in, not waited
-on; while a writer holds the lock, only a whole record, peeked at, is read.
+on; while a writer holds the lock, only a whole record, peeked at, is read, blocking: by
+the keepalive thread in a thread of its own (_read_aside), which a KeyUpdate may hold.
 """
 from __future__ import annotations
 
@@ -384,6 +385,17 @@ class Connection(Transport):
             self._release_writer()
         self._flush_replies(True)  # a server answering a close shuts TCP down now
         return True
+
+    def abort(self, code: int = CloseCode.ABNORMAL_CLOSURE, reason: str = "") -> None:
+        """Give up without waiting: the Protocol fails the connection with ``code`` (RFC
+        6455 §7.1.7), its close frame goes out if the writer and the socket have room
+        (none for 1006), TCP is cut; blocked senders and readers fail at once."""
+        if self._closed.is_set() or self._cut:
+            return
+        self.protocol.fail(code, reason)  # queues the close frame that the flush sends
+        self._flush_replies(True)
+        self._cut_tcp(code, reason)
+        self._finish_if_unread()
 
     def keepalive_fileno(self) -> int:
         return self.socket.fileno()

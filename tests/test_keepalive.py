@@ -506,3 +506,37 @@ def test_a_sender_blocked_on_a_silent_peer_ends_with_1011_though_a_pong_waits(co
         peer.sock.shutdown(socket.SHUT_RDWR)
         peer.close()
         sender.join(TIMEOUT)
+
+
+def test_a_tls_record_without_data_while_our_writer_is_stuck_leaves_the_keepalive_thread_free():
+    """Our writer blocked on a TLS peer that reads nothing, then that peer sends a
+    KeyUpdate: the keepalive thread read the whole record blocking, as it must not
+    while a writer holds the lock non-blocking, and waited there for a next record that
+    never came: no connection of the process got its pongs. Now that read is made in a
+    thread of its own."""
+    def push(ws):
+        ws.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        with contextlib.suppress(simplews.ConnectionClosed):
+            while True:
+                ws.send(b"x" * 65536)
+
+    release = threading.Event()
+    servers = [Servers("wss"), Servers("ws")]
+    secure = servers[0](push, ping_interval=None, compression=None)
+    plain = servers[1](lambda ws: release.wait(TIMEOUT), ping_interval=None)  # the keepalive thread answers
+    silent, healthy = raw_client(secure.uri), raw_client(plain.uri)
+    try:
+        assert wait_for(lambda: secure.connections)
+        server_socket = next(iter(secure.connections)).socket
+        assert wait_for(lambda: not select.select([], [server_socket], [], 0)[1])  # the writer is stuck
+        if not send_tls_key_update(silent.sock):
+            pytest.skip("no TLS 1.3 KeyUpdate from this Python (ctypes, OpenSSL)")
+        assert wait_for(lambda: not unread_bytes(server_socket))  # the record was taken in
+        assert max(pong_delays(healthy, 3)) < scaled(0.5)
+    finally:
+        release.set()
+        silent.sock.shutdown(socket.SHUT_RDWR)
+        silent.close()
+        healthy.close()
+        for each in servers:
+            each.stop()
