@@ -294,8 +294,8 @@ mask_in_place(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (get_data_and_mask(args, &data, PyBUF_WRITABLE, &mask) < 0) {
         return NULL;
     }
-    for (int i = 0; i < 4; i++) {
-        rotated[i] = ((const unsigned char *)mask.buf)[(phase + i) & 3];
+    for (int i = 0; i < 4; i++) {  /* (unsigned: phase + i must not overflow) */
+        rotated[i] = ((const unsigned char *)mask.buf)[((size_t)phase + (size_t)i) & 3];
     }
     xor_mask_nogil(data.buf, data.buf, data.len, rotated);
     PyBuffer_Release(&mask);

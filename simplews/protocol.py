@@ -433,8 +433,8 @@ class Protocol:
         to write in order, once (a client's large payload is masked as they are taken);
         compressed here, in wire order."""
         size = len(data)
-        if type(data) is memoryview and size != data.nbytes:  # items wider than a byte: §5.2's
-            data = data.cast("B")  # length counts bytes (TypeError for a non-contiguous view)
+        if type(data) is memoryview and (size != data.nbytes or not data.contiguous):
+            data = data.cast("B")  # §5.2's length counts bytes (TypeError: not contiguous)
             size = len(data)
         if size < self._plain_below and fin and opcode != _CONT:
             # The fast path: a whole small message, its 2-byte header built here (§5.2).

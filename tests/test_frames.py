@@ -205,6 +205,17 @@ def test_a_payload_buffer_unmasked_in_place_piece_by_piece_is_the_masked_payload
     assert type(taken) is bytes and taken == data
 
 
+@pytest.mark.parametrize("implementation", _in_place_implementations())
+@pytest.mark.parametrize("phase", [sys.maxsize, sys.maxsize - 2, -1, -(sys.maxsize + 1)])
+def test_mask_in_place_takes_any_phase_by_its_low_two_bits(implementation, phase):
+    """The C version added the phase to each of 0-3 as a signed integer: undefined
+    behaviour near sys.maxsize (UBSan: signed integer overflow)."""
+    mask_in_place = implementation[0]
+    data = bytearray(b"abcdefgh")
+    mask_in_place(data, MASK, phase)
+    assert bytes(data) == _xor_mask(b"abcdefgh", (MASK * 2)[phase & 3:][:4])
+
+
 def test_the_c_payload_buffer_is_handed_out_once_and_only_when_no_view_is_left():
     speedups = pytest.importorskip("simplews._speedups")
     buffer = speedups.PayloadBuffer(8)

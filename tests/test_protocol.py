@@ -80,6 +80,17 @@ def test_a_memoryview_of_wide_items_is_framed_by_its_bytes(config, size):
         client.send_data(BINARY, view[::2])
 
 
+@pytest.mark.parametrize("config", [None, DeflateConfig()], ids=["plain", "deflate"])
+@pytest.mark.parametrize("size", [4, 40000])
+def test_a_memoryview_that_is_not_contiguous_is_refused_on_both_sides(config, size):
+    """Of bytes ("B" items), it went out or not depending on the side, the size and the
+    C extension: TypeError (a server's small frame), BufferError (a client's, in C),
+    sent (in Python, or a large frame)."""
+    for sender in make_pair(config):
+        with pytest.raises(TypeError):
+            sender.send_data(BINARY, memoryview(bytes(2 * size))[::2])
+
+
 def test_rfc_examples_parsed_by_client():
     client = Protocol(Side.CLIENT)
     assert feed(client, bytes([0x81, 0x05]) + b"Hello") == [Message("Hello")]
