@@ -210,11 +210,9 @@ class Transport:
 
     def _recv_now(self, buffer: Any, wait: float = 0.0) -> Optional[int]:
         """Read what is there without waiting (read lock held); None if nothing is. TLS: the
-        socket non-blocking for the read, under the writer lock (if free within ``wait``
-        s): a readable socket may hold half a record (the rest may wait for our reads) or a
-        record without data (a TLS 1.3 KeyUpdate). A writer busy: a whole record, peeked
-        at (valid at a record boundary: _tls_partial), is read blocking (a KeyUpdate then
-        waits for the next record: left as it is)."""
+        socket non-blocking for the read, under the writer lock (if free within ``wait`` s),
+        as it may hold half a record, or one without data (a KeyUpdate). A writer busy: a
+        whole record, peeked at (at a record boundary: _tls_partial), is read blocking."""
         sock = self.socket
         if not self._tls:
             return recv_now(sock, buffer)
@@ -310,9 +308,8 @@ class Transport:
             self._flush_replies(idle)
 
     def _flush_replies(self, idle: bool) -> None:
-        """Send the Protocol's replies (pongs, close echo, failing close), one per lock
-        hold; then shut our side of TCP if it says so (a server, RFC 6455 §7.1.1).
-        ``idle``: only what goes out at once (the rest: the writer's release, a tick)."""
+        """Send the Protocol's replies (pongs, close echo, failing close), one per lock hold, then
+        shut our side of TCP if it says so (§7.1.1). ``idle``: only what goes out at once."""
         protocol, sock = self.protocol, self.socket
         while protocol.replies:
             if idle and not wait_writable(sock, 0):
@@ -418,8 +415,7 @@ class Transport:
     keepalive_timeout: Callable[[], None]
 
     def keepalive_tick(self, now: float) -> Optional[float]:
-        """Pending replies, the end of cut or closing connections: None while open
-        with nothing pending, else when to look again. Never blocks."""
+        """Pending replies, the end of cut or closing connections (never blocks): when to look again."""
         if self._closed.is_set():
             return keepalive.NEVER
         deadline = self._close_deadline
@@ -434,9 +430,8 @@ class Transport:
         return None
 
     def wants_idle_reads(self) -> bool:
-        """Should the keepalive thread watch the socket? Not once closed, nor while
-        someone reads or the queue is full: the reader hands it back (_hand_back) as
-        it lets go (asked twice, for a reader letting go meanwhile)."""
+        """Watch the socket? Not once closed, nor while someone reads or the queue is full: the
+        reader hands it back (_hand_back) as it lets go (asked twice, for one letting go now)."""
         for _ in range(2):
             if self._closed.is_set():
                 return False
@@ -454,15 +449,20 @@ class Transport:
         keepalive.watch(self)
 
     def _read_aside(self) -> None:
-        """read_idle()'s blocking read of a whole TLS record while a writer is busy, in a thread
-        of its own: a record without data (a KeyUpdate) waits for the next, or the end."""
+        """read_idle()'s blocking reads of whole TLS records while a writer is busy and records
+        come, in a thread of its own: a record without data (a KeyUpdate) waits for the next."""
         try:
             with self._read_lock:
-                if not self._closed.is_set():
+                more = not self._closed.is_set()
+                while more:
                     self._pump(NOW, idle=True)
                     self._send_replies()
-        except Exception:
-            self.logger.exception("reading aside failed on %r", self)
+                    more = not self._closed.is_set() and self._write_lock.locked() and (
+                        self.max_queue is None or len(self._queue) < self.max_queue) and \
+                        data_ready(self.socket, NOW)
+        except Exception as exc:  # (a peek's OSError: read_idle meets it again, and ends it)
+            if not isinstance(exc, OSError):
+                self.logger.exception("reading aside failed on %r", self)
         self._hand_back()
 
     def read_idle(self) -> bool:

@@ -402,13 +402,14 @@ class Connection(Transport):
 
     def keepalive_ping(self) -> Optional[Flag]:
         """The keepalive thread's ping, or None if it cannot go out now (again next tick).
-        One that waits for room while TCP sees the peer take no byte for ping_timeout s
-        fails the connection as a late pong would (1011, RFC 6455 §5.5.2)."""
+        While the socket stays full (a writer busy compressing does not count) and TCP
+        sees the peer take no byte for ping_timeout s, the ping is as late as a pong that
+        does not come: the connection fails with 1011 (RFC 6455 §5.5.2)."""
         try:  # (a Flag costs a tenth of a threading.Event; next_mask: no syscall)
             waiter = self._ping(next_mask(), Flag(), idle=True)
         except (ConnectionClosed, ConcurrencyError):
             return None
-        if waiter is None and self.ping_timeout is not None:
+        if waiter is None and self.ping_timeout is not None and not wait_writable(self.socket, 0):
             acked, (before, since), now = bytes_acked(self.socket), self._ping_wait, monotonic()
             if acked is None or acked != before:
                 self._ping_wait = (acked, now)

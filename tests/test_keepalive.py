@@ -540,3 +540,15 @@ def test_a_tls_record_without_data_while_our_writer_is_stuck_leaves_the_keepaliv
         healthy.close()
         for each in servers:
             each.stop()
+
+
+def test_a_writer_busy_compressing_is_not_taken_for_a_stuck_peer(start_server, connect):
+    """The stuck-ping rule looks for a full socket: while send() compresses a large
+    message under the writer lock, nothing is written and TCP acknowledges nothing, yet
+    the peer is fine (a first version failed such a connection with 1011)."""
+    server = start_server(lambda ws: ws.send(str(len(ws.recv()))), max_size=None)
+    message = random.Random(7).randbytes(24 << 20)  # ~0.9 s of compression, at level 9
+    config = DeflateConfig(compress_level=9)
+    with connect(server, compression=config, ping_interval=0.1, ping_timeout=0.4) as ws:
+        ws.send(message)
+        assert ws.recv(timeout=TIMEOUT) == str(len(message))
