@@ -135,7 +135,7 @@ class Transport:
                 self.logger.info("failing connection with %d: %s", exc.close_code, exc)
                 continue
             if event is None:  # read once more, unless the deadline passed since a read (idle: NOW)
-                over = reads and deadline is not None and deadline.passed()  # (a ping flood, say)
+                over = deadline is not None and reads and deadline.passed()  # (a ping flood, say)
                 if over or not self._read_once(NOW if idle else deadline):
                     if idle:
                         return None
