@@ -141,6 +141,8 @@ class ServerHandshake:
                    if p.strip()]
         subprotocol = (self.select_subprotocol(connection, offered) if self.select_subprotocol is not None
                        else next((p for p in offered if p in self.subprotocols), None))  # the client's order
+        if subprotocol is not None and subprotocol not in offered:  # §4.2.2: one of the client's
+            raise ValueError(f"select_subprotocol returned {subprotocol!r}, which the client did not offer")
         if subprotocol is not None:
             response.headers.add("Sec-WebSocket-Protocol", subprotocol)
         deflate = None

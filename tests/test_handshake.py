@@ -74,6 +74,15 @@ def test_select_subprotocol_hook():
     assert accepted.subprotocol == "b"
 
 
+@pytest.mark.parametrize("choice", ["c", "a, b", b"a", 1])
+def test_select_subprotocol_must_pick_one_of_the_offered_names(choice):
+    """RFC 6455 §4.2.2: the subprotocol is one of the client's values; the server's
+    accept() raises (its caller answers 500) rather than send what the client refuses."""
+    hs = client(subprotocols=["a", "b"])
+    with pytest.raises(ValueError, match="did not offer"):
+        server_response_for(hs, select_subprotocol=lambda conn, offered: choice)
+
+
 def request_with(**changes):
     hs = client()
     request = parse_request(hs.request.serialize())[0]

@@ -261,7 +261,8 @@ def test_shutdown_ends_connections_still_in_their_opening_handshake(start_server
 
 @pytest.mark.parametrize("failure", ["process_request raises", "process_request returns junk",
                                      "process_request returns an unsendable Response",
-                                     "select_subprotocol raises"])
+                                     "select_subprotocol raises",
+                                     "select_subprotocol picks a name not offered"])
 def test_failing_handshake_callback_answers_500_logs_and_keeps_serving(start_server, connect,
                                                                       caplog, failure):
     def process_request(conn, request):
@@ -274,11 +275,13 @@ def test_failing_handshake_callback_answers_500_logs_and_keeps_serving(start_ser
         raise RuntimeError("boom in process_request")
 
     def select_subprotocol(conn, offered):
-        if conn.request.path == "/boom":
-            raise RuntimeError("boom in select_subprotocol")
-        return None
+        if conn.request.path != "/boom":
+            return None
+        if failure == "select_subprotocol picks a name not offered":
+            return "boom"  # RFC 6455 §4.2.2: one of the client's, which every client checks
+        raise RuntimeError("boom in select_subprotocol")
 
-    if failure == "select_subprotocol raises":
+    if failure.startswith("select_subprotocol"):
         server = start_server(select_subprotocol=select_subprotocol)
     else:
         server = start_server(process_request=process_request)
