@@ -61,8 +61,7 @@ class Transport:
             "simplews.client" if protocol.side is Side.CLIENT else "simplews.server")
         self._debug = self.logger.isEnabledFor(logging.DEBUG)
         self._tls = isinstance(sock, ssl.SSLSocket)
-        # the remote address None: reset already
-        self.local_address, self.remote_address = addresses or socket_addresses(sock)
+        self.local_address, self.remote_address = addresses or socket_addresses(sock)  # (None: reset)
         self.latency = 0.0  #: Seconds between the last ping and its pong.
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
@@ -410,9 +409,10 @@ class Transport:
             self.logger.debug("connection closed: %s", self._close_exc)
 
     # ---------------------------------------- the keepalive thread's side (keepalive.Keepable)
-    keepalive_fileno: Callable[[], int]  # (these three: Connection's)
+    keepalive_fileno: Callable[[], int]  # (these four: Connection's)
     keepalive_ping: Callable[[], Optional[Flag]]
     keepalive_timeout: Callable[[], None]
+    bytes_taken: Callable[[], Optional[int]]
 
     def keepalive_tick(self, now: float) -> Optional[float]:
         """Pending replies, the end of cut or closing connections (never blocks): when to look again."""

@@ -54,7 +54,7 @@ import numbers
 import os
 import threading
 from time import monotonic
-from typing import Any, Iterable, Iterator, List, Optional, Tuple, Union, cast
+from typing import Any, Iterable, Iterator, List, Optional, Union, cast
 
 from . import keepalive
 from ._io import Deadline, Flag, bytes_acked, wait_writable
@@ -100,7 +100,6 @@ class Connection(Transport):
 
     __slots__ = ()
     _write_by = 0.0  # a broadcast's write must end by then (monotonic; 0: none; see _send_now)
-    _ping_wait: Tuple[Optional[int], float] = (None, 0.0)  # bytes TCP acked, since when (keepalive_ping)
 
     # ----------------------------------------------------------------- state
 
@@ -401,23 +400,16 @@ class Connection(Transport):
         return self.socket.fileno()
 
     def keepalive_ping(self) -> Optional[Flag]:
-        """The keepalive thread's ping, or None if it cannot go out now (again next tick).
-        While the socket stays full (a writer busy compressing does not count) and TCP
-        sees the peer take no byte for ping_timeout s, the ping is as late as a pong that
-        does not come: the connection fails with 1011 (RFC 6455 §5.5.2)."""
+        """The keepalive thread's ping, or None if it cannot go out now (again next tick)."""
         try:  # (a Flag costs a tenth of a threading.Event; next_mask: no syscall)
-            waiter = self._ping(next_mask(), Flag(), idle=True)
+            return self._ping(next_mask(), Flag(), idle=True)
         except (ConnectionClosed, ConcurrencyError):
             return None
-        if waiter is None and self.ping_timeout is not None and not wait_writable(self.socket, 0):
-            acked, (before, since), now = bytes_acked(self.socket), self._ping_wait, monotonic()
-            if acked is None or acked != before:
-                self._ping_wait = (acked, now)
-            elif now - since >= self.ping_timeout:
-                self.keepalive_timeout()
-        elif self._ping_wait[1]:
-            self._ping_wait = (None, 0.0)
-        return waiter
+
+    def bytes_taken(self) -> Optional[int]:
+        """While the socket is full, the bytes the peer's TCP has acknowledged so far; None
+        while it has room (a writer busy compressing, say) or where that is not known."""
+        return None if wait_writable(self.socket, 0) else bytes_acked(self.socket)
 
     def keepalive_timeout(self) -> None:
         self.abort(CloseCode.INTERNAL_ERROR, "keepalive ping timeout")

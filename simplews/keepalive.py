@@ -48,6 +48,10 @@ class Keepable(Protocol):
         """A ping now if the writer and the socket have room, else None; the Event is
         set by its pong."""
 
+    def bytes_taken(self) -> Optional[int]:
+        """While the socket is full, the bytes the peer's TCP has acknowledged so far;
+        None while it has room, or where that is not known."""
+
     def keepalive_timeout(self) -> None:
         """The pong is late: fail the connection with 1011."""
 
@@ -63,7 +67,7 @@ class _Schedule:
     """A connection's keepalive pings, and the time of its live entry in the heap
     (the connection is None once unregistered: stale entries keep no connection)."""
 
-    __slots__ = ("connection", "at", "next_ping", "waiter", "sent_at")
+    __slots__ = ("connection", "at", "next_ping", "waiter", "sent_at", "taken", "stuck_since")
 
     def __init__(self, connection: Keepable, interval: Optional[float], now: float) -> None:
         self.connection: Optional[Keepable] = connection
@@ -71,6 +75,8 @@ class _Schedule:
         self.next_ping = NEVER if not interval else now + interval
         self.waiter: Optional[Flag] = None
         self.sent_at = 0.0
+        self.taken: Optional[int] = None  # while a ping finds the socket full: what TCP
+        self.stuck_since = 0.0  # saw the peer take, and since when (_stuck)
 
 
 _lock = threading.Lock()  # guards the four below; held for a few steps, never across I/O
@@ -142,10 +148,22 @@ def _due(connection: Keepable, schedule: _Schedule, now: float) -> float:
         return schedule.next_ping
     waiter = connection.keepalive_ping()
     if waiter is None:  # the writer is busy or the socket full: again next tick
+        _stuck(connection, schedule, now)
         return now + TICK
-    schedule.waiter, schedule.sent_at = waiter, now
+    schedule.waiter, schedule.sent_at, schedule.taken = waiter, now, None
     schedule.next_ping = now + (connection.ping_interval or NEVER)
     return min(schedule.next_ping, now + (timeout or NEVER))
+
+
+def _stuck(connection: Keepable, schedule: _Schedule, now: float) -> None:
+    """A ping that finds the socket full while TCP sees the peer take no byte for
+    ping_timeout is as late as a pong that does not come: 1011 (a peer reading nothing
+    would otherwise keep the connection, and its sender, for ever)."""
+    taken = connection.bytes_taken()
+    if taken is None or taken != schedule.taken:
+        schedule.taken, schedule.stuck_since = taken, now
+    elif connection.ping_timeout is not None and now - schedule.stuck_since >= connection.ping_timeout:
+        connection.keepalive_timeout()
 
 
 def _run() -> None:
