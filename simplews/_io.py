@@ -16,6 +16,7 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 T = TypeVar("T")
 _HAS_POLL = hasattr(select, "poll")
 _TCP_INFO = getattr(socket, "TCP_INFO", 0) if sys.platform.startswith("linux") else 0  # (its layout: Linux's)
+LONGEST_WAIT = 2_147_483.0  # s (24.8 days): poll() takes at most 2**31 - 1 ms; waits are cut there
 
 
 def read_head(sock: socket.socket, parse: Callable[[bytearray], Optional[Tuple[T, int]]],
@@ -119,13 +120,13 @@ class Flag:
 
 
 class Deadline:
-    """A point in monotonic time, or none (wait forever); ``Deadline(0)`` has passed
-    already: whoever gets it must not block."""
+    """A point in monotonic time, or none (wait forever: also for LONGEST_WAIT or more,
+    which no wait takes); ``Deadline(0)`` has passed already: whoever gets it must not block."""
 
     __slots__ = ("at",)
 
     def __init__(self, timeout: Optional[float]) -> None:
-        self.at = None if timeout is None else monotonic() + timeout
+        self.at = None if timeout is None or timeout >= LONGEST_WAIT else monotonic() + timeout
 
     def remaining(self) -> Optional[float]:
         """Seconds left (0 or more), or None for no limit."""
@@ -195,8 +196,8 @@ def wait_readable(sock: socket.socket, timeout: float) -> bool:
     if _HAS_POLL:
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLPRI)
-        return bool(poller.poll(max(0.0, timeout) * 1000))
-    return bool(select.select([sock], [], [], max(0.0, timeout))[0])  # pragma: no cover
+        return bool(poller.poll(min(max(0.0, timeout), LONGEST_WAIT) * 1000))
+    return bool(select.select([sock], [], [], min(max(0.0, timeout), LONGEST_WAIT))[0])  # pragma: no cover
 
 
 def wait_writable(sock: socket.socket, timeout: float) -> bool:
@@ -207,8 +208,8 @@ def wait_writable(sock: socket.socket, timeout: float) -> bool:
     if _HAS_POLL:
         poller = select.poll()
         poller.register(fd, select.POLLOUT)
-        return bool(poller.poll(max(0.0, timeout) * 1000))
-    return bool(select.select([], [sock], [], max(0.0, timeout))[1])  # pragma: no cover
+        return bool(poller.poll(min(max(0.0, timeout), LONGEST_WAIT) * 1000))
+    return bool(select.select([], [sock], [], min(max(0.0, timeout), LONGEST_WAIT))[1])  # pragma: no cover
 
 
 def bytes_acked(sock: socket.socket) -> Optional[int]:

@@ -377,10 +377,10 @@ class Transport:
         self._shutdown(socket.SHUT_RDWR)
         keepalive.wake(self, 0.0)  # finish it as soon as the read lock is free
 
-    def _start_closing(self) -> None:  # the close deadline: close_timeout from now
+    def _start_closing(self) -> None:  # the close deadline: close_timeout from now (None: none)
         if self._close_deadline is None:
-            self._close_deadline = deadline = Deadline(self.close_timeout or 0)
-            keepalive.wake(self, deadline.at or 0.0)  # it finishes the connection then
+            self._close_deadline = deadline = Deadline(self.close_timeout)
+            keepalive.wake(self, deadline.at or keepalive.NEVER)  # it finishes the connection then
 
     def _shutdown(self, how: int) -> None:
         with contextlib.suppress(OSError):  # socket.socket's: SSLSocket's would drop the TLS state
@@ -426,7 +426,7 @@ class Transport:
         if self.protocol.replies:  # (while the rest waits a tick, the pings go on: a stuck peer fails)
             self._send_replies()
         if self.protocol.closing:
-            return deadline.at or 0.0 if deadline is not None else now + keepalive.TICK
+            return deadline.at or keepalive.NEVER if deadline is not None else now + keepalive.TICK
         return None
 
     def wants_idle_reads(self) -> bool:

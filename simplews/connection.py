@@ -57,7 +57,7 @@ from time import monotonic
 from typing import Any, Iterable, Iterator, List, Optional, Union, cast
 
 from . import keepalive
-from ._io import Deadline, Flag, bytes_acked, wait_writable
+from ._io import LONGEST_WAIT, Deadline, Flag, bytes_acked, wait_writable
 from ._transport import Transport
 from .exceptions import ConcurrencyError, ConnectionClosed, ConnectionClosedOK, ProtocolError
 from .frames import CloseCode, Opcode, frame_header, next_mask
@@ -77,7 +77,8 @@ def check_options(*, open_timeout: Optional[float], close_timeout: Optional[floa
                   max_size: Optional[int], max_queue: Optional[int], **more: Optional[int]) -> None:
     """Refuse, at connect() or serve(), the limits no connection could keep: TypeError
     for a non-number, ValueError for a negative (or NaN) one. Timeouts and
-    ``ping_interval`` (0: no pings) are seconds >= 0; ``max_size`` is an int >= 0;
+    ``ping_interval`` (0: no pings) are seconds from 0 to LONGEST_WAIT (24.8 days: the
+    longest wait of poll(), threads and sockets); ``max_size`` is an int >= 0;
     ``max_queue`` (and ``more``: max_connections) an int >= 1; None: no limit."""
     seconds = {"open_timeout": open_timeout, "close_timeout": close_timeout,
                "ping_interval": ping_interval, "ping_timeout": ping_timeout}
@@ -85,8 +86,8 @@ def check_options(*, open_timeout: Optional[float], close_timeout: Optional[floa
     for name, value in seconds.items():
         if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real)):
             raise TypeError(f"{name} must be a number of seconds or None, not {type(value).__name__}")
-        if value is not None and not value >= 0:
-            raise ValueError(f"{name} must be 0 or more seconds: {value!r}")
+        if value is not None and not 0 <= value <= LONGEST_WAIT:
+            raise ValueError(f"{name} must be 0 to {LONGEST_WAIT:.0f} s (None: no limit): {value!r}")
     for name, (count, least) in counts.items():
         if count is not None and (isinstance(count, bool) or not isinstance(count, numbers.Integral)):
             raise TypeError(f"{name} must be an int or None, not {type(count).__name__}")

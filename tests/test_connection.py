@@ -17,6 +17,7 @@ import weakref
 import pytest
 
 import simplews
+from simplews._io import LONGEST_WAIT
 from simplews.extensions import DeflateConfig
 from simplews.frames import Opcode
 from simplews.handshake import ClientHandshake
@@ -819,6 +820,8 @@ BAD_OPTIONS = [
     ({"ping_timeout": float("nan")}, ValueError),
     ({"close_timeout": -1}, ValueError),  # was: every close abnormal (1006)
     ({"open_timeout": True}, TypeError),
+    ({"close_timeout": 1e12}, ValueError),  # was: OverflowError from a wait, once connected
+    ({"open_timeout": float("inf")}, ValueError),
 ]
 
 
@@ -833,6 +836,38 @@ def test_a_limit_no_connection_could_keep_is_refused_by_connect_and_serve(option
         simplews.serve(lambda ws: None, **options)
     with pytest.raises(ValueError, match="max_connections"):
         simplews.serve(lambda ws: None, max_connections=0)
+
+
+@pytest.mark.parametrize("seconds", [None, LONGEST_WAIT])
+def test_no_timeout_and_the_longest_one_are_taken(start_server, connect, seconds):
+    """open_timeout=None made every connect() and every server handshake an OverflowError
+    (poll() got now + 1e9 s in ms), as did any timeout past 24.8 days; recv() took no
+    timeout over it either. Now timeouts go up to LONGEST_WAIT, and recv()'s past it
+    mean no limit."""
+    options = dict(open_timeout=seconds, close_timeout=seconds, ping_timeout=seconds)
+    server = start_server(lambda ws: [ws.send(m) for m in ws], **options)
+    with connect(server, **options) as ws:
+        ws.send("x")
+        assert ws.recv(timeout=1e12) == "x"
+        assert ws.ping().wait(TIMEOUT)
+        ws.close()
+    assert ws.close_code == 1000
+
+
+def test_close_timeout_none_waits_for_the_peer_however_long(connect, raw_server):
+    """close_timeout=None (no limit) gave the keepalive thread a close deadline of now:
+    a peer that took a moment to answer our close frame got 1006."""
+    ws, peer = raw_server.pair(connect, close_timeout=None)
+    closer = threading.Thread(target=ws.close)
+    closer.start()
+    try:
+        closer.join(scaled(0.3))
+        assert closer.is_alive()  # still waiting for the peer's close frame
+        assert isinstance(peer.next_event(), Close)  # ours; the peer answers it now
+    finally:
+        peer.close()
+        closer.join(TIMEOUT)
+    assert ws.close_code == 1000
 
 
 def test_the_edges_of_the_limits_are_taken(start_server, connect):
