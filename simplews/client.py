@@ -92,11 +92,11 @@ def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
     # A given socket goes to one place only; max_redirects=0: a redirect is an InvalidStatus.
     follow = sock is None and unix_socket is None and max_redirects > 0
     for redirects in range(max_redirects + 1):
+        handshake = ClientHandshake(wsuri, origin=origin, subprotocols=subprotocols,  # (ValueError
+                                    compression=config, additional_headers=headers,  # for a bad one,
+                                    user_agent=user_agent)  # before a socket is opened)
         if sock is None:
             sock = _open_socket(wsuri, unix_socket, proxy, deadline, user_agent)
-        handshake = ClientHandshake(wsuri, origin=origin, subprotocols=subprotocols,
-                                    compression=config, additional_headers=headers,
-                                    user_agent=user_agent)
         try:
             opened, response, leftover, accepted = _handshake(sock, wsuri, handshake, ssl,
                                                               server_hostname, deadline)
@@ -125,12 +125,12 @@ def _open_socket(wsuri: WebSocketURI, unix_socket: Optional[str], proxy: Union[b
                  deadline: float, user_agent: Optional[str]) -> socket.socket:
     """The TCP (or Unix) connection the handshake goes over: direct or through a proxy."""
     timeout = max(0.001, deadline - monotonic())
+    found = find_proxy(wsuri, proxy) if unix_socket is None else None
+    if found is not None:  # (its errors name the proxy)
+        return open_tunnel(found[0], wsuri, deadline, user_agent, source=found[1])
     try:
         if unix_socket is not None:
             return open_unix_socket(unix_socket, timeout=timeout)
-        found = find_proxy(wsuri, proxy)
-        if found is not None:
-            return open_tunnel(found[0], wsuri, deadline, user_agent, source=found[1])
         return open_tcp_socket(wsuri.host, wsuri.port, timeout)
     except socket.timeout:  # not a TimeoutError subclass before Python 3.10
         raise TimeoutError(f"timed out connecting to {wsuri.host}:{wsuri.port}") from None

@@ -6,8 +6,8 @@ from typing import Any, Protocol
 
 __all__ = ["WebSocketError", "ConnectionClosed", "ConnectionClosedOK", "ConnectionClosedError",
            "InvalidURI", "InvalidHandshake", "InvalidStatus", "InvalidHeader", "HeaderBlockTooLarge",
-           "NegotiationError", "ProxyError", "InvalidProxyStatus", "ProtocolError", "PayloadTooBig",
-           "ConcurrencyError"]
+           "NegotiationError", "ProxyError", "InvalidProxy", "InvalidProxyStatus", "ProtocolError",
+           "PayloadTooBig", "ConcurrencyError"]
 
 
 class HTTPAnswer(Protocol):
@@ -78,6 +78,11 @@ class NegotiationError(InvalidHandshake):
 
 class ProxyError(InvalidHandshake):
     """Connecting through the HTTP proxy failed (an unsupported proxy URL, a bad answer)."""
+
+
+class InvalidProxy(ProxyError):
+    """The proxy URL is invalid or unsupported, or needs the socks extra: a setting to
+    fix (reconnect() does not retry it)."""
 
 
 class InvalidProxyStatus(ProxyError):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import functools
 import os
-import re
 import socket
 import urllib.parse
 import urllib.request
@@ -13,17 +12,25 @@ from time import monotonic
 from typing import Optional, Tuple, Union
 
 from ._io import open_tcp_socket, read_head
-from .exceptions import InvalidHandshake, InvalidProxyStatus, ProxyError
-from .http11 import Headers, Request, parse_response
-from .uri import WebSocketURI
+from .exceptions import InvalidHandshake, InvalidProxy, InvalidProxyStatus, ProxyError
+from .http11 import Headers, Request, Response, parse_response
+from .uri import WebSocketURI, hide_credentials
 
 __all__ = ["proxy_for", "find_proxy", "open_tunnel"]
 
 _VARIABLES = ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY")
 _ENCODED_VARIABLES = tuple(getattr(os.environ, "encodekey", str.encode)(name) for name in _VARIABLES)
-_parse_proxy_response = functools.partial(parse_response, versions=(b"HTTP/1.1", b"HTTP/1.0"))
-_PORTS = {"http": 8080, "socks4": 1080, "socks5": 1080, "socks5h": 1080}  # the supported schemes
-_CREDENTIALS = re.compile(r"^([^:/?#]*://)?[^/?#]*@")  # "scheme://user:pass@": hidden in errors
+_parse_any_response = functools.partial(parse_response, versions=(b"HTTP/1.1", b"HTTP/1.0"))
+
+
+def _parse_proxy_response(buffer: bytearray) -> Optional[Tuple[Response, int]]:
+    """The proxy's final answer: RFC 9110 §15.2, 1xx ones may come first (dropped here)."""
+    while True:
+        parsed = _parse_any_response(buffer)
+        if parsed is None or parsed[0].status >= 200:
+            return parsed
+        del buffer[:parsed[1]]
+_PORTS = {"http": 80, "socks4": 1080, "socks5": 1080, "socks5h": 1080}  # the supported schemes
 
 
 def proxy_for(uri: WebSocketURI, proxy: Union[bool, str, None]) -> Optional[str]:
@@ -42,7 +49,8 @@ def find_proxy(uri: WebSocketURI, proxy: Union[bool, str, None]) -> Optional[Tup
     if not proxy or not _proxy_variables_set():
         return None  # the usual case, checked first: getproxies() costs ~50 us a connect
     proxies = urllib.request.getproxies()
-    if not proxies or urllib.request.proxy_bypass(uri.host):
+    host = f"[{uri.host}]" if ":" in uri.host else uri.host  # NO_PROXY's entries may name a port:
+    if not proxies or any(map(urllib.request.proxy_bypass, (uri.host, f"{host}:{uri.port}"))):
         return None
     for key in ("https" if uri.secure else "http", "all"):
         url = proxies.get(key)
@@ -67,7 +75,7 @@ def open_tunnel(proxy_url: str, uri: WebSocketURI, deadline: float,
                 user_agent: Optional[str], source: str = "") -> socket.socket:
     """A TCP connection to ``uri``'s host and port through the proxy: CONNECT for
     ``http://``, SOCKS for ``socks4://``, ``socks5://``, ``socks5h://`` (the proxy resolves
-    the host name). Another scheme (https://) or an invalid URL raises ProxyError,
+    the host name). Another scheme (https://) or an invalid URL raises InvalidProxy,
     naming ``source`` (where the URL comes from)."""
     parts, host, port = _split_proxy_url(proxy_url, source)
     timeout = max(0.001, deadline - monotonic())
@@ -76,11 +84,13 @@ def open_tunnel(proxy_url: str, uri: WebSocketURI, deadline: float,
     try:
         sock = open_tcp_socket(host, port, timeout)
     except socket.timeout:  # not a TimeoutError subclass before Python 3.10
-        raise TimeoutError(f"timed out connecting to the proxy {host}") from None
+        raise TimeoutError(f"timed out connecting to the proxy {host}:{port}") from None
     try:
         sock.sendall(_connect_request(uri, parts, user_agent).serialize())
         try:
             response, leftover = read_head(sock, _parse_proxy_response, deadline)
+        except TimeoutError:
+            raise TimeoutError(f"timed out waiting for the proxy {host}:{port} to answer CONNECT") from None
         except EOFError:
             raise ProxyError("the proxy closed the connection during CONNECT") from None
         except InvalidHandshake as exc:
@@ -97,21 +107,22 @@ def open_tunnel(proxy_url: str, uri: WebSocketURI, deadline: float,
 
 def _split_proxy_url(proxy_url: str, source: str) -> Tuple[urllib.parse.SplitResult, str, int]:
     """The parts of an ``http://[user:pass@]host[:port]`` URL (the scheme may be left out),
-    its host as getaddrinfo() takes it and its port (8080 by default)."""
+    its host as getaddrinfo() takes it and its port (the scheme's: 80 for http, as in requests)."""
     where = f" in {source}" if source else ""
-    shown = _CREDENTIALS.sub(r"\1***@", proxy_url)
+    shown = hide_credentials(proxy_url)
     scheme = proxy_url.partition("://")[0].lower() if "://" in proxy_url else "http"
     if scheme not in _PORTS:
-        raise ProxyError(f"unsupported proxy scheme {scheme!r}{where} ({shown}): "
+        raise InvalidProxy(f"unsupported proxy scheme {scheme!r}{where} ({shown}): "
                          "http://, socks4://, socks5:// and socks5h:// are supported")
     try:  # ValueError: a bad port or IPv6 address; UnicodeError: a bad host name ("a..b")
         parts = urllib.parse.urlsplit(proxy_url if "://" in proxy_url else "http://" + proxy_url)
         port = parts.port or _PORTS[scheme]
         host = (parts.hostname or "").encode("idna").decode("ascii")
-    except ValueError as exc:
-        raise ProxyError(f"invalid proxy URL{where} ({shown}): {exc}") from None
+    except ValueError as exc:  # (urlsplit's message may quote a password)
+        detail = "" if "@" in proxy_url else f": {exc}"
+        raise InvalidProxy(f"invalid proxy URL{where} ({shown}){detail}") from None
     if not host:
-        raise ProxyError(f"invalid proxy URL{where} ({shown}): no host")
+        raise InvalidProxy(f"invalid proxy URL{where} ({shown}): no host")
     return parts, host, port
 
 
@@ -124,7 +135,7 @@ def _open_socks(parts: urllib.parse.SplitResult, host: str, port: int, uri: WebS
         from python_socks.sync import Proxy
     except ImportError:
         where = f" ({source})" if source else ""
-        raise ProxyError(f"a {parts.scheme}:// proxy{where} needs python-socks: "
+        raise InvalidProxy(f"a {parts.scheme}:// proxy{where} needs python-socks: "
                          "pip install simplews[socks]") from None
     user, password = (None if part is None else urllib.parse.unquote(part)
                       for part in (parts.username, parts.password))

@@ -8,7 +8,7 @@ from typing import Any, Iterator, Optional
 
 from .client import connect
 from .connection import Connection
-from .exceptions import InvalidHandshake, InvalidStatus, ProxyError
+from .exceptions import InvalidHandshake, InvalidProxy, InvalidProxyStatus, InvalidStatus, ProxyError
 from .frames import CloseCode
 
 __all__ = ["reconnect"]
@@ -25,7 +25,8 @@ def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
     """Yield a connection to ``uri``, and a new one each time the loop asks for the next
     after the previous one closed abnormally (any code but 1000 and 1005: 1001 "going away"
     included) or could not be opened (OSError, TimeoutError, the connection closed before
-    the answer, HTTP 500/502/503/504). The waits between attempts start at
+    the answer, a proxy that fails, HTTP 500/502/503/504 from the server or the proxy;
+    not a 407 or a bad proxy URL). The waits between attempts start at
     ``initial_delay`` seconds and grow by ``factor`` after each failure up to
     ``max_delay``, each drawn from ``[delay * (1 - jitter), delay]``.
     A connection that lasted ``stable_after`` seconds (from the handshake to the loop
@@ -83,8 +84,9 @@ def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
 def _retryable(exc: Exception) -> bool:
     """Could not open: the connection failed or was lost before the 101 (an EOF then:
     a server restarting, a balancer without a backend), the proxy failed, or HTTP
-    500/502/503/504; other refusals are final."""
-    if isinstance(exc, InvalidStatus):
+    500/502/503/504 from the server or the proxy; other refusals (a 407 from the proxy
+    included) and a bad proxy URL (InvalidProxy) are final."""
+    if isinstance(exc, (InvalidStatus, InvalidProxyStatus)):
         return exc.status in RETRY_STATUSES
-    return not isinstance(exc, InvalidHandshake) or isinstance(exc, ProxyError) \
-        or isinstance(exc.__cause__, EOFError)
+    return not isinstance(exc, InvalidHandshake) or isinstance(exc, ProxyError) and not \
+        isinstance(exc, InvalidProxy) or isinstance(exc.__cause__, EOFError)

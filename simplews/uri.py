@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import ipaddress
+import re
 import urllib.parse
 from typing import NamedTuple, Optional, Tuple
 
@@ -13,6 +14,13 @@ __all__ = ["WebSocketURI", "parse_uri"]
 # RFC 3986 §2.2-2.3: reserved and unreserved characters (quote() keeps letters,
 # digits and "_.-~" anyway), and "%" so that percent-encoded octets stay.
 _URI_CHARACTERS = ":/?#[]@!$&'()*+,;=%"
+_REG_NAME = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+")  # §3.2.2: a host name's characters
+_CREDENTIALS = re.compile(r"^([^:/?#]*://)?.*@", re.S)  # up to the last "@": a password may hold "/"
+
+
+def hide_credentials(url: str) -> str:
+    """``url`` for an error message: what may be its user:password@ becomes ***@."""
+    return _CREDENTIALS.sub(r"\1***@", url)
 
 
 class WebSocketURI(NamedTuple):
@@ -30,7 +38,7 @@ class WebSocketURI(NamedTuple):
     @property
     def host_header(self) -> str:
         """The Host header (RFC 7230 §5.4): the port only when it is not the default."""
-        host = f"[{self.host}]" if ":" in self.host else self.host
+        host = f"[{self.host.replace('%', '%25')}]" if ":" in self.host else self.host
         default = 443 if self.secure else 80
         return host if self.port == default else f"{host}:{self.port}"
 
@@ -39,27 +47,36 @@ class WebSocketURI(NamedTuple):
 def parse_uri(uri: str) -> WebSocketURI:
     """Parse ``uri``; raise InvalidURI unless it is an absolute ws:// or wss:// URI
     without a fragment (§3: "Fragment identifiers are meaningless ... MUST NOT be used").
-    The result is immutable and cached (the last 64 URIs); an invalid one is never cached."""
+    The result is immutable and cached (the last 64 URIs); an invalid one is never cached.
+    Errors show the URI without its credentials."""
+    shown = hide_credentials(uri)
     try:
         parts = urllib.parse.urlsplit(uri)
         port = parts.port
     except ValueError as exc:
-        raise InvalidURI(f"{uri!r} is not a valid URI: {exc}") from None
+        detail = "" if "@" in uri else f": {exc}"  # (urlsplit's may quote a password)
+        raise InvalidURI(f"{shown!r} is not a valid URI{detail}") from None
     if parts.scheme not in ("ws", "wss"):
-        raise InvalidURI(f"{uri!r} is not a WebSocket URI: the scheme must be ws or wss")
+        raise InvalidURI(f"{shown!r} is not a WebSocket URI: the scheme must be ws or wss")
     if not parts.hostname:
-        raise InvalidURI(f"{uri!r} has no host")
+        raise InvalidURI(f"{shown!r} has no host")
+    if port == 0:
+        raise InvalidURI(f"{shown!r} has port 0, which no server listens on")
     if "[" in parts.netloc:  # RFC 3986 §3.2.2: an IP literal (Python 3.9's urlsplit does not check)
         try:
             ipaddress.IPv6Address(parts.hostname.split("%", 1)[0])
         except ValueError:
-            raise InvalidURI(f"{uri!r} has an invalid IPv6 address") from None
-    try:  # what getaddrinfo() and TLS's SNI do with the name: "a..b" fails with UnicodeError
-        host = parts.hostname.encode("idna").decode("ascii")
-    except UnicodeError as exc:
-        raise InvalidURI(f"{uri!r} has an invalid host name: {exc}") from None
-    if parts.fragment:
-        raise InvalidURI(f"{uri!r} has a fragment, which WebSocket URIs must not have")
+            raise InvalidURI(f"{shown!r} has an invalid IPv6 address") from None
+        host = parts.hostname.replace("%25", "%", 1)  # RFC 6874: a zone ID, "%25" in a URI
+    else:
+        try:  # what getaddrinfo() and TLS's SNI do with the name: "a..b" fails with UnicodeError
+            host = parts.hostname.encode("idna").decode("ascii")
+        except UnicodeError as exc:
+            raise InvalidURI(f"{shown!r} has an invalid host name: {exc}") from None
+        if not _REG_NAME.fullmatch(host):
+            raise InvalidURI(f"{shown!r} has an invalid host name (a space, '\"', '<', ...)")
+    if "#" in uri:
+        raise InvalidURI(f"{shown!r} has a fragment, which WebSocket URIs must not have")
     secure = parts.scheme == "wss"
     resource = (parts.path or "/") + ("?" + parts.query if parts.query else "")
     # The request line carries ASCII only (RFC 7230 §3.1.1): an IRI's other characters,
@@ -68,4 +85,5 @@ def parse_uri(uri: str) -> WebSocketURI:
     resource = urllib.parse.quote(resource, safe=_URI_CHARACTERS)
     user_info = (None if parts.username is None
                  else (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or "")))
-    return WebSocketURI(secure, host, port or (443 if secure else 80), resource, user_info)
+    port = port if port is not None else 443 if secure else 80
+    return WebSocketURI(secure, host, port, resource, user_info)

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Dict, Iterator, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import simplews
 
@@ -183,3 +183,48 @@ def send_tls_key_update(sock: ssl.SSLSocket) -> bool:
     key_update.argtypes, do_handshake.argtypes = [ctypes.c_void_p, ctypes.c_int], [ctypes.c_void_p]
     pointer = ctypes.c_void_p.from_address(id(sock._sslobj) + 3 * ctypes.sizeof(ctypes.c_void_p)).value
     return key_update(pointer, 0) == 1 and do_handshake(pointer) == 1  # (do_handshake: sent now)
+
+
+@contextlib.contextmanager
+def scripted_proxy(answer: bytes) -> Iterator[Tuple[str, List[bytes]]]:
+    """A CONNECT proxy on loopback that answers each request with ``answer``, then
+    (a 2xx in it) relays the tunnel to the target; yields its URL and the requests."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    requests: List[bytes] = []
+    threads: List[threading.Thread] = []
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = listener.accept()
+                head = b""
+                while b"\r\n\r\n" not in head:
+                    head += client.recv(65536)
+                requests.append(head)
+                client.sendall(answer)
+                if b" 200 " not in answer:
+                    client.close()
+                    continue
+                host, port = head.split()[1].decode().rsplit(":", 1)
+                upstream = socket.create_connection((host, int(port)), timeout=TIMEOUT)
+                for ends in ((client, upstream), (upstream, client)):
+                    threads.append(threading.Thread(target=pump, args=ends))
+                    threads[-1].start()
+
+    acceptor = threading.Thread(target=serve)
+    acceptor.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}", requests
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        acceptor.join(TIMEOUT)
+        for thread in threads:
+            thread.join(TIMEOUT)

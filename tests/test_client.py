@@ -431,3 +431,16 @@ def test_credentials_in_the_uri_stay_out_of_the_logs(start_server, connect, capl
         ws.send("hi")
         assert ws.recv(timeout=TIMEOUT) == "hi"
     assert "connected to" in caplog.text and "s3cret" not in caplog.text
+
+
+@pytest.mark.parametrize("options", [{"subprotocols": ["a b"]}, {"origin": "http://x\r\nEvil: 1"},
+                                     {"user_agent": "ua\r\nX-Evil: 1"}])
+def test_bad_handshake_options_are_refused_before_any_socket_is_opened(options):
+    """They raised ValueError after the TCP connection was made, which stayed open until
+    the garbage collector found it (a ResourceWarning)."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with pytest.raises(ValueError):
+            simplews.connect(f"ws://127.0.0.1:{listener.getsockname()[1]}/", open_timeout=TIMEOUT, **options)
+        listener.setblocking(False)
+        with pytest.raises(BlockingIOError):  # no connection came
+            listener.accept()

@@ -21,7 +21,7 @@ from simplews.proxy import proxy_for
 from simplews.uri import parse_uri
 from support import free_port
 from conftest import TIMEOUT, client_ssl_context, echo, server_ssl_context
-from support import assert_one_line_error, run_cli, running_server, stderr_of
+from support import assert_one_line_error, run_cli, running_server, scaled, scripted_proxy, stderr_of
 
 USER, PASSWORD = "alice", "pa55word"  # tinyproxy takes letters and digits only
 
@@ -286,10 +286,61 @@ def test_the_scheme_s_own_variable_comes_before_all_proxy(environ):
 ])
 def test_invalid_proxy_urls_are_proxy_errors(environ, variable, value, expected):
     environ.setenv(variable, value)
-    with pytest.raises(simplews.ProxyError) as info:
+    with pytest.raises(simplews.InvalidProxy) as info:
         simplews.connect("ws://127.0.0.1:9/", open_timeout=TIMEOUT)
     assert str(info.value).startswith(expected)
     assert "s3cr" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["http://alice:s3cr/t@127.0.0.1:3128", "http://alice:s3cr#t@127.0.0.1:3128",
+                                 "socks5://alice:s3cr?t@127.0.0.1:1080"])
+def test_a_password_holding_a_delimiter_is_hidden_too(url):
+    """The mask stopped at "/", "?" or "#": such a password was shown in full, and
+    urlsplit's error quoted part of it."""
+    with pytest.raises(simplews.InvalidProxy) as info:
+        simplews.connect("ws://127.0.0.1:9/", proxy=url, open_timeout=TIMEOUT)
+    assert "s3cr" not in str(info.value) and "***@" in str(info.value)
+
+
+def test_informational_answers_before_the_proxy_s_200_are_skipped():
+    """RFC 9110 §15.2: a client parses 1xx answers before the final one (a 100 was
+    taken for the answer to CONNECT: InvalidProxyStatus)."""
+    answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n"
+    with running_server(echo) as server, scripted_proxy(answer) as (url, requests), \
+            simplews.connect(f"ws://127.0.0.1:{server.port}/", proxy=url, open_timeout=TIMEOUT) as ws:
+        ws.send("through")
+        assert ws.recv(timeout=TIMEOUT) == "through"
+    assert requests[0].startswith(f"CONNECT 127.0.0.1:{server.port} ".encode())
+
+
+def test_no_proxy_entries_may_name_a_port(environ):
+    """As requests and urllib read NO_PROXY (an entry "host:port" was ignored)."""
+    with running_server(echo) as server, scripted_proxy(b"HTTP/1.1 403 Forbidden\r\n\r\n") as (url, requests):
+        environ.setenv("HTTP_PROXY", url)
+        environ.setenv("NO_PROXY", f"127.0.0.1:{server.port + 1}")  # another port: the proxy
+        with pytest.raises(simplews.InvalidProxyStatus):
+            simplews.connect(f"ws://127.0.0.1:{server.port}/", open_timeout=TIMEOUT)
+        environ.setenv("NO_PROXY", f"localhost,127.0.0.1:{server.port}")
+        with simplews.connect(f"ws://127.0.0.1:{server.port}/", open_timeout=TIMEOUT) as ws:
+            assert ws.remote_address[1] == server.port
+    assert len(requests) == 1
+
+
+def test_a_proxy_url_without_a_port_means_port_80():
+    """As in requests and websockets (RFC 9110 §4.2.1: http's default); it was 8080."""
+    from simplews.proxy import _split_proxy_url  # noqa: PLC0415 (the parse alone: nothing listens on 80)
+    assert _split_proxy_url("http://proxy.corp", "")[2] == 80
+    assert _split_proxy_url("proxy.corp", "")[2] == 80
+    assert _split_proxy_url("socks5://proxy.corp", "")[2] == 1080
+
+
+def test_a_silent_proxy_is_named_in_the_timeout():
+    """The timeout named the target server (the direct connection's message replaced
+    the proxy's on Python 3.10+, where socket.timeout is TimeoutError)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # takes the connection, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(TimeoutError, match=f"proxy 127.0.0.1:{silent.getsockname()[1]} to answer"):
+            simplews.connect("ws://127.0.0.1:9/", proxy=url, open_timeout=scaled(0.3))
 
 
 def test_given_proxy_url_errors_name_no_variable():

@@ -12,7 +12,7 @@ import time
 import pytest
 
 import simplews
-from support import free_port
+from support import free_port, scripted_proxy
 from conftest import TIMEOUT, client_ssl_context
 from support import ROOT, cli_env
 
@@ -134,6 +134,19 @@ def test_a_refusal_that_will_not_change_is_raised_at_once(start_server):
         for _ in simplews.reconnect(server.uri, initial_delay=0.01, **tls_for(server.uri)):
             pytest.fail("the server refuses")
     assert info.value.status == 403
+
+
+@pytest.mark.parametrize("proxy", ["https://127.0.0.1:3128", "http://127.0.0.1:99999", "407"])
+def test_a_proxy_setting_to_fix_is_raised_at_once(proxy):
+    """A bad proxy URL (InvalidProxy) and a 407 were retried like a proxy that failed:
+    for ever with the default max_attempts."""
+    answer = b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n"
+    with scripted_proxy(answer) as (url, requests), pytest.raises(simplews.ProxyError) as info:
+        for _ in simplews.reconnect("ws://127.0.0.1:9/", proxy=url if proxy == "407" else proxy,
+                                    initial_delay=0.01, max_attempts=3, open_timeout=TIMEOUT):
+            pytest.fail("the proxy refuses")
+    assert len(requests) == (1 if proxy == "407" else 0)
+    assert isinstance(info.value, simplews.InvalidProxyStatus if proxy == "407" else simplews.InvalidProxy)
 
 
 def test_503_is_retried(start_server):

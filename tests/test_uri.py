@@ -10,13 +10,19 @@ from simplews.uri import WebSocketURI, parse_uri
     ("ws://127.0.0.1:8765/x", WebSocketURI(False, "127.0.0.1", 8765, "/x")),
     ("ws://[::1]:9000", WebSocketURI(False, "::1", 9000, "/")),
     ("ws://user:p%40ss@host/", WebSocketURI(False, "host", 80, "/", ("user", "p@ss"))),
+    ("ws://[fe80::1%25eth0]:9/", WebSocketURI(False, "fe80::1%eth0", 9, "/")),  # RFC 6874: was "%25eth0"
 ])
 def test_valid_uris(uri, expected):
     assert parse_uri(uri) == expected
 
 
 @pytest.mark.parametrize("uri", ["http://example.com", "ws://", "ws://host/#frag", "ws://host:99999",
-                                 "example.com"])
+                                 "example.com",
+                                 # were accepted: port 0 became 80, an empty fragment was dropped
+                                 # (§3: none), and a host with characters RFC 3986 §3.2.2 does not
+                                 # allow went raw into the Host header and a proxy's CONNECT line
+                                 "ws://host:0/", "ws://host/#", "ws://host/?x=1#", "ws://a b/",
+                                 "ws://a\x00b/", 'ws://a"<b/'])
 def test_invalid_uris(uri):
     with pytest.raises(InvalidURI):
         parse_uri(uri)
@@ -31,7 +37,16 @@ def test_the_resource_name_is_ascii(uri, resource):
     assert parse_uri(uri).resource_name == resource
 
 
+@pytest.mark.parametrize("uri", ["ws://alice:s3cret@example.com/#frag", "ws://alice:s3cret@example.com:99999/",
+                                 "ws://alice:s3cr/et@example.com/"])
+def test_invalid_uri_errors_hide_the_password(uri):
+    with pytest.raises(InvalidURI) as info:
+        parse_uri(uri)
+    assert "s3cr" not in str(info.value) and "***@" in str(info.value)
+
+
 def test_host_header():
+    assert parse_uri("ws://[fe80::1%25eth0]/").host_header == "[fe80::1%25eth0]"
     assert parse_uri("ws://h:80/").host_header == "h"
     assert parse_uri("wss://h:8443/").host_header == "h:8443"
     assert parse_uri("ws://[::1]:9/").host_header == "[::1]:9"
