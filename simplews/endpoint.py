@@ -15,7 +15,7 @@ from .extensions import DeflateConfig, codec_settings, compression_config
 from .frames import CloseCode
 from .handshake import USER_AGENT, Accepted, SelectSubprotocol, ServerHandshake
 from .http11 import Request, Response
-from .protocol import Protocol, Side
+from .protocol import Protocol, Side, State
 
 __all__ = ["Endpoint", "Handler", "HandshakeInfo"]
 
@@ -141,11 +141,12 @@ class Endpoint:
         code, reason = CloseCode.NORMAL_CLOSURE, ""
         try:
             self.handler(connection)
-        except (ConnectionClosed, ProtocolError) as exc:
-            self.logger.info("connection ended in the handler: %s", exc)
-        except Exception:
-            self.logger.exception("handler failed")
-            code, reason = CloseCode.INTERNAL_ERROR, "internal error"
+        except Exception as exc:  # (a closed or failed connection: this one's, or another's?)
+            if isinstance(exc, (ConnectionClosed, ProtocolError)) and connection.state is not State.OPEN:
+                self.logger.info("connection ended in the handler: %s", exc)
+            else:
+                self.logger.exception("handler failed")
+                code, reason = CloseCode.INTERNAL_ERROR, "internal error"
         finally:
             try:
                 connection.close(code, reason)

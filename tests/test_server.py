@@ -37,9 +37,14 @@ def test_a_handlers_thread_is_named_after_its_peer(start_server, connect, scheme
     assert ws.recv(timeout=TIMEOUT) == f"simplews-127.0.0.1:{ws.local_address[1]}"
 
 
-def test_handler_that_raises_closes_1011_and_logs(start_server, connect, caplog):
+@pytest.mark.parametrize("error", [RuntimeError("boom in handler"),
+                                   simplews.ConnectionClosedError(1011, "boom in handler"),
+                                   simplews.ProtocolError("boom in handler")])
+def test_handler_that_raises_closes_1011_and_logs(start_server, connect, caplog, error):
+    """Also for a ConnectionClosed or ProtocolError of another connection (a relay's
+    upstream): it closed this open one with 1000 and logged no traceback."""
     def broken(ws):
-        raise RuntimeError("boom in handler")
+        raise error
 
     server = start_server(broken)
     with caplog.at_level(logging.ERROR, logger="simplews.server"):
