@@ -7,6 +7,8 @@ epoll: a descriptor and three syscalls to make) to the next thread that waits; a
 from __future__ import annotations
 
 import enum
+import errno
+import logging
 import threading
 from types import FunctionType
 from typing import Any, Callable, Dict, List, Literal, Optional, Protocol, Set, Tuple, Union
@@ -19,6 +21,7 @@ class _Stop(enum.Enum):
 
 
 STOP = _Stop.STOP  # what a Waiter returns once the server stops
+_SHORT_OF = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS}  # a waiter may open later
 Task = Union[Tuple[Any, str], None, Literal[_Stop.STOP]]
 
 
@@ -66,6 +69,7 @@ class Workers:
         self._spare: List[Waiter] = []  # waiters of serving threads, for the next to wait
         self._stopping = False
         self._wanted = threading.Event()  # run() should start a thread
+        self._stopped = threading.Event()
 
     def run(self) -> None:
         """Start the first thread, then a new one whenever no thread is left waiting,
@@ -91,6 +95,7 @@ class Workers:
         with self._lock:
             self._stopping = True
             spare, self._spare = self._spare, []
+        self._stopped.set()
         for waiter in spare:
             waiter.close()
         self._wanted.set()
@@ -128,7 +133,14 @@ class Workers:
                 if waiter is None:
                     try:
                         waiter = self._take_waiter()
-                    except (OSError, ValueError):  # the listening socket is closed already
+                    except (OSError, ValueError) as exc:  # the listening socket is closed already,
+                        if getattr(exc, "errno", None) in _SHORT_OF and not self._stopping:
+                            # or no descriptor is free for now (the last waiting thread would
+                            # leave none): no traceback (TRY400), the cause is all there is
+                            logging.getLogger("simplews.server").error(  # noqa: TRY400
+                                "cannot wait for connections: %s; again in 0.1 s", exc)
+                            self._stopped.wait(0.1)
+                            continue
                         with self._lock:
                             self._idle -= 1
                         return

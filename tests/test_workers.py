@@ -2,6 +2,7 @@
 item serves it itself; one thread per item at a time, threads reused."""
 from __future__ import annotations
 
+import errno
 import os
 import queue
 import subprocess
@@ -344,3 +345,40 @@ def test_a_thread_whose_waiter_cannot_open_leaves_quietly(monkeypatch):
     workers.stop()
     runner.join(TIMEOUT)
     assert not runner.is_alive() and failures == []
+
+
+def test_a_thread_short_of_descriptors_waits_and_tries_again(caplog):
+    """EMFILE at the waiter's epoll made the only waiting thread leave without asking for
+    another: the server stayed up and accepted nothing, with nothing logged."""
+    attempts, served = [], threading.Event()
+
+    class Once:
+        def __init__(self):
+            self.given = False
+
+        def wait(self, timeout):
+            if self.given:
+                return STOP if served.wait(TIMEOUT) else None
+            self.given = True
+            return "item", "simplews-item"
+
+        def close(self):
+            pass
+
+    def open_waiter():
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return Once()
+
+    workers = Workers(open_waiter, lambda item: served.set())
+    runner = threading.Thread(target=workers.run)
+    runner.start()
+    try:
+        assert served.wait(TIMEOUT)  # served once a descriptor was free
+        assert len(attempts) >= 3
+        assert "cannot wait for connections: [Errno 24]" in caplog.text
+    finally:
+        workers.stop()
+        runner.join(TIMEOUT)
+    assert not runner.is_alive()
