@@ -43,6 +43,10 @@ def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
             except simplews.ConnectionClosedError:
                 continue  # reconnect
     """
+    if not (0 <= initial_delay <= max_delay and factor >= 1 and 0 <= jitter <= 1 and stable_after >= 0) \
+            or max_attempts is not None and max_attempts < 1:
+        raise ValueError("reconnect() needs 0 <= initial_delay <= max_delay, factor >= 1, "
+                         "0 <= jitter <= 1, stable_after >= 0 and max_attempts >= 1 or None")
     delay = initial_delay
     failures = 0
 

@@ -149,6 +149,16 @@ def test_a_proxy_setting_to_fix_is_raised_at_once(proxy):
     assert isinstance(info.value, simplews.InvalidProxyStatus if proxy == "407" else simplews.InvalidProxy)
 
 
+@pytest.mark.parametrize("options", [{"initial_delay": 0.5, "max_delay": 0.1}, {"jitter": 1.5},
+                                     {"initial_delay": -1}, {"factor": 0.5}, {"max_attempts": 0},
+                                     {"stable_after": float("nan")}])
+def test_backoff_settings_no_loop_could_keep_are_refused(options):
+    """They were taken: the first wait past max_delay, and a negative sleep's ValueError
+    in place of the connection's error once an attempt failed."""
+    with pytest.raises(ValueError, match="reconnect"):
+        next(simplews.reconnect("ws://127.0.0.1:9/", **{"max_attempts": 2, "open_timeout": 1, **options}))
+
+
 def test_503_is_retried(start_server):
     answers = [simplews.Response(503), simplews.Response(503), None]
     server = start_server(lambda ws: ws.send("in"), process_request=lambda info, request: answers.pop(0))
