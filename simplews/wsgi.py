@@ -76,8 +76,8 @@ class WebSocketApp(Endpoint):
              accepted: Accepted, environ: Dict[str, Any]) -> None:
         """Upgrade, run the handler, close; TCP is shut down when this returns."""
         # A duplicate descriptor: Connection closes its own, the server closes its.
-        # Nothing can be left in the server's read buffer: the client must wait
-        # for the 101 before it sends anything else (RFC 6455 §4.1).
+        # What the client sent before the 101 (RFC 6455 §4.1: it must wait) stays in
+        # the server's read buffer, out of reach (docs/flask.rst says so).
         dup = None
         try:
             dup = sock.dup()
