@@ -2,7 +2,9 @@
 broken frames, and the close code the server answers each with."""
 from __future__ import annotations
 
+import socket
 import threading
+import time
 
 import pytest
 
@@ -70,3 +72,31 @@ def test_a_refused_handshake_raises_invalid_status(start_server, scheme):
     with pytest.raises(simplews.InvalidStatus) as caught:
         RawClient(server.uri, ssl=context)
     assert caught.value.status == 403
+
+
+def test_open_timeout_bounds_the_whole_handshake():
+    """It bounded each read: a server sending its answer a byte at a time held the
+    constructor for half a minute."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def trickle():
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)
+            for byte in b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n":
+                if stop.wait(0.05):
+                    return
+                conn.send(bytes([byte]))
+
+    server = threading.Thread(target=trickle)
+    server.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(TimeoutError):
+            RawClient(f"ws://127.0.0.1:{listener.getsockname()[1]}/", open_timeout=0.5)
+        assert time.monotonic() - started < T / 2
+    finally:
+        stop.set()
+        server.join(T)
+        listener.close()

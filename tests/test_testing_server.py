@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import select
 import socket
 import threading
 import time
@@ -17,6 +18,7 @@ from simplews.frames import Opcode
 from simplews.testing import FakeServer, RecordedFrame
 
 from conftest import client_ssl_context, server_ssl_context
+from support import wait_for
 
 T = 5  # the bound on anything these tests wait for
 
@@ -153,6 +155,52 @@ def test_reset_leaves_the_client_with_econnreset(pair):
     assert peer.closed
 
 
+@pytest.mark.parametrize("message", [["abc", b"def"], [b"ab", 3], [4]])
+def test_send_refuses_a_message_it_cannot_send_before_any_frame_goes_out(pair, message):
+    """A mixed message sent its first fragment before the TypeError: the client then took
+    the next message for its continuation (1002); ints went out as bytes(n) zeros."""
+    ws, peer = pair
+    with pytest.raises(TypeError):
+        peer.send(message)
+    peer.send("hello")
+    assert ws.recv(timeout=T) == "hello"
+
+
+HANDSHAKE = (b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+@pytest.mark.parametrize("verb", ["close", "drop", "reset"])
+def test_close_drop_and_reset_end_a_send_that_is_stuck(verb):
+    """A thread in peer.send() of 64 MiB to a client that reads nothing: close(timeout=...)
+    and drop() waited for that writer for as long as it was stuck (for ever); reset() left
+    the sender stuck for good, about half the time."""
+    raised = []
+    with FakeServer() as fake, socket.create_connection(("127.0.0.1", fake.port), timeout=T) as client:
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.sendall(HANDSHAKE)  # then reads nothing
+        peer = fake.accept(timeout=T)
+
+        def send():
+            try:
+                peer.send(b"x" * (64 << 20))
+            except simplews.ConnectionClosed as exc:
+                raised.append(exc)
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        assert wait_for(lambda: not select.select([], [peer.sock], [], 0)[1])  # stuck: the buffer is full
+        ender = threading.Thread(target={"close": lambda: peer.close(4000, "bye", timeout=0.5),
+                                         "drop": peer.drop, "reset": peer.reset}[verb])
+        started = time.monotonic()
+        ender.start()
+        ender.join(T)
+        sender.join(T)
+        assert not ender.is_alive() and not sender.is_alive()
+        assert time.monotonic() - started < T / 2
+        assert len(raised) == 1
+
+
 def test_send_raw_sends_partial_frames(pair):
     ws, peer = pair
     peer.send_raw(b"\x81\x05hel")
@@ -276,6 +324,27 @@ def test_refusals_go_to_requests_in_the_order_they_are_read(fake, scheme):
         assert fake.accept(timeout=T).request.path == "/first"
 
 
+def test_wait_requests_ends_when_the_server_closes():
+    """A wait_requests() in another thread stayed blocked for good (timeout=None) after
+    close(); on a closed server it waited out its timeout."""
+    fake = FakeServer()
+    outcome = []
+
+    def wait():
+        try:
+            fake.wait_requests(1, timeout=None)
+        except RuntimeError as exc:
+            outcome.append(exc)
+
+    waiter = threading.Thread(target=wait)
+    waiter.start()
+    fake.close()
+    waiter.join(T)
+    assert not waiter.is_alive() and len(outcome) == 1
+    with pytest.raises(RuntimeError, match="closed"):
+        fake.wait_requests(1, timeout=T)
+
+
 def test_wait_requests_times_out(fake, connect):
     connect(fake.uri)
     started = time.monotonic()
@@ -313,11 +382,15 @@ def test_compression_is_negotiated_on_request_and_frames_stay_compressed(scheme,
         assert ws.recv(timeout=T) == "back " * 20
 
 
-def test_close_sends_1001_to_clients_still_connected(scheme, connect):
+@pytest.mark.parametrize("paused", [False, True])
+def test_close_sends_1001_to_clients_still_connected(scheme, connect, paused):
+    """Also to one whose peer stopped reading (it got no close frame: 1006)."""
     context = server_ssl_context() if scheme == "wss" else None
     with FakeServer(ssl=context) as fake:
         ws = connect(fake.uri)
-        fake.accept(timeout=T)
+        peer = fake.accept(timeout=T)
+        if paused:
+            peer.stop_reading()
     with pytest.raises(simplews.ConnectionClosedOK) as caught:
         ws.recv(timeout=T)
     assert caught.value.code == 1001

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import ssl as ssl_module
+from time import monotonic
 from typing import Optional, Sequence, Union
 
 from simplews.client import shared_ssl_context
@@ -49,6 +50,7 @@ class RawClient(WireEnd):
         config = compression_config(compression)
         handshake = ClientHandshake(wsuri, origin=origin, subprotocols=subprotocols,
                                     compression=config, additional_headers=additional_headers)
+        deadline = monotonic() + open_timeout
         sock = socket.create_connection((wsuri.host, wsuri.port), timeout=open_timeout)
         try:
             if wsuri.secure:
@@ -57,7 +59,8 @@ class RawClient(WireEnd):
             sock.sendall(handshake.request.serialize())
             buffer = bytearray()
             parsed = None
-            while parsed is None:
+            while parsed is None:  # (the whole answer within open_timeout, not each read)
+                sock.settimeout(max(0.001, deadline - monotonic()))
                 data = sock.recv(65536)
                 if not data:
                     raise InvalidHandshake("connection closed during the opening handshake")

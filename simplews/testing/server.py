@@ -229,11 +229,15 @@ class FakeServer:
 
     def wait_requests(self, count: int, timeout: Optional[float] = DEFAULT_TIMEOUT) -> List[Request]:
         """Wait until ``count`` handshake requests have been read; return them all (TimeoutError
-        if they do not come in time). refuse_next() and stall_next() apply in the order
-        requests are read: with clients connecting at once, wait for one before the next."""
+        if they do not come in time, RuntimeError once the FakeServer is closed). refuse_next()
+        and stall_next() apply in the order requests are read: with clients connecting at
+        once, wait for one before the next."""
         deadline = None if timeout is None else monotonic() + timeout
         with self._cond:
             while len(self.requests) < count:
+                if self._closed:
+                    raise RuntimeError(f"{self!r}: wait_requests() on a closed FakeServer "
+                                       f"({len(self.requests)} of {count} requests came)")
                 remaining = None if deadline is None else deadline - monotonic()
                 if remaining is not None and remaining <= 0:
                     raise TimeoutError(f"{len(self.requests)} of {count} handshake requests "

@@ -113,14 +113,15 @@ class WireEnd:
         if not pieces:
             return
         text = isinstance(pieces[0], str)
+        kinds = (str,) if text else (bytes, bytearray, memoryview)
+        if not all(isinstance(piece, kinds) for piece in pieces):  # before any frame goes out
+            raise TypeError("the fragments of one message must all be str or all bytes-like")
+        payloads = [piece.encode("utf-8") if isinstance(piece, str) else bytes(piece) for piece in pieces]
         opcode = Opcode.TEXT if text else Opcode.BINARY
         with self._write_lock:
             self._check_open(protocol)
-            for index, piece in enumerate(pieces):
-                if isinstance(piece, str) != text:
-                    raise TypeError("the fragments of one message must all be str or all bytes")
-                data = piece.encode("utf-8") if isinstance(piece, str) else bytes(piece)
-                last = index == len(pieces) - 1
+            for index, data in enumerate(payloads):
+                last = index == len(payloads) - 1
                 for buffer in protocol.send_data(opcode if index == 0 else Opcode.CONT, data, last):
                     self._write(buffer)
 
@@ -196,24 +197,29 @@ class WireEnd:
         side's (a server then closes TCP; a client waits for the server to), within
         ``timeout``, after which TCP is closed anyway. Does nothing if already closed."""
         protocol = self._require_protocol()
-        with self._write_lock:
-            if self._done or self._fin_sent:
-                return
-            frame = protocol.send_close(code, reason)
-            if frame:
-                self._write_quietly(frame)
-        if not self.wait_done(timeout):
+        deadline = _deadline(timeout)
+        if self._write_lock.acquire(timeout=-1 if timeout is None else timeout):  # (a send may be stuck)
+            try:
+                if self._done or self._fin_sent:
+                    return
+                frame = protocol.send_close(code, reason)
+                if frame:
+                    self._write_quietly(frame)
+            finally:
+                self._write_lock.release()
+        if not self.wait_done(_remaining(deadline)):
             logger.info("%r: no closing handshake within %s s: closing TCP", self, timeout)
             self._stop()
 
     def drop(self) -> None:
         """Close TCP with no close frame (a FIN): the other side sees an abnormal closure,
-        1006. What it sends afterwards is still read and recorded until it closes too."""
-        with self._write_lock:
+        1006. What it sends afterwards is still read and recorded until it closes too.
+        A send() stuck meanwhile (the other side reads nothing) fails: ConnectionClosed."""
+        with self._cond:  # (not the write lock: a stuck send() holds it)
             if self._done or self._fin_sent:
                 return
             self._fin_sent = True
-            _tcp_shutdown(self.sock, socket.SHUT_WR)
+        _tcp_shutdown(self.sock, socket.SHUT_WR)
         logger.debug("%r: dropped", self)
 
     def reset(self) -> None:
@@ -301,18 +307,18 @@ class WireEnd:
 
     def close_gracefully(self, code: int = CloseCode.GOING_AWAY, reason: str = "") -> bool:
         """Send a close frame if it can go out at once (never blocks): is a closing
-        handshake worth waiting for?"""
+        handshake worth waiting for? (Not while stop_reading() holds: none would be read.)"""
         protocol = self.protocol
-        if protocol is None or self._done or self._fin_sent or self._paused:
+        if protocol is None or self._done or self._fin_sent:
             return False
         if not self._write_lock.acquire(timeout=0.1):
             return False
         try:
             if protocol.close_sent is not None:
-                return True
+                return not self._paused
             if not select.select([], [self.sock], [], 0)[1]:
                 return False
-            return self._write_quietly(protocol.send_close(code, reason))
+            return self._write_quietly(protocol.send_close(code, reason)) and not self._paused
         except (OSError, ValueError):
             return False
         finally:
@@ -416,10 +422,12 @@ class WireEnd:
             self.close_code, self.close_reason = event.code, event.reason
 
     def _finish(self) -> None:
-        """Close the socket (the reader's last act): FIN, or RST after reset()."""
-        if not self._linger0:
+        """Close the socket (the reader's last act): FIN, or RST after reset() (then a FIN
+        first only if a send() is stuck: it must let go of the socket for the close)."""
+        locked = self._linger0 and self._write_lock.acquire(timeout=0.1)
+        if not locked:
             _tcp_shutdown(self.sock, socket.SHUT_RDWR)  # also fails a sendall blocked on a full buffer
-        locked = self._write_lock.acquire(timeout=JOIN_TIMEOUT)
+            locked = self._write_lock.acquire(timeout=JOIN_TIMEOUT)
         try:
             self.sock.close()
         finally:
