@@ -50,6 +50,11 @@ def client_ssl_context() -> ssl.SSLContext:
     return ssl.create_default_context(cafile=str(CERTS / "ca.pem"))
 
 
+def open_fds() -> int:
+    """How many file descriptors this process holds now (Linux: /proc/self/fd)."""
+    return len(os.listdir("/proc/self/fd"))
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port that was free a moment ago (for servers that cannot report their own)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -25,7 +25,7 @@ from simplews.http11 import parse_response
 from simplews.protocol import Close, Fragment, Message, Ping, Pong, Protocol, Side, State
 from simplews.uri import parse_uri
 
-from support import client_ssl_context, scaled, unread_bytes, wait_for, waiting_at
+from support import client_ssl_context, open_fds, scaled, unread_bytes, wait_for, waiting_at
 from conftest import TIMEOUT, Servers, raw_client
 from pair import deflate_bomb
 
@@ -686,12 +686,8 @@ def test_ipv6_loopback(start_server, connect):
 
 
 def test_no_leaks_after_500_cycles(start_server, connect, scheme):
-    import os
     server = start_server()
     cycles = 500 if scheme == "ws" else 100
-
-    def count_fds():
-        return len(os.listdir("/proc/self/fd"))
 
     def cycle():
         with simplews.connect(server.uri, ssl=_ssl(scheme), close_timeout=2) as ws:
@@ -699,13 +695,13 @@ def test_no_leaks_after_500_cycles(start_server, connect, scheme):
             assert ws.recv(timeout=TIMEOUT) == "ping"
 
     cycle()  # warm up lazily created objects
-    threads, fds = threading.active_count(), count_fds()
+    threads, fds = threading.active_count(), open_fds()
     for _ in range(cycles):
         cycle()
     deadline = time.monotonic() + TIMEOUT
-    while (threading.active_count() > threads or count_fds() > fds) and time.monotonic() < deadline:
+    while (threading.active_count() > threads or open_fds() > fds) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert threading.active_count() <= threads and count_fds() <= fds
+    assert threading.active_count() <= threads and open_fds() <= fds
 
 
 def test_closed_connections_are_freed_without_the_garbage_collector(start_server, scheme):

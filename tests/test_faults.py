@@ -3,7 +3,6 @@ in the middle of a frame, slow readers, shutdown with many blocked handlers, sen
 racing close() (issue 12). Every test ends with no thread and no descriptor left."""
 from __future__ import annotations
 
-import os
 import random
 import select
 import socket
@@ -19,14 +18,10 @@ import simplews
 from simplews.frames import MASK_PIECE, Opcode
 from simplews.protocol import DIRECT_MIN, Close, Message, Pong
 
-from support import keepalive_thread_held_at_its_lock, scaled, wait_for, waiting_at
+from support import keepalive_thread_held_at_its_lock, open_fds, scaled, wait_for, waiting_at
 from conftest import TIMEOUT, raw_client
 
 BIG = bytes(32 << 20)  # far more than loopback's socket buffers: a send() of it blocks
-
-
-def open_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
 
 
 @pytest.fixture(autouse=True)

@@ -41,7 +41,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import simplews
 
-from support import fuzz_seed
+from support import fuzz_seed, open_fds
 from conftest import TIMEOUT
 
 DEFAULT_SEED = 12
@@ -87,17 +87,13 @@ def case_indices(min_cases: int) -> Iterator[int]:
         index += 1
 
 
-def count_fds() -> int:
-    return len(os.listdir("/proc/self/fd"))
-
-
 @contextlib.contextmanager
 def bounded_resources():
     """No thread, file descriptor or traced memory left over by the block (the threads
     and the descriptors get TIMEOUT seconds to go)."""
     gc.collect()
     threads = set(threading.enumerate())
-    fds = count_fds()
+    fds = open_fds()
     started = not tracemalloc.is_tracing()
     if started:
         tracemalloc.start()
@@ -107,7 +103,7 @@ def bounded_resources():
         deadline = time.monotonic() + TIMEOUT
         while True:
             extra = [t.name for t in threading.enumerate() if t not in threads]
-            now_fds = count_fds()
+            now_fds = open_fds()
             if (not extra and now_fds <= fds) or time.monotonic() > deadline:
                 break
             time.sleep(0.02)

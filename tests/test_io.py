@@ -1,7 +1,6 @@
 """The handshake's socket helpers (simplews/_io.py), over real socket pairs."""
 from __future__ import annotations
 
-import os
 import socket
 import threading
 import time
@@ -13,6 +12,7 @@ from simplews._io import (open_tcp_socket, read_head, send_head, socket_addresse
 from simplews.http11 import parse_request
 
 from conftest import TIMEOUT
+from support import open_fds
 
 REQUEST = b"GET /chat HTTP/1.1\r\nHost: example.com\r\n\r\n"
 
@@ -148,11 +148,11 @@ def test_open_tcp_socket_looks_up_names_but_not_addresses(host, listen_on, monke
 def test_open_tcp_socket_refused_raises_and_closes_its_socket():
     with socket.create_server(("127.0.0.1", 0)) as listener:
         port = listener.getsockname()[1]  # nobody listens once it is closed
-    before = len(os.listdir("/proc/self/fd"))
+    before = open_fds()
     for _ in range(20):
         with pytest.raises(ConnectionRefusedError):
             open_tcp_socket("127.0.0.1", port, TIMEOUT)
-    assert len(os.listdir("/proc/self/fd")) == before
+    assert open_fds() == before
 
 
 def test_socket_addresses_share_their_host_strings():

@@ -17,7 +17,7 @@ import pytest
 import simplews
 from simplews.protocol import Close
 
-from support import running_server, scaled, wait_for
+from support import open_fds, running_server, scaled, wait_for
 from conftest import TIMEOUT, client_ssl_context, echo, raw_client
 
 
@@ -456,24 +456,19 @@ def test_a_close_that_raises_is_logged_and_frees_the_connections_slot(start_serv
     again.close()
 
 
-def _descriptors() -> int:
-    """The descriptors this process holds now."""
-    return len(os.listdir("/proc/self/fd"))
-
-
 def test_a_connection_holds_one_descriptor_on_the_server(start_server, connect):
     """Issue 14: a serving thread gives up its accept waiter's epoll, so 10,000 idle
     connections need 10,000 descriptors, not 20,000. Client and server share this
     process here: two descriptors per connection in all."""
     server = start_server(lambda ws: ws.recv(timeout=TIMEOUT))
     connect(server).close()  # the first worker threads exist
-    before = _descriptors()
+    before = open_fds()
     clients = [connect(server) for _ in range(40)]
     deadline = time.monotonic() + TIMEOUT
     while len(server.connections) < 40 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert len(server.connections) == 40
-    assert _descriptors() - before <= 2 * 40 + 4  # (+ a few waiting threads' epolls)
+    assert open_fds() - before <= 2 * 40 + 4  # (+ a few waiting threads' epolls)
     for ws in clients:
         ws.close()
 
@@ -488,11 +483,11 @@ def test_descriptors_stay_bounded_while_serving_and_are_all_released_at_shutdown
                 ws.send(str(i))
                 assert ws.recv(timeout=TIMEOUT) == str(i)
 
-    before = _descriptors()
+    before = open_fds()
     with running_server(echo, compression=None) as server:
         uri = f"ws://127.0.0.1:{server.port}/"
         one_after_another(uri)
-        steady = _descriptors()
+        steady = open_fds()
         burst = [simplews.connect(uri, compression=None) for _ in range(12)]
         for ws in burst:
             ws.send("x")
@@ -501,8 +496,8 @@ def test_descriptors_stay_bounded_while_serving_and_are_all_released_at_shutdown
             ws.close()
         one_after_another(uri)
         # spare waiters and waiting threads' epolls: max_idle of each at the most
-        assert _descriptors() <= steady + 2 * 8
-    assert wait_for(lambda: _descriptors() == before)  # (worker threads closing theirs as they exit)
+        assert open_fds() <= steady + 2 * 8
+    assert wait_for(lambda: open_fds() == before)  # (worker threads closing theirs as they exit)
 
 
 # Python memory of an idle server connection (README: idle row). Python 3.9 and 3.10 spend
