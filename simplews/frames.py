@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import codecs
 import enum
+import mmap
 import os
 import struct
 from typing import Any, Callable, Iterator, List, Optional, Tuple, Union
@@ -142,12 +143,23 @@ def frame_size(buf: BytesLike) -> Optional[int]:
     return header + length
 
 
-class _PayloadBuffer(bytearray):
+class _PayloadBuffer(mmap.mmap):
     """A large payload's buffer, read (and unmasked) into as it arrives; take() returns
-    it as bytes: a copy here, none with the C accelerator's PayloadBuffer."""
+    it as bytes: a copy here, none with the C accelerator's PayloadBuffer. An anonymous
+    mapping, whose pages cost memory only once written, as the C one's: a header may
+    claim far more than ever comes (a bytearray was zero-filled at once)."""
+
+    length: int
+
+    def __new__(cls, size: int) -> _PayloadBuffer:
+        self = super().__new__(cls, -1, max(1, size))  # (a mapping is never empty)
+        self.length = size
+        return self
 
     def take(self) -> bytes:
-        return bytes(self)
+        data = self[:self.length]
+        self.close()
+        return data
 
 
 def _take_message(buf: bytearray, client: bool, max_size: Optional[int]) -> Union[bytes, str, None]:

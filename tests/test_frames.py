@@ -216,6 +216,28 @@ def test_mask_in_place_takes_any_phase_by_its_low_two_bits(implementation, phase
     assert bytes(data) == _xor_mask(b"abcdefgh", (MASK * 2)[phase & 3:][:4])
 
 
+@pytest.mark.skipif(not os.path.exists("/proc/self/statm"), reason="reads RSS in /proc")
+@pytest.mark.parametrize("implementation", _in_place_implementations())
+def test_a_payload_buffer_costs_memory_only_as_it_is_written(implementation):
+    """A frame header claiming 64 MiB (15 bytes, max_size=None) made the pure-Python buffer
+    zero-fill 64 MiB at once: 256 MiB of RSS for four such headers."""
+    payload_buffer = implementation[1]
+
+    def rss() -> int:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+    before = rss()
+    buffers = [payload_buffer(64 << 20) for _ in range(4)]
+    for buffer in buffers:
+        with memoryview(buffer) as view:
+            view[:1] = b"x"
+    assert rss() - before < 16 << 20
+    for buffer in buffers:
+        with memoryview(buffer) as view:
+            assert view[:2] == b"x\x00"
+
+
 def test_the_c_payload_buffer_is_handed_out_once_and_only_when_no_view_is_left():
     speedups = pytest.importorskip("simplews._speedups")
     buffer = speedups.PayloadBuffer(8)

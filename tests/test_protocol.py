@@ -690,7 +690,8 @@ def test_nothing_of_a_large_frame_is_kept_once_its_message_is_out():
             before = tracemalloc.get_traced_memory()[0]
             assert feed(srv, frame[:5000]) == []
             read_straight_in(srv, frame[5000:])
-            assert tracemalloc.get_traced_memory()[0] - before > 4 << 20  # arriving
+            arriving = tracemalloc.get_traced_memory()[0] - before  # (the pure-Python buffer is
+            assert arriving > 4 << 20 or len(srv._big) == 4 << 20  # a mapping, unseen by tracemalloc)
             assert [type(e) for e in feed(srv, b"")] == [Message]  # (the message is dropped)
             assert tracemalloc.get_traced_memory()[0] - before < 64 * 1024, "kept"
     finally:
