@@ -5,7 +5,7 @@ import re
 import zlib
 from typing import Dict, List, NamedTuple, Optional, Tuple, Union
 
-from .exceptions import NegotiationError, PayloadTooBig
+from .exceptions import NegotiationError
 from .frames import BytesLike
 
 __all__ = [
@@ -288,18 +288,17 @@ class Inflater:
         self._reset = params.remote_no_context_takeover
 
     def decompress(self, data: bytes, last: bool, limit: Optional[int]) -> bytes:
-        """Inflate one frame's data (the tail is fed after the last one). Raises
-        PayloadTooBig as soon as the output would pass ``limit``, having produced at
-        most ``limit + 1`` bytes; invalid data (cut short, or more after a final block)
-        raises zlib.error, however the message is split into frames and reads."""
+        """Inflate one frame's data (the tail is fed after the last one), ``limit + 1``
+        bytes at most: more than ``limit`` means the message is too big (the caller
+        raises); invalid data (cut short, or more after a final block) raises
+        zlib.error, however the message is split into frames and reads."""
         decompressor = self._decompressor
         if decompressor is None:
             # A 15-bit window inflates whatever window the peer compressed with.
             decompressor = self._decompressor = zlib.decompressobj(-15)
         out = decompressor.decompress(data) if limit is None else decompressor.decompress(data, limit + 1)
         if limit is not None and len(out) > limit:
-            self._decompressor = None
-            raise PayloadTooBig("message over max_size once decompressed")
+            return out  # (the connection fails: nothing more is inflated)
         # RFC 7692 §7.2.3.4: a final block (BFINAL) may end the stream, then one 0x00 octet
         # (with the tail, an empty stored block); zlib keeps what follows the end in
         # unused_data, across calls.

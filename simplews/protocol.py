@@ -327,9 +327,12 @@ class Protocol:
             limit = None if max_size is None else max_size - self._msg_size
             data = self._inflater.decompress(chunk, last, limit)
         self._msg_size += len(data)
-        if max_size is not None and self._msg_size > max_size:
-            raise PayloadTooBig(f"message over max_size ({max_size} bytes)")
         parts, text = self._parts, self._msg_opcode == _TEXT
+        if max_size is not None and self._msg_size > max_size:  # (only compressed data gets here)
+            if text:  # §8.1 first, on what is within max_size: 1007 or 1009 however it was split
+                within = data[:len(data) - (self._msg_size - max_size)]
+                decode_utf8(within, self._decoder or utf8_decoder(), False)
+            raise PayloadTooBig(f"message over max_size ({max_size} bytes)")
         if last and not parts and not self._msg_streamed and self._decoder is None:
             self._msg_opcode = 0  # a message in one piece: no assembly
             return Message(decode_utf8(data) if text else data)
@@ -365,8 +368,7 @@ class Protocol:
         self.received_direct(have)
 
     def received_direct(self, size: int) -> None:
-        """``size`` bytes were read into ``direct``: unmasked now (RFC 6455 §5.3), while
-        they are still in the CPU's cache."""
+        """``size`` bytes were read into ``direct``: unmasked now (§5.3), still in the CPU's cache."""
         direct, full, frame = self.direct, self._full, self._frame
         assert direct is not None and full is not None and frame is not None
         if frame[2] is not None:

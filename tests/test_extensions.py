@@ -188,8 +188,7 @@ def test_decompression_bomb_refused_with_bounded_memory():
     assert len(bomb) < 2 << 20  # ~1 MiB of wire for 1 GiB of output
     assert len(zlib.decompressobj(-15).decompress(bomb[:len(bomb) // 64] + b"\x00\x00\xff\xff")) >= 15 << 20
     inflater = Inflater(DeflateParams())
-    with pytest.raises(PayloadTooBig):
-        inflater.decompress(bomb, True, 1 << 20)
+    assert len(inflater.decompress(bomb, True, 1 << 20)) == (1 << 20) + 1  # too big: the Protocol raises
     client = Protocol(Side.CLIENT, max_size=1 << 20, deflate=DeflateParams())
     frame = bytes([0xC2, 0x7F]) + len(bomb).to_bytes(8, "big") + bomb
     with pytest.raises(PayloadTooBig) as info:

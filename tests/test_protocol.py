@@ -4,6 +4,7 @@ import pathlib
 import random
 
 import tracemalloc
+import zlib
 
 import pytest
 
@@ -335,6 +336,21 @@ def test_compressed_fragments_that_inflate_to_nothing_count_against_max_size():
     frames = [client_frame(TEXT, empty, fin=False, rsv1=True)]
     frames += [client_frame(CONT, empty, fin=False) for _ in range(1024 // 16 - 2)]
     assert feed(p, b"".join(frames) + client_frame(CONT, b"\x03\x00")) == [Message("")]
+
+
+@pytest.mark.parametrize("text, code", [(b"a\xff" + b"a" * 200, 1007), (b"a" * 100 + b"\xff" * 101, 1009),
+                                        ("é".encode() * 100, 1009)])
+def test_compressed_text_over_max_size_fails_the_same_way_however_it_is_split(text, code):
+    """Invalid UTF-8 within max_size is 1007 (§8.1), past it 1009: whole, the frame
+    was 1009 before any UTF-8 check, byte by byte 1007 (a helper's differential fuzz)."""
+    compressor = zlib.compressobj(wbits=-15)
+    payload = (compressor.compress(text) + compressor.flush(zlib.Z_SYNC_FLUSH))[:-4]
+    frame = client_frame(TEXT, payload, rsv1=True)
+    for chunk in (len(frame), 1, 3):
+        _, p = make_pair(DeflateConfig(), max_size=100)
+        with pytest.raises(ProtocolError) as info:
+            feed(p, frame, chunk=chunk)
+        assert info.value.close_code == code, chunk
 
 
 def test_message_of_16_byte_fragments_up_to_max_size_is_accepted():
