@@ -16,7 +16,7 @@ from typing import Any, Callable, List, Optional, Tuple, TypeVar
 T = TypeVar("T")
 _HAS_POLL = hasattr(select, "poll")
 _TCP_INFO = getattr(socket, "TCP_INFO", 0) if sys.platform.startswith("linux") else 0  # (its layout: Linux's)
-LONGEST_WAIT = 2_147_483.0  # s (24.8 days): poll() takes at most 2**31 - 1 ms; waits are cut there
+LONGEST_WAIT = 2_147_483.0  # s (24.8 days): poll() takes at most 2**31 - 1 ms (no wait is longer)
 
 
 def read_head(sock: socket.socket, parse: Callable[[bytearray], Optional[Tuple[T, int]]],
@@ -72,7 +72,7 @@ def send_head(sock: socket.socket, data: bytes, deadline: Optional[float]) -> No
                 view = view[sock.send(view, socket.MSG_DONTWAIT):]
             except (BlockingIOError, InterruptedError):
                 remaining = None if deadline is None else deadline - monotonic()
-                if not wait_writable(sock, 1e9 if remaining is None else remaining):
+                if not wait_writable(sock, LONGEST_WAIT if remaining is None else remaining):
                     raise socket.timeout from None
     except socket.timeout:
         raise TimeoutError("timed out during the opening handshake") from None
@@ -189,15 +189,16 @@ def recv_now(sock: socket.socket, buffer: Any) -> Optional[int]:
 
 
 def wait_readable(sock: socket.socket, timeout: float) -> bool:
-    """Wait up to ``timeout`` seconds for ``sock`` to be readable (no fd limit with poll)."""
+    """Wait up to ``timeout`` seconds (LONGEST_WAIT at most) for ``sock`` to be readable
+    (no fd limit with poll)."""
     fd = sock.fileno()
     if fd < 0:
         return True  # closed meanwhile: the I/O call that follows reports it
     if _HAS_POLL:
         poller = select.poll()
         poller.register(fd, select.POLLIN | select.POLLPRI)
-        return bool(poller.poll(min(max(0.0, timeout), LONGEST_WAIT) * 1000))
-    return bool(select.select([sock], [], [], min(max(0.0, timeout), LONGEST_WAIT))[0])  # pragma: no cover
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    return bool(select.select([sock], [], [], max(0.0, timeout))[0])  # pragma: no cover
 
 
 def wait_writable(sock: socket.socket, timeout: float) -> bool:
@@ -208,8 +209,8 @@ def wait_writable(sock: socket.socket, timeout: float) -> bool:
     if _HAS_POLL:
         poller = select.poll()
         poller.register(fd, select.POLLOUT)
-        return bool(poller.poll(min(max(0.0, timeout), LONGEST_WAIT) * 1000))
-    return bool(select.select([], [sock], [], min(max(0.0, timeout), LONGEST_WAIT))[1])  # pragma: no cover
+        return bool(poller.poll(max(0.0, timeout) * 1000))
+    return bool(select.select([], [sock], [], max(0.0, timeout))[1])  # pragma: no cover
 
 
 def bytes_acked(sock: socket.socket) -> Optional[int]:

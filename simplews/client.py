@@ -12,7 +12,7 @@ from typing import Optional, Sequence, Tuple, Union
 
 import certifi
 
-from ._io import open_tcp_socket, open_unix_socket, read_head, send_head, set_nodelay
+from ._io import LONGEST_WAIT, open_tcp_socket, open_unix_socket, read_head, send_head, set_nodelay
 from .connection import Connection, check_options
 from .exceptions import InvalidHandshake, InvalidStatus, InvalidURI
 from .extensions import DeflateConfig, codec_settings, compression_config
@@ -86,7 +86,7 @@ def connect(uri: str, *, subprotocols: Optional[Sequence[str]] = None,
         raise ValueError("ssl= was given for a ws:// URI: use wss://")
     if max_redirects < 0:
         raise ValueError("max_redirects must be 0 or more")
-    deadline = monotonic() + (open_timeout if open_timeout is not None else 1e9)
+    deadline = monotonic() + (open_timeout if open_timeout is not None else LONGEST_WAIT)
     config = compression_config(compression)
     headers = Headers(additional_headers)
     # A given socket goes to one place only; max_redirects=0: a redirect is an InvalidStatus.

@@ -13,7 +13,7 @@ import threading
 from time import monotonic
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
-from ._io import (format_address, open_unix_socket, read_head, send_head, set_nodelay,
+from ._io import (LONGEST_WAIT, format_address, open_unix_socket, read_head, send_head, set_nodelay,
                   socket_addresses, wait_readable)
 from ._workers import STOP, Task, Workers
 from .connection import Connection
@@ -93,7 +93,7 @@ class Server(Endpoint):
 
     def _serve_connection(self, sock: socket.socket) -> None:
         """The TLS and opening handshakes, within open_timeout, then the handler."""
-        deadline = monotonic() + (self.open_timeout if self.open_timeout is not None else 1e9)
+        deadline = monotonic() + (self.open_timeout if self.open_timeout is not None else LONGEST_WAIT)
         try:
             self._set_opening(sock)
             connection = self._handshake_socket(sock, deadline)
