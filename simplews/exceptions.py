@@ -81,8 +81,9 @@ class ProxyError(InvalidHandshake):
 
 
 class InvalidProxy(ProxyError):
-    """The proxy URL is invalid or unsupported, or needs the socks extra: a setting to
-    fix (reconnect() does not retry it)."""
+    """The proxy URL is invalid or unsupported, or needs the socks extra, or a SOCKS proxy
+    refused our credentials or the destination: a setting to fix (reconnect() does not
+    retry it; an HTTP proxy's refusal is InvalidProxyStatus)."""
 
 
 class InvalidProxyStatus(ProxyError):

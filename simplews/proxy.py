@@ -49,8 +49,8 @@ def find_proxy(uri: WebSocketURI, proxy: Union[bool, str, None]) -> Optional[Tup
     if not proxy or not _proxy_variables_set():
         return None  # the usual case, checked first: getproxies() costs ~50 us a connect
     proxies = urllib.request.getproxies()
-    host = f"[{uri.host}]" if ":" in uri.host else uri.host  # NO_PROXY's entries may name a port:
-    if not proxies or any(map(urllib.request.proxy_bypass, (uri.host, f"{host}:{uri.port}"))):
+    hosts = (uri.host, f"{uri.bracketed_host}:{uri.port}")  # NO_PROXY's entries may name a port
+    if not proxies or any(map(urllib.request.proxy_bypass, hosts)):
         return None
     for key in ("https" if uri.secure else "http", "all"):
         url = proxies.get(key)
@@ -109,7 +109,7 @@ def _split_proxy_url(proxy_url: str, source: str) -> Tuple[urllib.parse.SplitRes
     """The parts of an ``http://[user:pass@]host[:port]`` URL (the scheme may be left out),
     its host as getaddrinfo() takes it and its port (the scheme's: 80 for http, as in requests)."""
     where = f" in {source}" if source else ""
-    shown = hide_credentials(proxy_url)
+    shown = hide_credentials(proxy_url, proxy=True)
     scheme = proxy_url.partition("://")[0].lower() if "://" in proxy_url else "http"
     if scheme not in _PORTS:
         raise InvalidProxy(f"unsupported proxy scheme {scheme!r}{where} ({shown}): "
@@ -119,7 +119,7 @@ def _split_proxy_url(proxy_url: str, source: str) -> Tuple[urllib.parse.SplitRes
         port = parts.port or _PORTS[scheme]
         host = (parts.hostname or "").encode("idna").decode("ascii")
     except ValueError as exc:  # (urlsplit's message may quote a password)
-        detail = "" if "@" in proxy_url else f": {exc}"
+        detail = "" if shown != proxy_url else f": {exc}"
         raise InvalidProxy(f"invalid proxy URL{where} ({shown}){detail}") from None
     if not host:
         raise InvalidProxy(f"invalid proxy URL{where} ({shown}): no host")
@@ -143,14 +143,15 @@ def _open_socks(parts: urllib.parse.SplitResult, host: str, port: int, uri: WebS
                   user, password, rdns=parts.scheme == "socks5h")
     try:
         return proxy.connect(uri.host, uri.port, timeout=timeout)
-    except SocksError as exc:
-        raise ProxyError(f"the SOCKS proxy {host}:{port} failed: {exc}") from None
+    except SocksError as exc:  # refused credentials, or a destination not allowed (SOCKS5 2, 7, 8):
+        final = "authentication" in str(exc).lower() or getattr(exc, "error_code", None) in (2, 7, 8)
+        error = InvalidProxy if final else ProxyError
+        raise error(f"the SOCKS proxy {host}:{port} failed: {exc}") from None
 
 
 def _connect_request(uri: WebSocketURI, proxy: urllib.parse.SplitResult,
                      user_agent: Optional[str]) -> Request:
-    host = f"[{uri.host}]" if ":" in uri.host else uri.host
-    authority = f"{host}:{uri.port}"  # RFC 9110 §9.3.6: CONNECT takes host:port, always with the port
+    authority = f"{uri.bracketed_host}:{uri.port}"  # RFC 9110 §9.3.6: CONNECT takes host:port, always
     headers = Headers([("Host", authority)])
     if proxy.username is not None:
         credentials = f"{urllib.parse.unquote(proxy.username)}:{urllib.parse.unquote(proxy.password or '')}"

@@ -43,10 +43,11 @@ def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
             except simplews.ConnectionClosedError:
                 continue  # reconnect
     """
-    if not (0 <= initial_delay <= max_delay and factor >= 1 and 0 <= jitter <= 1 and stable_after >= 0) \
-            or max_attempts is not None and max_attempts < 1:
-        raise ValueError("reconnect() needs 0 <= initial_delay <= max_delay, factor >= 1, "
-                         "0 <= jitter <= 1, stable_after >= 0 and max_attempts >= 1 or None")
+    if not (initial_delay >= 0 and max_delay >= 0 and factor >= 1 and 0 <= jitter <= 1
+            and stable_after >= 0) or max_attempts is not None and max_attempts < 1:
+        raise ValueError("reconnect() needs delays >= 0, factor >= 1, 0 <= jitter <= 1, "
+                         "stable_after >= 0 and max_attempts >= 1 or None")
+    initial_delay = min(initial_delay, max_delay)  # (max_delay=0.5 alone: no wait past it)
     delay = initial_delay
     failures = 0
 

@@ -15,12 +15,14 @@ __all__ = ["WebSocketURI", "parse_uri"]
 # digits and "_.-~" anyway), and "%" so that percent-encoded octets stay.
 _URI_CHARACTERS = ":/?#[]@!$&'()*+,;=%"
 _REG_NAME = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+")  # §3.2.2: a host name's characters
-_CREDENTIALS = re.compile(r"^([^:/?#]*://)?.*@", re.S)  # up to the last "@": a password may hold "/"
+_CREDENTIALS = re.compile(r"^([^:/?#]*://)?[^?#]*@", re.S)  # a password may hold "/"
+_PROXY_CREDENTIALS = re.compile(r"^([^:/?#]*://)?.*@", re.S)  # a proxy URL has no query: "?" too
 
 
-def hide_credentials(url: str) -> str:
-    """``url`` for an error message: what may be its user:password@ becomes ***@."""
-    return _CREDENTIALS.sub(r"\1***@", url)
+def hide_credentials(url: str, proxy: bool = False) -> str:
+    """``url`` for an error message: what may be its user:password@ becomes ***@ (up to
+    the last "@" before the query; for a proxy's URL, the last "@")."""
+    return (_PROXY_CREDENTIALS if proxy else _CREDENTIALS).sub(r"\1***@", url)
 
 
 class WebSocketURI(NamedTuple):
@@ -38,9 +40,15 @@ class WebSocketURI(NamedTuple):
     @property
     def host_header(self) -> str:
         """The Host header (RFC 7230 §5.4): the port only when it is not the default."""
-        host = f"[{self.host.replace('%', '%25')}]" if ":" in self.host else self.host
+        host = self.bracketed_host
         default = 443 if self.secure else 80
         return host if self.port == default else f"{host}:{self.port}"
+
+    @property
+    def bracketed_host(self) -> str:
+        """The host as a request names it: an IPv6 address in brackets, without its zone
+        ID (RFC 6874 §4: it means something on this host only)."""
+        return f"[{self.host.partition('%')[0]}]" if ":" in self.host else self.host
 
 
 @functools.lru_cache(maxsize=64)  # clients reconnect to the same few URIs: 14 us a connect
@@ -54,7 +62,7 @@ def parse_uri(uri: str) -> WebSocketURI:
         parts = urllib.parse.urlsplit(uri)
         port = parts.port
     except ValueError as exc:
-        detail = "" if "@" in uri else f": {exc}"  # (urlsplit's may quote a password)
+        detail = "" if shown != uri else f": {exc}"  # (urlsplit's may quote a password)
         raise InvalidURI(f"{shown!r} is not a valid URI{detail}") from None
     if parts.scheme not in ("ws", "wss"):
         raise InvalidURI(f"{shown!r} is not a WebSocket URI: the scheme must be ws or wss")

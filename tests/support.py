@@ -210,8 +210,8 @@ def scripted_proxy(answer: bytes) -> Iterator[Tuple[str, List[bytes]]]:
             while True:
                 client, _ = listener.accept()
                 head = b""
-                while b"\r\n\r\n" not in head:
-                    head += client.recv(65536)
+                while b"\r\n\r\n" not in head and (chunk := client.recv(65536)):
+                    head += chunk
                 requests.append(head)
                 client.sendall(answer)
                 if b" 200 " not in answer:

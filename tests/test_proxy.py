@@ -313,6 +313,14 @@ def test_informational_answers_before_the_proxy_s_200_are_skipped():
     assert requests[0].startswith(f"CONNECT 127.0.0.1:{server.port} ".encode())
 
 
+def test_the_zone_id_of_an_ipv6_target_is_not_sent_to_the_proxy():
+    """RFC 6874 §4: a zone ID means something on this host only (it went out raw)."""
+    with scripted_proxy(b"HTTP/1.1 403 Forbidden\r\n\r\n") as (url, requests), \
+            pytest.raises(simplews.InvalidProxyStatus):
+        simplews.connect("ws://[fe80::1%25eth0]:9/", proxy=url, open_timeout=TIMEOUT)
+    assert requests[0].startswith(b"CONNECT [fe80::1]:9 HTTP/1.1\r\nHost: [fe80::1]:9\r\n")
+
+
 def test_no_proxy_entries_may_name_a_port(environ):
     """As requests and urllib read NO_PROXY (an entry "host:port" was ignored)."""
     with running_server(echo) as server, scripted_proxy(b"HTTP/1.1 403 Forbidden\r\n\r\n") as (url, requests):

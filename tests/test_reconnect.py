@@ -2,6 +2,7 @@
 same port; the loop reconnects with backoff, and stops on a normal close."""
 from __future__ import annotations
 
+import contextlib
 import importlib
 import socket
 import subprocess
@@ -149,14 +150,54 @@ def test_a_proxy_setting_to_fix_is_raised_at_once(proxy):
     assert isinstance(info.value, simplews.InvalidProxyStatus if proxy == "407" else simplews.InvalidProxy)
 
 
-@pytest.mark.parametrize("options", [{"initial_delay": 0.5, "max_delay": 0.1}, {"jitter": 1.5},
+@pytest.mark.parametrize("options", [{"max_delay": -1}, {"jitter": 1.5},
                                      {"initial_delay": -1}, {"factor": 0.5}, {"max_attempts": 0},
                                      {"stable_after": float("nan")}])
 def test_backoff_settings_no_loop_could_keep_are_refused(options):
-    """They were taken: the first wait past max_delay, and a negative sleep's ValueError
-    in place of the connection's error once an attempt failed."""
+    """They were taken: a negative sleep's ValueError came in place of the connection's
+    error once an attempt failed."""
     with pytest.raises(ValueError, match="reconnect"):
         next(simplews.reconnect("ws://127.0.0.1:9/", **{"max_attempts": 2, "open_timeout": 1, **options}))
+
+
+NOT_ALLOWED = b"\x05\x02\x00\x01\x00\x00\x00\x00\x00\x00"  # RFC 1928 §6: "not allowed by ruleset"
+
+
+@pytest.mark.parametrize("refusal", [b"\x01\x01",  # RFC 1929: the password is refused
+                                     b"\x01\x00" + NOT_ALLOWED])
+def test_a_socks_proxy_refusing_our_credentials_or_the_target_is_not_retried(refusal):
+    """The SOCKS kin of a 407 or a 403 from an HTTP proxy: retried for ever."""
+    pytest.importorskip("python_socks")
+    listener = socket.create_server(("127.0.0.1", 0))
+    attempts = []
+
+    def socks5() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                with conn:
+                    conn.settimeout(TIMEOUT)
+                    attempts.append(conn.recv(16))  # version, methods
+                    conn.sendall(b"\x05\x02")  # username and password, please
+                    conn.recv(512)
+                    conn.sendall(refusal[:2])  # the verdict on them
+                    if refusal[1:2] == b"\x00":
+                        conn.recv(512)  # the CONNECT request
+                        conn.sendall(refusal[2:])
+
+    thread = threading.Thread(target=socks5)
+    thread.start()
+    try:
+        with pytest.raises(simplews.InvalidProxy):
+            for _ in simplews.reconnect("ws://127.0.0.1:9/", initial_delay=0.01, max_attempts=3,
+                                        proxy=f"socks5://alice:typo@127.0.0.1:{listener.getsockname()[1]}",
+                                        open_timeout=TIMEOUT):
+                pytest.fail("the proxy refuses")
+        assert len(attempts) == 1
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+        thread.join(TIMEOUT)
 
 
 def test_503_is_retried(start_server):
@@ -223,6 +264,12 @@ def test_a_server_that_closes_at_once_is_not_hammered(start_server, fake_time):
                  initial_delay=0.01, factor=2, max_delay=0.3, jitter=0)
     assert log == ["open", 0.01, "open", 0.02, "open", 0.04, "open", 0.08, "open", 0.16,
                    "open", 0.3, "open"]
+
+
+def test_max_delay_alone_bounds_the_first_wait_too(start_server, fake_time):
+    """max_delay under the default initial_delay (1 s): no wait is longer."""
+    log = follow(start_server(close_at_once), fake_time, 3, max_delay=0.5, jitter=0)
+    assert log == ["open", 0.5, "open", 0.5, "open"]
 
 
 def test_the_waits_after_short_connections_are_jittered(start_server, fake_time):

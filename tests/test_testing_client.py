@@ -74,6 +74,14 @@ def test_a_refused_handshake_raises_invalid_status(start_server, scheme):
     assert caught.value.status == 403
 
 
+def test_open_timeout_none_waits_as_long_as_it_takes(start_server, scheme):
+    """None gave a TypeError once open_timeout became a deadline."""
+    server = start_server()
+    context = client_ssl_context() if scheme == "wss" else None
+    with RawClient(server.uri, ssl=context, open_timeout=None) as client:
+        assert client.response.status == 101
+
+
 def test_open_timeout_bounds_the_whole_handshake():
     """It bounded each read: a server sending its answer a byte at a time held the
     constructor for half a minute."""

@@ -45,8 +45,16 @@ def test_invalid_uri_errors_hide_the_password(uri):
     assert "s3cr" not in str(info.value) and "***@" in str(info.value)
 
 
+def test_an_at_sign_in_the_query_hides_nothing():
+    """A first mask went up to the last "@" anywhere: the host and the reason were lost."""
+    with pytest.raises(InvalidURI) as info:
+        parse_uri("ws://example.com:99999/notify?to=alice@corp.example")
+    assert str(info.value).startswith("'ws://example.com:99999/notify?to=alice@corp.example' is not a "
+                                      "valid URI: Port out of range")
+
+
 def test_host_header():
-    assert parse_uri("ws://[fe80::1%25eth0]/").host_header == "[fe80::1%25eth0]"
+    assert parse_uri("ws://[fe80::1%25eth0]/").host_header == "[fe80::1]"  # RFC 6874 §4: no zone ID sent
     assert parse_uri("ws://h:80/").host_header == "h"
     assert parse_uri("wss://h:8443/").host_header == "h:8443"
     assert parse_uri("ws://[::1]:9/").host_header == "[::1]:9"

@@ -45,12 +45,12 @@ class RawClient(WireEnd):
                  server_hostname: Optional[str] = None, subprotocols: Optional[Sequence[str]] = None,
                  additional_headers: Optional[HeadersLike] = None, origin: Optional[str] = None,
                  compression: Union[str, DeflateConfig, None] = None, max_size: Optional[int] = None,
-                 open_timeout: float = 10.0) -> None:
+                 open_timeout: Optional[float] = 10.0) -> None:
         wsuri = parse_uri(uri)
         config = compression_config(compression)
         handshake = ClientHandshake(wsuri, origin=origin, subprotocols=subprotocols,
                                     compression=config, additional_headers=additional_headers)
-        deadline = monotonic() + open_timeout
+        deadline = None if open_timeout is None else monotonic() + open_timeout
         sock = socket.create_connection((wsuri.host, wsuri.port), timeout=open_timeout)
         try:
             if wsuri.secure:
@@ -60,7 +60,7 @@ class RawClient(WireEnd):
             buffer = bytearray()
             parsed = None
             while parsed is None:  # (the whole answer within open_timeout, not each read)
-                sock.settimeout(max(0.001, deadline - monotonic()))
+                sock.settimeout(None if deadline is None else max(0.001, deadline - monotonic()))
                 data = sock.recv(65536)
                 if not data:
                     raise InvalidHandshake("connection closed during the opening handshake")
