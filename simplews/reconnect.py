@@ -6,6 +6,7 @@ import random
 import time
 from typing import Any, Iterator, Optional
 
+from ._io import LONGEST_WAIT
 from .client import connect
 from .connection import Connection
 from .exceptions import InvalidHandshake, InvalidProxy, InvalidProxyStatus, InvalidStatus, ProxyError
@@ -47,6 +48,7 @@ def reconnect(uri: str, *, initial_delay: float = 1.0, max_delay: float = 60.0,
             and stable_after >= 0) or max_attempts is not None and max_attempts < 1:
         raise ValueError("reconnect() needs delays >= 0, factor >= 1, 0 <= jitter <= 1, "
                          "stable_after >= 0 and max_attempts >= 1 or None")
+    max_delay = min(max_delay, LONGEST_WAIT)  # (what time.sleep() takes: inf would overflow)
     initial_delay = min(initial_delay, max_delay)  # (max_delay=0.5 alone: no wait past it)
     delay = initial_delay
     failures = 0

@@ -15,14 +15,23 @@ __all__ = ["WebSocketURI", "parse_uri"]
 # digits and "_.-~" anyway), and "%" so that percent-encoded octets stay.
 _URI_CHARACTERS = ":/?#[]@!$&'()*+,;=%"
 _REG_NAME = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+")  # §3.2.2: a host name's characters
-_CREDENTIALS = re.compile(r"^([^:/?#]*://)?[^?#]*@", re.S)  # a password may hold "/"
-_PROXY_CREDENTIALS = re.compile(r"^([^:/?#]*://)?.*@", re.S)  # a proxy URL has no query: "?" too
+_HOST_PORT = re.compile(r"(\[[^\]]*\]|[^:@]*)(:[0-9]*)?")  # an authority without user info
 
 
 def hide_credentials(url: str, proxy: bool = False) -> str:
-    """``url`` for an error message: what may be its user:password@ becomes ***@ (up to
-    the last "@" before the query; for a proxy's URL, the last "@")."""
-    return (_PROXY_CREDENTIALS if proxy else _CREDENTIALS).sub(r"\1***@", url)
+    """``url`` for an error message: what may be its user:password@ becomes ***@. A
+    password may hold "/", "?" or "#": up to the last "@", unless what comes before the
+    first of them is a host and port (then an "@" further on is the path's or query's;
+    a proxy's URL has neither)."""
+    scheme, sep, rest = url.partition("://") if "://" in url.partition("@")[0] else ("", "", url)
+    authority = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in authority:
+        cut = authority.rindex("@")
+    elif "@" in rest and (proxy or not _HOST_PORT.fullmatch(authority)):
+        cut = rest.rindex("@")
+    else:
+        return url
+    return f"{scheme}{sep}***@{rest[cut + 1:]}"
 
 
 class WebSocketURI(NamedTuple):

@@ -309,7 +309,9 @@ def test_headers_subprotocol_and_origin_reach_the_server():
     ("-H", "no colon here", "expected 'Name: value'"),
     ("--origin", "http://a\r\nX-Evil: 1", "cannot contain CR or LF"),  # was 'unexpected error'
     ("--subprotocol", "a,b", "is a token"), ("--subprotocol", "a b", "is a token"),  # were sent
-    ("--subprotocol", "", "is a token")])
+    ("--subprotocol", "", "is a token"),
+    # past what a wait can take: the reader thread died in an OverflowError, the CLI hung
+    ("--wait", "1e12", "2147483 seconds at most"), ("--timeout", "1e12", "2147483 seconds at most")])
 def test_bad_header_is_a_usage_error(option, value, says):
     result = run_cli(option, value, "ws://127.0.0.1:9/")
     assert result.returncode == 2

@@ -13,6 +13,7 @@ import time
 import pytest
 
 import simplews
+from simplews._io import LONGEST_WAIT
 from support import free_port, scripted_proxy
 from conftest import TIMEOUT, client_ssl_context
 from support import ROOT, cli_env
@@ -270,6 +271,14 @@ def test_max_delay_alone_bounds_the_first_wait_too(start_server, fake_time):
     """max_delay under the default initial_delay (1 s): no wait is longer."""
     log = follow(start_server(close_at_once), fake_time, 3, max_delay=0.5, jitter=0)
     assert log == ["open", 0.5, "open", 0.5, "open"]
+
+
+def test_an_endless_max_delay_stays_within_what_a_sleep_takes(start_server, fake_time):
+    """max_delay=inf with a large factor made time.sleep() raise OverflowError in place of
+    the connection's error."""
+    log = follow(start_server(close_at_once), fake_time, 3, initial_delay=0.01, factor=1e12,
+                 max_delay=float("inf"), jitter=0)
+    assert log == ["open", 0.01, "open", LONGEST_WAIT, "open"]
 
 
 def test_the_waits_after_short_connections_are_jittered(start_server, fake_time):

@@ -38,7 +38,8 @@ def test_the_resource_name_is_ascii(uri, resource):
 
 
 @pytest.mark.parametrize("uri", ["ws://alice:s3cret@example.com/#frag", "ws://alice:s3cret@example.com:99999/",
-                                 "ws://alice:s3cr/et@example.com/"])
+                                 "ws://alice:s3cr/et@example.com/", "ws://alice:s3cr?et@example.com/",
+                                 "ws://alice:s3cr#et@example.com/"])
 def test_invalid_uri_errors_hide_the_password(uri):
     with pytest.raises(InvalidURI) as info:
         parse_uri(uri)

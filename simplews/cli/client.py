@@ -12,6 +12,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import certifi
 
+from .._io import LONGEST_WAIT
 from ..client import connect
 from ..connection import Connection
 from ..exceptions import ConnectionClosed, ConnectionClosedOK, InvalidStatus
@@ -56,7 +57,8 @@ def _origin(text: str) -> str:
 
 
 def _number(convert: Callable[[str], float], unit: str, positive: bool = False) -> Callable[[str], float]:
-    """An argparse type: a number of ``unit``, >= 0 (> 0 if ``positive``)."""
+    """An argparse type: a number of ``unit``, >= 0 (> 0 if ``positive``); seconds are at
+    most LONGEST_WAIT (24.8 days: what a wait can take)."""
     def parse(text: str) -> float:
         try:
             value = convert(text)
@@ -64,6 +66,8 @@ def _number(convert: Callable[[str], float], unit: str, positive: bool = False) 
             raise argparse.ArgumentTypeError(f"not a number of {unit}: {text!r}") from None
         if not (value > 0 if positive else value >= 0):  # NaN too
             raise argparse.ArgumentTypeError(f"must be {'>' if positive else '>='} 0: {text!r}")
+        if unit == "seconds" and value > LONGEST_WAIT:
+            raise argparse.ArgumentTypeError(f"must be {LONGEST_WAIT:.0f} seconds at most: {text!r}")
         return value
     return parse
 
