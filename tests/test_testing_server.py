@@ -74,6 +74,16 @@ def test_send_text_binary_and_fragments(pair):
     assert ws.recv(timeout=T) == "fragments"
 
 
+def test_a_timeout_past_what_a_wait_takes_means_no_limit(fake, connect):
+    """accept(), recv(), wait_frame() and wait_requests() raised OverflowError for 1e12."""
+    ws = connect(fake.uri, compression=None)
+    peer = fake.accept(timeout=1e12)
+    ws.send("x")
+    assert peer.recv(timeout=1e12) == "x"
+    assert peer.wait_frame(Opcode.TEXT, timeout=1e12).payload == b"x"
+    assert len(fake.wait_requests(1, timeout=1e12)) == 1
+
+
 def test_recv_timeout_leaves_the_peer_usable(pair):
     ws, peer = pair
     with pytest.raises(TimeoutError):

@@ -30,7 +30,7 @@ from simplews.handshake import ServerHandshake
 from simplews.http11 import Headers, HeadersLike, Request, Response, parse_request
 from simplews.protocol import Protocol, Side
 
-from .wire import DEFAULT_TIMEOUT, WireEnd, logger
+from .wire import DEFAULT_TIMEOUT, WireEnd, logger, remaining
 
 __all__ = ["FakeServer", "Peer"]
 
@@ -200,10 +200,10 @@ class FakeServer:
             while not self._ready:
                 if self._closed:
                     raise RuntimeError(f"{self!r}: accept() on a closed FakeServer")
-                remaining = None if deadline is None else deadline - monotonic()
-                if remaining is not None and remaining <= 0:
+                left = remaining(deadline)
+                if left == 0:
                     raise TimeoutError(f"no WebSocket client connected to {self.uri} within {timeout} s")
-                self._cond.wait(remaining)
+                self._cond.wait(left)
             return self._ready.popleft()
 
     def refuse_next(self, status: int = 503, body: Union[str, bytes] = "",
@@ -238,11 +238,11 @@ class FakeServer:
                 if self._closed:
                     raise RuntimeError(f"{self!r}: wait_requests() on a closed FakeServer "
                                        f"({len(self.requests)} of {count} requests came)")
-                remaining = None if deadline is None else deadline - monotonic()
-                if remaining is not None and remaining <= 0:
+                left = remaining(deadline)
+                if left == 0:
                     raise TimeoutError(f"{len(self.requests)} of {count} handshake requests "
                                        f"came to {self.uri} within {timeout} s")
-                self._cond.wait(remaining)
+                self._cond.wait(left)
             return list(self.requests)
 
     def close(self) -> None:

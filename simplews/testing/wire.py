@@ -27,6 +27,7 @@ from collections import deque
 from time import monotonic
 from typing import Deque, Dict, Iterable, List, Optional, Tuple, Union
 
+from simplews._io import LONGEST_WAIT
 from simplews.exceptions import ConnectionClosed, ConnectionClosedError, ProtocolError
 from simplews.frames import CloseCode, Opcode
 from simplews.protocol import Close, Event, Message, Pong, Protocol, Side
@@ -47,8 +48,9 @@ def _deadline(timeout: Optional[float]) -> Optional[float]:
     return None if timeout is None else monotonic() + timeout
 
 
-def _remaining(deadline: Optional[float]) -> Optional[float]:
-    return None if deadline is None else max(0.0, deadline - monotonic())
+def remaining(deadline: Optional[float]) -> Optional[float]:
+    """Seconds to ``deadline`` (None: no limit), at most LONGEST_WAIT: what a wait takes."""
+    return None if deadline is None else min(max(0.0, deadline - monotonic()), LONGEST_WAIT)
 
 
 def _tcp_shutdown(sock: socket.socket, how: int) -> None:
@@ -150,10 +152,10 @@ class WireEnd:
             while not self._messages:
                 if self._ended:
                     raise self._closed_exc()
-                remaining = _remaining(deadline)
-                if remaining == 0:
+                left = remaining(deadline)
+                if left == 0:
                     raise TimeoutError(f"{self!r}: no message within {timeout} s")
-                self._cond.wait(remaining)
+                self._cond.wait(left)
             return self._messages.popleft()
 
     def expect(self, expected: Union[str, bytes], timeout: Optional[float] = DEFAULT_TIMEOUT
@@ -174,10 +176,10 @@ class WireEnd:
                 for frame in self.frames[after:]:
                     if opcode is None or frame.opcode == opcode:
                         return frame
-                remaining = _remaining(deadline)
-                if self._done or remaining == 0:
+                left = remaining(deadline)
+                if self._done or left == 0:
                     raise TimeoutError(f"{self!r}: no frame with opcode {opcode} within {timeout} s")
-                self._cond.wait(remaining)
+                self._cond.wait(left)
 
     def ping(self, data: Optional[bytes] = None) -> threading.Event:
         """Send a ping (4 random bytes unless ``data`` is given): an Event set when the
@@ -207,7 +209,7 @@ class WireEnd:
                     self._write_quietly(frame)
             finally:
                 self._write_lock.release()
-        if not self.wait_done(_remaining(deadline)):
+        if not self.wait_done(remaining(deadline)):
             logger.info("%r: no closing handshake within %s s: closing TCP", self, timeout)
             self._stop()
 
@@ -241,10 +243,10 @@ class WireEnd:
         deadline = monotonic() + JOIN_TIMEOUT
         with self._cond:
             while not (self._reader_paused or self._done or self._stopping):
-                remaining = deadline - monotonic()
-                if remaining <= 0:
+                left = deadline - monotonic()
+                if left <= 0:
                     raise TimeoutError(f"{self!r}: the reader did not pause")
-                self._cond.wait(remaining)
+                self._cond.wait(left)
 
     def resume_reading(self) -> None:
         """Undo stop_reading(): what was held back is read and answered now."""
@@ -375,7 +377,7 @@ class WireEnd:
         if self._stopping:
             return False
         reading = [self._wake_r] if write else [self._wake_r, self.sock]
-        ready = select.select(reading, [self.sock] if write else [], [], _remaining(deadline))
+        ready = select.select(reading, [self.sock] if write else [], [], remaining(deadline))
         if self._wake_r in ready[0]:
             with contextlib.suppress(OSError):
                 while self._wake_r.recv(4096):
@@ -454,10 +456,10 @@ class WireEnd:
         deadline = _deadline(timeout)
         with self._cond:
             while not self._done:
-                remaining = _remaining(deadline)
-                if remaining == 0:
+                left = remaining(deadline)
+                if left == 0:
                     return False
-                self._cond.wait(remaining)
+                self._cond.wait(left)
         return True
 
     def start_reader(self) -> None:
