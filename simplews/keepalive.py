@@ -19,7 +19,7 @@ import selectors
 import threading
 import time
 from time import monotonic
-from typing import Deque, Dict, List, Optional, Protocol, Tuple
+from typing import Deque, Dict, List, Optional, Protocol, Tuple, cast
 
 from ._io import Flag
 
@@ -159,10 +159,11 @@ def _stuck(connection: Keepable, schedule: _Schedule, now: float) -> None:
     """A ping that finds the socket full while TCP sees the peer take no byte for
     ping_timeout is as late as a pong that does not come: 1011 (a peer reading nothing
     would otherwise keep the connection, and its sender, for ever)."""
-    taken = connection.bytes_taken()
+    timeout = connection.ping_timeout  # (None: no rule, and no syscalls for it each tick)
+    taken = None if timeout is None else connection.bytes_taken()
     if taken is None or taken != schedule.taken:
         schedule.taken, schedule.stuck_since = taken, now
-    elif connection.ping_timeout is not None and now - schedule.stuck_since >= connection.ping_timeout:
+    elif now - schedule.stuck_since >= cast(float, timeout):
         connection.keepalive_timeout()
 
 
