@@ -38,8 +38,7 @@ class Transport:
         "remote_address", "latency", "_debug", "_tls", "_read_lock", "_write_lock",
         "_message_lock", "_message_owner", "_state_lock", "_queue", "_read_buffer", "_read_view", "_pings",
         "_closed", "_tcp_closed", "_shut_wr", "_cut", "_close_exc", "_close_deadline",
-        "_cause", "_failure_reported", "_handback", "_parse_asked", "_tls_partial", "__dict__",
-        "__weakref__",
+        "_cause", "_failure_reported", "_handback", "_parse_asked", "_tls_partial", "__dict__", "__weakref__",
     )
 
     def __init__(self, sock: socket.socket, protocol: Protocol, *, request: Request,
@@ -153,7 +152,7 @@ class Transport:
                         self._parse_asked = self._handback = True  # parsed if nobody reads on
                     return event
                 self._queue.append(event)
-                if self.max_queue is not None and len(self._queue) >= self.max_queue:
+                if self._queue_full():
                     return None  # back-pressure: recv() reads the rest
                 continue
             self._handle_control(event, idle)
@@ -435,11 +434,13 @@ class Transport:
         for _ in range(2):
             if self._closed.is_set():
                 return False
-            if not (self._read_lock.locked()
-                    or (self.max_queue is not None and len(self._queue) >= self.max_queue)):
+            if not (self._read_lock.locked() or self._queue_full()):
                 return True
             self._handback = True
         return False
+
+    def _queue_full(self) -> bool:  # back-pressure: no reading ahead past max_queue events
+        return self.max_queue is not None and len(self._queue) >= self.max_queue
 
     def _left_unread(self) -> bool:  # a whole frame, or bytes TLS decrypted (socket not readable)
         return self.protocol.frame_buffered or (self._tls and cast(ssl.SSLSocket, self.socket).pending() > 0)
@@ -457,9 +458,8 @@ class Transport:
                 while more:
                     self._pump(NOW, idle=True)
                     self._send_replies()
-                    more = not self._closed.is_set() and self._write_lock.locked() and (
-                        self.max_queue is None or len(self._queue) < self.max_queue) and \
-                        data_ready(self.socket, NOW)
+                    more = not (self._closed.is_set() or self._queue_full()) and \
+                        self._write_lock.locked() and data_ready(self.socket, NOW)
         except Exception as exc:  # (a peek's OSError: read_idle meets it again, and ends it)
             if not isinstance(exc, OSError):
                 self.logger.exception("reading aside failed on %r", self)

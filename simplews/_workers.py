@@ -67,9 +67,8 @@ class Workers:
         self._idle = 0  # threads waiting for work, or about to
         self._threads: Set[threading.Thread] = set()
         self._spare: List[Waiter] = []  # waiters of serving threads, for the next to wait
-        self._stopping = False
         self._wanted = threading.Event()  # run() should start a thread
-        self._stopped = threading.Event()
+        self._stopped = threading.Event()  # stop() was called (set under _lock)
 
     def run(self) -> None:
         """Start the first thread, then a new one whenever no thread is left waiting,
@@ -77,7 +76,7 @@ class Workers:
         a thread started from another short-lived one costs ~4 KiB more memory."""
         while True:
             with self._lock:
-                if self._stopping:
+                if self._stopped.is_set():
                     return
                 if self._idle == 0:
                     self._spawn()
@@ -93,9 +92,8 @@ class Workers:
         """No new threads, run() returns; each thread exits once its waiter returns STOP
         (the caller makes them do so) or its item is served."""
         with self._lock:
-            self._stopping = True
+            self._stopped.set()
             spare, self._spare = self._spare, []
-        self._stopped.set()
         for waiter in spare:
             waiter.close()
         self._wanted.set()
@@ -120,7 +118,7 @@ class Workers:
 
     def _give_back(self, waiter: Waiter) -> None:
         with self._lock:
-            if not self._stopping and len(self._spare) < self.max_idle:
+            if not self._stopped.is_set() and len(self._spare) < self.max_idle:
                 self._spare.append(waiter)
                 return
         waiter.close()
@@ -134,7 +132,7 @@ class Workers:
                     try:
                         waiter = self._take_waiter()
                     except (OSError, ValueError) as exc:  # the listening socket is closed already,
-                        if getattr(exc, "errno", None) in _SHORT_OF and not self._stopping:
+                        if getattr(exc, "errno", None) in _SHORT_OF and not self._stopped.is_set():
                             # or no descriptor is free for now (the last waiting thread would
                             # leave none): no traceback (TRY400), the cause is all there is
                             logging.getLogger("simplews.server").error(  # noqa: TRY400
@@ -149,7 +147,7 @@ class Workers:
                     return
                 with self._lock:
                     if task is None:  # idle for idle_timeout: leave if another waits
-                        if self._idle > 1 or self._stopping:
+                        if self._idle > 1 or self._stopped.is_set():
                             self._idle -= 1
                             return
                         continue
@@ -162,7 +160,7 @@ class Workers:
                 self._serve(item)
                 me.name = "simplews-worker"
                 with self._lock:
-                    if self._stopping or self._idle >= self.max_idle:
+                    if self._stopped.is_set() or self._idle >= self.max_idle:
                         return
                     self._idle += 1
         finally:

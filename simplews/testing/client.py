@@ -20,7 +20,8 @@ from simplews.client import shared_ssl_context
 from simplews.exceptions import InvalidHandshake
 from simplews.extensions import DeflateConfig, codec_settings, compression_config
 from simplews.handshake import ClientHandshake
-from simplews.http11 import HeadersLike, Response, parse_response
+from simplews._io import LONGEST_WAIT, read_head
+from simplews.http11 import HeadersLike, parse_response
 from simplews.protocol import Protocol, Side
 from simplews.uri import parse_uri
 
@@ -50,26 +51,20 @@ class RawClient(WireEnd):
         config = compression_config(compression)
         handshake = ClientHandshake(wsuri, origin=origin, subprotocols=subprotocols,
                                     compression=config, additional_headers=additional_headers)
-        deadline = None if open_timeout is None else monotonic() + open_timeout
+        deadline = monotonic() + (LONGEST_WAIT if open_timeout is None else open_timeout)
         sock = socket.create_connection((wsuri.host, wsuri.port), timeout=open_timeout)
         try:
             if wsuri.secure:
                 context = ssl if ssl is not None else shared_ssl_context()
                 sock = context.wrap_socket(sock, server_hostname=server_hostname or wsuri.host)
             sock.sendall(handshake.request.serialize())
-            buffer = bytearray()
-            parsed = None
-            while parsed is None:  # (the whole answer within open_timeout, not each read)
-                sock.settimeout(None if deadline is None else max(0.001, deadline - monotonic()))
-                data = sock.recv(65536)
-                if not data:
-                    raise InvalidHandshake("connection closed during the opening handshake")
-                buffer += data
-                parsed = parse_response(buffer)
-            response: Response = parsed[0]
+            try:  # (the whole answer by the deadline, not each read)
+                response, leftover = read_head(sock, parse_response, deadline)
+            except EOFError:
+                raise InvalidHandshake("connection closed during the opening handshake") from None
             accepted = handshake.check_response(response)
             sock.settimeout(None)
-        except socket.timeout:  # not a TimeoutError before Python 3.10
+        except (socket.timeout, TimeoutError):  # (socket.timeout is not one before Python 3.10)
             sock.close()
             raise TimeoutError(f"no handshake answer from {uri} within {open_timeout} s") from None
         except BaseException:
@@ -83,7 +78,7 @@ class RawClient(WireEnd):
         self.subprotocol = accepted.subprotocol
         self.protocol = Protocol(Side.CLIENT, max_size=max_size, deflate=accepted.deflate,
                                  **codec_settings(config))
-        self._leftover = bytes(buffer[parsed[1]:])
+        self._leftover = leftover
         self.start_reader()
 
     def __enter__(self) -> RawClient:
